@@ -1,0 +1,79 @@
+# Hone: the front door. `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+include hack/versions.env
+
+CARGO ?= cargo
+# Every target that compiles tch runs under this environment: a venv with the
+# torch wheel matching tch (created once, cached outside the work tree).
+WITH_TORCH := eval "$$(hack/env.sh)" &&
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: ## Install what the build needs (Python venv with torch $(TORCH_VERSION))
+	hack/setup-python.sh
+
+.PHONY: build
+build: ## Build every crate (debug)
+	$(WITH_TORCH) $(CARGO) build --workspace --all-targets
+
+.PHONY: release
+release: ## Build the binaries in release mode
+	$(WITH_TORCH) $(CARGO) build --workspace --release --bins
+
+.PHONY: unit-test
+unit-test: ## Unit tests: every crate, no cluster needed
+	$(WITH_TORCH) $(CARGO) test --workspace
+
+.PHONY: cluster-test
+cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at
+	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests -- --test-threads=4
+
+.PHONY: test
+test: lint generate-check unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
+	hack/with-cluster.sh $(MAKE) --no-print-directory cluster-test
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings denied
+	$(CARGO) fmt --all -- --check
+	$(WITH_TORCH) $(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: generate
+generate: ## Write the CRD YAML into charts/hone/crds/ and config/crd/
+	$(CARGO) run -q -p hone-crds --bin crdgen -- --out-dir charts/hone/crds
+	$(CARGO) run -q -p hone-crds --bin crdgen -- --out-dir config/crd/bases
+
+.PHONY: generate-check
+generate-check: ## Fail when the committed CRD YAML differs from what crdgen prints
+	hack/check-generated.sh
+
+.PHONY: cluster-up
+cluster-up: ## Start the local Kubernetes (etcd, apiserver, controllers, KWOK nodes), building it once
+	hack/cluster/up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop exactly what cluster-up started and remove its state
+	hack/cluster/down.sh
+
+.PHONY: demo
+demo: ## Not yet: the end-to-end demo lands with the real-node cluster and the operator (issues 3, 6, 8)
+	@echo "make demo is not implemented yet: it needs the operator (issue 6) and the real-node cluster (issue 3, tier 2)." >&2
+	@echo "Today: 'make test' builds everything and runs the unit and cluster tests; 'make cluster-up' starts a local control plane." >&2
+	@exit 2
+
+.PHONY: images
+images: ## Not yet: container images land with issue 7
+	@echo "make images is not implemented yet (issue 7)." >&2; exit 2
+
+.PHONY: clean
+clean: ## Remove build outputs (keeps the caches under ~/.cache/hone)
+	$(CARGO) clean

@@ -1,0 +1,420 @@
+//! `InferenceService`: serves ModelVersions behind one endpoint with
+//! autoscaling, A/B splits and guarded (canary) rollouts.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::SecretRef;
+
+/// Message of the rule that weights sum to 100.
+pub const WEIGHTS_MESSAGE: &str = "variant weights must sum to 100";
+/// Message of the rule that variant names are unique.
+pub const UNIQUE_NAMES_MESSAGE: &str = "variant names must be unique";
+/// Message of the rule on the number of variants.
+pub const VARIANT_COUNT_MESSAGE: &str = "an InferenceService has 1 to 5 variants";
+/// Message of the rule that a variant names exactly one model source.
+pub const ONE_SOURCE_MESSAGE: &str = "set exactly one of modelVersion and track";
+
+/// Serves one or more ModelVersions behind one stable endpoint, with
+/// autoscaling, A/B traffic splits and canary rollouts that promote or roll
+/// back on live metrics.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "hone.dev",
+    version = "v1alpha1",
+    kind = "InferenceService",
+    namespaced,
+    derive = "PartialEq",
+    status = "InferenceServiceStatus",
+    shortname = "isvc",
+    category = "hone",
+    doc = "InferenceService serves ModelVersions behind one stable endpoint with autoscaling, A/B splits and canary rollouts.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Progressing, Ready or Degraded"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Canary-Weight", type_ = "integer", json_path = ".status.rollout.canaryWeight"),
+    printcolumn(name = "Rollout-To", type_ = "string", json_path = ".status.rollout.toVersion", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceSpec {
+    /// The models served and the share of traffic each gets.
+    #[schemars(length(min = 1, max = 5))]
+    #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 5").message(VARIANT_COUNT_MESSAGE))]
+    #[x_kube(validation = Rule::new("self.map(v, v.weight).sum() == 100").message(WEIGHTS_MESSAGE))]
+    #[x_kube(validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message(UNIQUE_NAMES_MESSAGE).reason(Reason::FieldValueDuplicate))]
+    pub variants: Vec<Variant>,
+    /// The predictor pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictor: Option<PredictorSpec>,
+    /// Horizontal autoscaling of each variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    /// Header-based routing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+    /// How a change of a variant's model is rolled out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// What splits the traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Traffic>,
+}
+
+/// One model behind the endpoint and its share of traffic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.modelVersion) != has(self.track)").message(ONE_SOURCE_MESSAGE))]
+pub struct Variant {
+    /// Variant name (a DNS label), e.g. `a`, `b`, `stable`.
+    #[schemars(length(min = 1, max = 20), regex(pattern = crate::common::DNS_LABEL_PATTERN))]
+    pub name: String,
+    /// ModelVersion to serve (by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub model_version: Option<String>,
+    /// Follow the newest Ready ModelVersion of a model that passes the gates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<Track>,
+    /// Percent of traffic (0 to 100); the weights of all variants sum to 100.
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: i32,
+}
+
+/// Follow the newest Ready ModelVersion of a model whose metrics pass every gate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Track {
+    /// Model name to follow.
+    #[schemars(length(min = 1, max = 50), regex(pattern = crate::common::DNS_LABEL_PATTERN))]
+    pub model: String,
+    /// Minimum metric values a version needs, e.g. `val_accuracy: 0.95`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_metrics: Option<BTreeMap<String, f64>>,
+}
+
+/// The predictor pods of every variant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictorSpec {
+    /// Predictor image. Unset: the operator's default predictor image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// CPU and memory per predictor pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// GPUs per predictor pod (shortcut for the `nvidia.com/gpu` limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 16))]
+    pub gpus: Option<u32>,
+    /// Extra environment for the predictor container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub env: Option<Vec<EnvVar>>,
+    /// Dynamic batching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
+    /// Secret whose values are accepted API keys; unset: no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretRef>,
+}
+
+/// Dynamic batching of concurrent requests into one forward pass.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Batching {
+    /// Most samples in one forward pass.
+    #[serde(default = "default_max_batch_size")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_batch_size: u32,
+    /// Longest a request waits for others to fill a batch, in milliseconds.
+    #[serde(default = "default_max_latency_ms")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_latency_ms: u32,
+}
+
+fn default_max_batch_size() -> u32 {
+    32
+}
+
+fn default_max_latency_ms() -> u32 {
+    5
+}
+
+/// Horizontal autoscaling (autoscaling/v2) of each variant's predictors.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("autoscaling.minReplicas must not exceed maxReplicas"))]
+pub struct Autoscaling {
+    /// Fewest replicas per variant.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Most replicas per variant.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Target average CPU utilisation, percent of requests.
+    #[serde(default = "default_cpu_target", rename = "targetCPUUtilizationPercentage")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+    /// Target requests per second per pod (a Pods metric,
+    /// `hone_predictor_requests_per_second`, served by a metrics adapter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_requests_per_second: Option<i32>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+fn default_max_replicas() -> i32 {
+    3
+}
+
+fn default_cpu_target() -> i32 {
+    80
+}
+
+/// Header-based routing.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Routing {
+    /// A request carrying this header always lands on the same variant for
+    /// the same header value (consistent hashing by weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = crate::common::HEADER_NAME_PATTERN))]
+    pub sticky_header: Option<String>,
+    /// A request carrying this header goes to the variant it names.
+    #[serde(default = "default_variant_header")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = crate::common::HEADER_NAME_PATTERN))]
+    pub variant_header: String,
+}
+
+fn default_variant_header() -> String {
+    crate::consts::DEFAULT_VARIANT_HEADER.to_owned()
+}
+
+/// How a change of a variant's `modelVersion` reaches traffic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    /// `Immediate` switches at once; `Canary` moves traffic through `steps`.
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Canary traffic percentages, ascending, each 1 to 99.
+    #[serde(default = "default_steps")]
+    #[schemars(length(min = 1, max = 10))]
+    #[x_kube(validation = Rule::new("self.all(s, s >= 1 && s <= 99) && self.isSorted()").message("rollout.steps are ascending percentages between 1 and 99"))]
+    pub steps: Vec<i32>,
+    /// Time at each step before analysis decides, e.g. `1m`.
+    #[serde(default = "default_step_interval")]
+    #[schemars(regex(pattern = crate::common::DURATION_PATTERN))]
+    pub step_interval: String,
+    /// What the canary must meet at each step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+}
+
+fn default_steps() -> Vec<i32> {
+    vec![10, 50]
+}
+
+fn default_step_interval() -> String {
+    "1m".to_owned()
+}
+
+/// Rollout strategies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RolloutStrategy {
+    /// Replace the model at once.
+    #[default]
+    Immediate,
+    /// Move traffic through steps while analysis passes; abort on failure.
+    Canary,
+}
+
+/// Canary analysis thresholds, read from the router's per-variant metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    /// Highest acceptable fraction of 5xx answers (0 to 1).
+    #[serde(default = "default_max_error_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate: f64,
+    /// Highest acceptable p99 latency in milliseconds.
+    #[serde(default = "default_max_p99_latency_ms")]
+    #[schemars(range(min = 1.0))]
+    pub max_p99_latency_ms: f64,
+    /// Fewest canary requests in a step before analysis may pass.
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 0))]
+    pub min_requests: i64,
+}
+
+fn default_max_error_rate() -> f64 {
+    0.01
+}
+
+fn default_max_p99_latency_ms() -> f64 {
+    500.0
+}
+
+fn default_min_requests() -> i64 {
+    20
+}
+
+/// What splits traffic between variants.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.provider != 'GatewayAPI' || has(self.gateway)").message("traffic.provider GatewayAPI needs traffic.gateway.parentRefs"))]
+pub struct Traffic {
+    /// `Router`: Hone's router Deployment; `GatewayAPI`: an HTTPRoute.
+    #[serde(default)]
+    pub provider: TrafficProvider,
+    /// Gateway attachment for the `GatewayAPI` provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayTraffic>,
+}
+
+/// Traffic providers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TrafficProvider {
+    /// Hone's own router (`<isvc>-router`).
+    #[default]
+    Router,
+    /// A Gateway API HTTPRoute with weighted backendRefs.
+    #[serde(rename = "GatewayAPI")]
+    GatewayApi,
+}
+
+/// Where the HTTPRoute attaches.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayTraffic {
+    /// Gateways the route attaches to.
+    #[schemars(length(min = 1, max = 32))]
+    pub parent_refs: Vec<ParentRef>,
+    /// Host names the route answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway API parent reference.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    /// Gateway name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Gateway namespace; unset: the InferenceService's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Listener name on the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+/// Lifecycle phase of an InferenceService.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum InferenceServicePhase {
+    /// Predictors are starting.
+    #[default]
+    Pending,
+    /// A rollout is moving traffic.
+    Progressing,
+    /// Every variant has ready replicas and the route is in place.
+    Ready,
+    /// Serving, but something is wrong (e.g. a rollout was aborted).
+    Degraded,
+}
+
+/// Observed state of one variant.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantStatus {
+    /// Variant name.
+    pub name: String,
+    /// ModelVersion serving the stable share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    /// Percent of traffic it gets now.
+    pub weight: i32,
+    /// Predictor replicas.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Ready predictor replicas.
+    #[serde(default)]
+    pub ready_replicas: i32,
+}
+
+/// State of an ongoing (or the last) canary rollout; lives in status so a
+/// restarted operator resumes it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Variant being rolled out.
+    pub variant: String,
+    /// ModelVersion serving before the rollout.
+    pub from_version: String,
+    /// ModelVersion being rolled out.
+    pub to_version: String,
+    /// Index into `spec.rollout.steps` (0-based).
+    pub step: i32,
+    /// Percent of the variant's traffic on `toVersion`.
+    pub canary_weight: i32,
+    /// When the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the current step started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// Result of the latest analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_analysis: Option<AnalysisResult>,
+}
+
+/// One canary analysis.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisResult {
+    /// Canary requests seen in the step.
+    pub requests: i64,
+    /// Fraction of them that failed.
+    pub error_rate: f64,
+    /// Their p99 latency in milliseconds.
+    pub p99_latency_ms: f64,
+}
+
+/// What the InferenceService serves now.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceServiceStatus {
+    /// One-word summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<InferenceServicePhase>,
+    /// `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The stable endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Each variant's state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantStatus>,
+    /// The ongoing or last rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+    /// Standard conditions: Ready, PredictorsReady, RouteReady,
+    /// RolloutProgressing, Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::conditions")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,169 @@
+//! `ModelVersion`: one immutable, verified model artifact with its lineage.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::SecretRef;
+
+/// Message of the rule that keeps a ModelVersion's spec immutable.
+pub const IMMUTABLE_SPEC_MESSAGE: &str =
+    "ModelVersion spec is immutable: register a new version instead (labels in metadata may change)";
+
+/// One immutable, verified model artifact with its lineage: the registry entry.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "hone.dev",
+    version = "v1alpha1",
+    kind = "ModelVersion",
+    namespaced,
+    derive = "PartialEq",
+    status = "ModelVersionStatus",
+    shortname = "mv",
+    category = "hone",
+    doc = "ModelVersion is one immutable, verified model artifact with its lineage: the model registry entry.",
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
+    printcolumn(name = "Version", type_ = "integer", json_path = ".spec.version"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Verifying, Ready or Failed"),
+    printcolumn(name = "Val-Accuracy", type_ = "number", json_path = ".spec.metrics.val_accuracy"),
+    printcolumn(name = "Training-Job", type_ = "string", json_path = ".spec.lineage.trainingJob", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message(IMMUTABLE_SPEC_MESSAGE).reason(Reason::FieldValueForbidden))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelVersionSpec {
+    /// Model name (a DNS label) this is a version of.
+    #[schemars(length(min = 1, max = 50), regex(pattern = crate::common::DNS_LABEL_PATTERN))]
+    pub model: String,
+    /// Version number, unique per model in the namespace.
+    #[schemars(range(min = 1))]
+    pub version: i64,
+    /// The model file.
+    pub artifact: Artifact,
+    /// What the model takes and returns.
+    pub signature: Signature,
+    /// Where the model came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
+    /// Metrics measured at training time, e.g. `val_accuracy: 0.97`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, f64>>,
+}
+
+/// A model file in storage.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// URI of the model file (see Dataset `source` for the schemes).
+    #[schemars(length(min = 1, max = 2048), regex(pattern = crate::common::URI_PATTERN))]
+    pub uri: String,
+    /// Serialization format.
+    #[serde(default)]
+    pub format: ArtifactFormat,
+    /// Expected `sha256:` of the file; verification fails on mismatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::common::DIGEST_PATTERN))]
+    pub digest: Option<String>,
+    /// Secret with storage credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// Model file formats the predictor loads.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ArtifactFormat {
+    /// A TorchScript module (`torch.jit.save` or a traced tch module).
+    #[default]
+    TorchScript,
+}
+
+/// What the model takes and returns.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Signature {
+    /// Shape of one input sample, without the batch dimension, e.g. `[3, 224, 224]`.
+    #[schemars(length(min = 1, max = 8))]
+    pub input_shape: Vec<i64>,
+    /// Class names, in output-index order.
+    #[schemars(length(min = 1, max = 100000))]
+    pub classes: Vec<String>,
+    /// How raw input becomes the input tensor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
+}
+
+/// Input preprocessing applied by the predictor before the forward pass.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Preprocessing {
+    /// Images are resized to `[height, width]` before normalisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 2))]
+    pub resize: Option<Vec<u32>>,
+    /// Per-channel (or per-feature) mean subtracted after scaling to [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f64>>,
+    /// Per-channel (or per-feature) standard deviation divided by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f64>>,
+}
+
+/// Where a model came from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Lineage {
+    /// TrainingJob that produced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_job: Option<String>,
+    /// Dataset it was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Digest of the Dataset content it was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
+}
+
+/// Lifecycle phase of a ModelVersion.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ModelVersionPhase {
+    /// Accepted, not yet verified.
+    #[default]
+    Pending,
+    /// The verify Job is fetching and loading the artifact.
+    Verifying,
+    /// The artifact was fetched, its digest checked, and it ran a forward pass.
+    Ready,
+    /// Verification failed; see the Ready condition.
+    Failed,
+}
+
+/// What verification found.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelVersionStatus {
+    /// One-word summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ModelVersionPhase>,
+    /// `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `sha256:` the verify Job computed over the artifact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_digest: Option<String>,
+    /// Artifact size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// InferenceServices currently serving this version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_by: Vec<String>,
+    /// Name of the verify Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_job_name: Option<String>,
+    /// Standard conditions; `Ready` summarises.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::schema::conditions")]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,82 @@
+//! Helpers for tests that need a cluster. Every test uses whatever
+//! `KUBECONFIG` points at (the local cluster of `make cluster-up`, minikube,
+//! kind...), works in a namespace of its own, and removes it at the end.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+/// A client for the cluster in `KUBECONFIG`, with a clear error when there is none.
+pub async fn client() -> anyhow::Result<Client> {
+    Client::try_default()
+        .await
+        .context("no cluster: set KUBECONFIG (make cluster-up prints it) or run `make test`")
+}
+
+/// A uniquely named namespace, deleted by [`TestNamespace::cleanup`].
+pub struct TestNamespace {
+    /// The namespace name.
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates `<prefix>-<random suffix>` with the given labels.
+    pub async fn create(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        Ok(Self { name, client: client.clone() })
+    }
+
+    /// Deletes the namespace (and with it everything the test made).
+    pub async fn cleanup(self) -> anyhow::Result<()> {
+        Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::background())
+            .await
+            .with_context(|| format!("deleting namespace {}", self.name))?;
+        Ok(())
+    }
+}
+
+/// A short random suffix for object names.
+pub fn unique_suffix() -> String {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, or fails after `timeout`
+/// with `what` in the message.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
