@@ -109,9 +109,7 @@ pub fn set_conditions(
     desired: impl IntoIterator<Item = DesiredCondition>,
     now: &Time,
 ) -> bool {
-    desired
-        .into_iter()
-        .fold(false, |changed, d| set_condition(conditions, d, now) | changed)
+    desired.into_iter().fold(false, |changed, d| set_condition(conditions, d, now) | changed)
 }
 
 /// The condition of type `type_`, if present.

@@ -22,7 +22,12 @@ use crate::common::StorageLocation;
     shortname = "ds",
     category = "hone",
     doc = "Dataset declares training data by location and pins its content by digest once an inspect Job has read every sample.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Verifying, Ready or Failed"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Verifying, Ready or Failed"
+    ),
     printcolumn(name = "Format", type_ = "string", json_path = ".spec.format"),
     printcolumn(name = "Samples", type_ = "integer", json_path = ".status.samples"),
     printcolumn(name = "Digest", type_ = "string", json_path = ".status.digest", priority = 1),

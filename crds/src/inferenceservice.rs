@@ -34,10 +34,20 @@ pub const ONE_SOURCE_MESSAGE: &str = "set exactly one of modelVersion and track"
     shortname = "isvc",
     category = "hone",
     doc = "InferenceService serves ModelVersions behind one stable endpoint with autoscaling, A/B splits and canary rollouts.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Progressing, Ready or Degraded"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Progressing, Ready or Degraded"
+    ),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
     printcolumn(name = "Canary-Weight", type_ = "integer", json_path = ".status.rollout.canaryWeight"),
-    printcolumn(name = "Rollout-To", type_ = "string", json_path = ".status.rollout.toVersion", priority = 1),
+    printcolumn(
+        name = "Rollout-To",
+        type_ = "string",
+        json_path = ".status.rollout.toVersion",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

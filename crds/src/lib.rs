@@ -4,6 +4,10 @@
 //!
 //! This crate holds no client code so that every other crate may depend on it.
 
+// kube's `printcolumn(...)` lists repeat `type_ = "string"`, which clippy
+// mistakes for a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod common;
 pub mod conditions;
 pub mod consts;
@@ -24,10 +28,5 @@ use kube::CustomResourceExt;
 
 /// Every CRD Hone defines, in a stable order (the order `crdgen` prints them).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        Dataset::crd(),
-        TrainingJob::crd(),
-        ModelVersion::crd(),
-        InferenceService::crd(),
-    ]
+    vec![Dataset::crd(), TrainingJob::crd(), ModelVersion::crd(), InferenceService::crd()]
 }

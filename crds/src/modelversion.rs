@@ -27,9 +27,19 @@ pub const IMMUTABLE_SPEC_MESSAGE: &str =
     doc = "ModelVersion is one immutable, verified model artifact with its lineage: the model registry entry.",
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
     printcolumn(name = "Version", type_ = "integer", json_path = ".spec.version"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Verifying, Ready or Failed"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Verifying, Ready or Failed"
+    ),
     printcolumn(name = "Val-Accuracy", type_ = "number", json_path = ".spec.metrics.val_accuracy"),
-    printcolumn(name = "Training-Job", type_ = "string", json_path = ".spec.lineage.trainingJob", priority = 1),
+    printcolumn(
+        name = "Training-Job",
+        type_ = "string",
+        json_path = ".spec.lineage.trainingJob",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message(IMMUTABLE_SPEC_MESSAGE).reason(Reason::FieldValueForbidden))]

@@ -54,7 +54,12 @@ pub const IMMUTABLE_RUN_POLICY_RULE: &str = "[has(self.backoffLimit), has(self.a
     shortname = "tj",
     category = "hone",
     doc = "TrainingJob trains one model on one verified Dataset in a Kubernetes Job and registers the result as a ModelVersion.",
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending, Running, Succeeded, Failed or Suspended"),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Running, Succeeded, Failed or Suspended"
+    ),
     printcolumn(name = "Dataset", type_ = "string", json_path = ".spec.datasetRef.name"),
     printcolumn(name = "Architecture", type_ = "string", json_path = ".spec.model.architecture"),
     printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.progress.epoch"),

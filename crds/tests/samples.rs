@@ -1,6 +1,9 @@
 //! Every sample in config/samples parses into the Rust types, and survives a
 //! serialize/parse round trip unchanged.
 
+// Test code: a failed step fails the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 
 use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
