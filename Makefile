@@ -28,7 +28,7 @@ release: ## Build the binaries in release mode
 
 .PHONY: unit-test
 unit-test: ## Unit tests: every crate, no cluster needed
-	$(WITH_TORCH) $(CARGO) test --workspace
+	$(WITH_TORCH) $(CARGO) test --workspace --exclude hone-cluster-tests
 
 .PHONY: cluster-test
 cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at
