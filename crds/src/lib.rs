@@ -10,6 +10,7 @@
 
 pub mod common;
 pub mod conditions;
+pub mod contract;
 pub mod consts;
 pub mod dataset;
 pub mod inferenceservice;

@@ -1,0 +1,191 @@
+//! The trainer's output contract, shared by the trainer (writes it), the
+//! predictor (loads it) and the operator (reads the termination summary).
+//!
+//! Under `<output>/<trainingjob>/<attempt>/` the trainer writes `model.pt`
+//! (TorchScript), `model.json` ([`ModelCard`]), `metrics.jsonl` (one
+//! [`EpochMetrics`] per line), `report.png` and `checkpoints/`. The same
+//! summary, under 4 KiB, goes to the termination log ([`TerminationSummary`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::modelversion::Signature;
+
+/// File name of the TorchScript module.
+pub const MODEL_FILE: &str = "model.pt";
+/// File name of the model card.
+pub const MODEL_CARD_FILE: &str = "model.json";
+/// File name of the per-epoch metrics.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// File name of the training report.
+pub const REPORT_FILE: &str = "report.png";
+/// Folder of the per-epoch checkpoints.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
+/// Default path of the termination log.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Most bytes Kubernetes keeps of a termination message.
+pub const TERMINATION_MESSAGE_MAX_BYTES: usize = 4096;
+/// Version of the [`ModelCard`] layout.
+pub const MODEL_CARD_VERSION: u32 = 1;
+
+/// What kind of input a model takes, which decides how `/predict` decodes a request.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    /// Images (PNG, JPEG), resized and normalised per `signature.preprocessing`.
+    Image,
+    /// Rows of numeric features, standardised per `signature.preprocessing`.
+    Tabular,
+}
+
+/// `model.json`: everything a server needs to use `model.pt` correctly.
+///
+/// A hand-written file with `formatVersion`, `input` and `signature` is enough
+/// for a model exported from Python; the rest is optional.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelCard {
+    /// Layout version, [`MODEL_CARD_VERSION`].
+    pub format_version: u32,
+    /// Image or tabular input.
+    pub input: InputKind,
+    /// Shape (without batch), classes and preprocessing.
+    pub signature: Signature,
+    /// Feature names, in input order (tabular models).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_names: Vec<String>,
+    /// Architecture name, e.g. `simple-cnn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// Final metrics, e.g. `val_accuracy`, `test_accuracy`.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// Digest of the dataset content the model was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
+    /// `sha256:` of `model.pt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_digest: Option<String>,
+    /// Distribution of the training inputs, the reference for drift detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_stats: Option<InputStats>,
+    /// Trainer version that wrote the card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer_version: Option<String>,
+}
+
+/// Reference distribution of the training inputs, one entry per feature.
+/// For images a "feature" is the mean intensity of one channel of an image
+/// (after scaling to [0, 1], before normalisation).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InputStats {
+    /// Training samples the statistics were computed from.
+    pub samples: u64,
+    /// One entry per feature (or image channel).
+    pub features: Vec<FeatureStats>,
+}
+
+/// Reference distribution of one feature.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FeatureStats {
+    /// Feature name (or `channel_<i>`).
+    pub name: String,
+    /// Mean.
+    pub mean: f64,
+    /// Standard deviation.
+    pub std: f64,
+    /// Smallest value seen.
+    pub min: f64,
+    /// Largest value seen.
+    pub max: f64,
+    /// Inner bin edges for PSI (ascending; `n` edges make `n + 1` bins).
+    pub bin_edges: Vec<f64>,
+    /// Fraction of training samples in each bin (sums to 1).
+    pub bin_fractions: Vec<f64>,
+    /// A sorted, evenly spaced subsample (at most 256 values) for the KS test.
+    pub reference: Vec<f64>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochMetrics {
+    /// 1-based epoch.
+    pub epoch: u32,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy.
+    pub train_accuracy: f64,
+    /// Validation loss.
+    pub val_loss: f64,
+    /// Validation accuracy.
+    pub val_accuracy: f64,
+    /// Learning rate used in the epoch.
+    pub learning_rate: f64,
+    /// Training samples per second.
+    pub samples_per_second: f64,
+}
+
+/// The summary a trainer pod writes to its termination log.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TerminationSummary {
+    /// Written by `hone-trainer inspect`.
+    Inspect(InspectSummary),
+    /// Written by `hone-trainer train`.
+    Train(TrainSummary),
+    /// Written on failure by either command.
+    Error(ErrorSummary),
+}
+
+/// What dataset inspection found.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectSummary {
+    /// `sha256:` over the sorted manifest.
+    pub digest: String,
+    /// Samples read.
+    pub samples: u64,
+    /// Total bytes.
+    pub size_bytes: u64,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Samples per class.
+    pub class_counts: BTreeMap<String, u64>,
+}
+
+/// What training produced.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainSummary {
+    /// Epochs completed.
+    pub epoch: u32,
+    /// Epochs planned.
+    pub total_epochs: u32,
+    /// Final metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// URI of `model.pt`.
+    pub artifact_uri: String,
+    /// `sha256:` of `model.pt`.
+    pub artifact_digest: String,
+    /// Size of `model.pt` in bytes.
+    pub artifact_size_bytes: u64,
+    /// Digest of the dataset trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_digest: Option<String>,
+    /// Input shape without batch.
+    pub input_shape: Vec<i64>,
+}
+
+/// Why a trainer command failed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorSummary {
+    /// A CamelCase category, e.g. `InvalidData`, `Storage`, `OutOfMemory`.
+    pub reason: String,
+    /// The message, with the offending path and line where there is one.
+    pub message: String,
+}
