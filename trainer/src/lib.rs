@@ -1,0 +1,3 @@
+//! Hone's trainer: dataset inspection and model training with libtorch.
+
+pub mod storage;
