@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""Exports datasets that scikit-learn ships (no download) in the layouts Hone reads.
+
+  digits/   ImageFolder: one folder per class, 32x32 grayscale PNGs (the 8x8
+            digits scaled up with bilinear filtering), 1797 images
+  iris.csv, wine.csv, breast_cancer.csv: CSV with a header row and a `label` column
+
+Usage: export-datasets.py OUT_DIR [--only digits,iris,...]
+"""
+import argparse
+import csv
+import os
+
+import numpy as np
+from PIL import Image
+from sklearn import datasets
+
+
+def export_digits(out):
+    digits = datasets.load_digits()
+    root = os.path.join(out, "digits")
+    for label in range(10):
+        os.makedirs(os.path.join(root, str(label)), exist_ok=True)
+    for i, (pixels, label) in enumerate(zip(digits.images, digits.target)):
+        img = Image.fromarray(np.uint8(np.clip(pixels * (255.0 / 16.0), 0, 255)), mode="L")
+        img = img.resize((32, 32), Image.BILINEAR)
+        img.save(os.path.join(root, str(label), f"{i:04d}.png"), optimize=False)
+    return root
+
+
+def export_table(out, name, bunch, label_names):
+    path = os.path.join(out, f"{name}.csv")
+    features = [f.replace(" ", "_").replace("(", "").replace(")", "") for f in bunch.feature_names]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(features + ["label"])
+        for row, target in zip(bunch.data, bunch.target):
+            w.writerow([repr(float(v)) for v in row] + [label_names[target]])
+    return path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out")
+    parser.add_argument("--only", default="digits,iris,wine,breast_cancer")
+    args = parser.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    only = set(args.only.split(","))
+    if "digits" in only:
+        print(export_digits(args.out))
+    if "iris" in only:
+        iris = datasets.load_iris()
+        print(export_table(args.out, "iris", iris, list(iris.target_names)))
+    if "wine" in only:
+        wine = datasets.load_wine()
+        print(export_table(args.out, "wine", wine, list(wine.target_names)))
+    if "breast_cancer" in only:
+        bc = datasets.load_breast_cancer()
+        print(export_table(args.out, "breast_cancer", bc, list(bc.target_names)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+//! Reading a dataset: every sample is fetched, hashed and decoded, so a bad
+//! file fails here (with its path and line) rather than in epoch 3.
+//!
+//! The digest is `sha256` over the manifest: one line per file,
+//! `<relative path>\t<size>\tsha256:<hex>\n`, sorted by path. The same bytes
+//! give the same digest on any machine, in any listing order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::StreamExt;
+use hone_crds::contract::{InputKind, InspectSummary};
+use sha2::{Digest, Sha256};
+
+use crate::rng::SplitMix64;
+use crate::storage::{Location, ObjectInfo, StorageError};
+
+/// Files fetched at once.
+const FETCH_CONCURRENCY: usize = 16;
+/// Image file extensions read from class folders.
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+/// Folder names that mark a source already split into train/val/test.
+const SPLIT_FOLDERS: &[&str] = &["train", "val", "validation", "test"];
+
+/// Layout of the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One folder per class of images (or train/, val/, test/ folders of those).
+    #[value(name = "ImageFolder", alias = "imagefolder")]
+    ImageFolder,
+    /// One CSV file with a header row.
+    #[value(name = "CSV", alias = "csv")]
+    Csv,
+}
+
+/// How to read a dataset (the Dataset spec, as flags).
+#[derive(Clone, Debug)]
+pub struct DataOptions {
+    /// Source URI: a folder for ImageFolder, a file for CSV.
+    pub source: String,
+    /// Layout.
+    pub format: Format,
+    /// CSV: the label column.
+    pub label_column: String,
+    /// CSV: feature columns (empty: all but the label).
+    pub feature_columns: Vec<String>,
+    /// Images: target width.
+    pub width: u32,
+    /// Images: target height.
+    pub height: u32,
+    /// Images: 1 (grayscale) or 3 (RGB).
+    pub channels: u32,
+    /// Fraction held out for validation.
+    pub validation: f64,
+    /// Fraction held out for test.
+    pub test: f64,
+    /// Seed of the split shuffle.
+    pub split_seed: u64,
+}
+
+/// What can be wrong with a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// Storage could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A file is not a decodable image.
+    #[error("{path}: not a decodable image: {reason}")]
+    Undecodable {
+        /// Relative path of the file.
+        path: String,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// A class folder holds no images.
+    #[error("{path}: class folder is empty")]
+    EmptyClass {
+        /// The folder.
+        path: String,
+    },
+    /// A file in a class folder is not an image.
+    #[error("{path}: unsupported file type (expected {IMAGE_EXTENSIONS:?})")]
+    UnsupportedFile {
+        /// The file.
+        path: String,
+    },
+    /// A CSV problem at a given line.
+    #[error("{path}:{line}: {reason}")]
+    Csv {
+        /// The file.
+        path: String,
+        /// 1-based line number (the header is line 1).
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The layout or options do not make a usable dataset.
+    #[error("{0}")]
+    Layout(String),
+}
+
+impl DataError {
+    /// A short category for the termination summary and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Storage(e) => e.category(),
+            _ => "InvalidData",
+        }
+    }
+}
+
+/// Decoded samples.
+#[derive(Clone, Debug)]
+pub enum Inputs {
+    /// `N x C x H x W` bytes.
+    Images(Vec<u8>),
+    /// `N x F` values.
+    Features(Vec<f32>),
+}
+
+/// Sample indices of each split.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Split {
+    /// Training samples.
+    pub train: Vec<usize>,
+    /// Validation samples.
+    pub val: Vec<usize>,
+    /// Test samples.
+    pub test: Vec<usize>,
+}
+
+/// A dataset read into memory.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Image or tabular.
+    pub kind: InputKind,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Feature names (tabular).
+    pub feature_names: Vec<String>,
+    /// Shape of one sample: `[C, H, W]` or `[F]`.
+    pub sample_shape: Vec<i64>,
+    /// The samples.
+    pub inputs: Inputs,
+    /// Label index of every sample.
+    pub labels: Vec<i64>,
+    /// Train/validation/test assignment.
+    pub split: Split,
+    /// Digest, counts and classes.
+    pub summary: InspectSummary,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// One manifest line.
+struct ManifestEntry {
+    path: String,
+    size: u64,
+    sha256: String,
+}
+
+/// `sha256:` of the sorted manifest.
+fn manifest_digest(entries: &mut [ManifestEntry]) -> String {
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut hasher = Sha256::new();
+    for e in entries.iter() {
+        hasher.update(format!("{}\t{}\tsha256:{}\n", e.path, e.size, e.sha256).as_bytes());
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Reads, verifies and decodes the whole dataset.
+pub async fn load(opts: &DataOptions) -> Result<Dataset, DataError> {
+    match opts.format {
+        Format::ImageFolder => load_image_folder(opts).await,
+        Format::Csv => load_csv(opts).await,
+    }
+}
+
+/// Where one image file sits in the layout.
+struct ImageFile {
+    info: ObjectInfo,
+    class: String,
+    folder_split: Option<&'static str>,
+}
+
+fn classify(objects: Vec<ObjectInfo>) -> Result<(Vec<ImageFile>, bool), DataError> {
+    let top: BTreeSet<&str> = objects
+        .iter()
+        .filter_map(|o| o.relative_path.split_once('/').map(|(dir, _)| dir))
+        .filter(|d| !d.starts_with('.'))
+        .collect();
+    let folder_split = top.contains("train") && top.iter().all(|d| SPLIT_FOLDERS.contains(d));
+    let mut files = Vec::new();
+    for info in objects {
+        let parts: Vec<&str> = info.relative_path.split('/').collect();
+        if parts.iter().any(|p| p.starts_with('.')) {
+            continue; // hidden files and folders (.DS_Store, .git) are not data
+        }
+        let (split, class) = match (folder_split, parts.as_slice()) {
+            (false, [class, _file]) => (None, (*class).to_owned()),
+            (true, [split, class, _file]) => {
+                let split = match *split {
+                    "train" => "train",
+                    "val" | "validation" => "val",
+                    _ => "test",
+                };
+                (Some(split), (*class).to_owned())
+            }
+            (_, [_file]) => continue, // files beside the class folders (README, LICENSE)
+            _ => {
+                return Err(DataError::Layout(format!(
+                    "{}: unexpected nesting; expected <class>/<image> or train|val|test/<class>/<image>",
+                    info.relative_path
+                )));
+            }
+        };
+        let ext = info.relative_path.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+        if !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+            return Err(DataError::UnsupportedFile { path: info.relative_path });
+        }
+        files.push(ImageFile { info, class, folder_split: split });
+    }
+    Ok((files, folder_split))
+}
+
+/// Class folders with no files, for sources on a local filesystem (object
+/// stores have no empty folders).
+fn empty_local_class_folders(source: &str, folder_split: bool) -> Vec<String> {
+    let Some(root) = url::Url::parse(source).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok())
+    else {
+        return Vec::new();
+    };
+    let roots: Vec<std::path::PathBuf> = if folder_split {
+        SPLIT_FOLDERS.iter().map(|s| root.join(s)).filter(|p| p.is_dir()).collect()
+    } else {
+        vec![root.clone()]
+    };
+    let mut empty = Vec::new();
+    for dir in roots {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if path.is_dir() && !hidden && std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false) {
+                empty.push(path.strip_prefix(&root).unwrap_or(&path).display().to_string());
+            }
+        }
+    }
+    empty.sort();
+    empty
+}
+
+async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
+    if opts.channels != 1 && opts.channels != 3 {
+        return Err(DataError::Layout(format!("channels must be 1 or 3, not {}", opts.channels)));
+    }
+    let root = Location::parse(&opts.source)?;
+    let (files, folder_split) = classify(root.list().await?)?;
+    if let Some(path) = empty_local_class_folders(&opts.source, folder_split).into_iter().next() {
+        return Err(DataError::EmptyClass { path });
+    }
+    if files.is_empty() {
+        return Err(DataError::Layout(format!("{}: no images found (expected <class>/<image> folders)", opts.source)));
+    }
+    let classes: Vec<String> = files.iter().map(|f| f.class.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let (w, h, c) = (opts.width, opts.height, opts.channels as usize);
+    let sample_bytes = w as usize * h as usize * c;
+
+    let mut fetched = futures::stream::iter(files.iter().map(|f| {
+        let loc = root.join(&f.info.relative_path);
+        async move { loc.read().await }
+    }))
+    .buffered(FETCH_CONCURRENCY);
+
+    let mut images = Vec::with_capacity(files.len() * sample_bytes);
+    let mut labels = Vec::with_capacity(files.len());
+    let mut manifest = Vec::with_capacity(files.len());
+    let mut size_bytes = 0u64;
+    for file in &files {
+        let Some(bytes) = fetched.next().await else { break };
+        let bytes = bytes?;
+        let path = &file.info.relative_path;
+        let decoded = image::load_from_memory(&bytes)
+            .map_err(|e| DataError::Undecodable { path: path.clone(), reason: e.to_string() })?;
+        let resized = decoded.resize_exact(w, h, image::imageops::FilterType::Triangle);
+        // Planar C x H x W, the layout the network takes.
+        if c == 1 {
+            images.extend_from_slice(resized.to_luma8().as_raw());
+        } else {
+            let rgb = resized.to_rgb8();
+            for ch in 0..3 {
+                images.extend(rgb.as_raw().iter().skip(ch).step_by(3));
+            }
+        }
+        labels.push(classes.binary_search(&file.class).unwrap_or_default() as i64);
+        size_bytes += bytes.len() as u64;
+        manifest.push(ManifestEntry { path: path.clone(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+    }
+    let split = if folder_split {
+        let mut split = Split::default();
+        for (i, f) in files.iter().enumerate() {
+            match f.folder_split {
+                Some("val") => split.val.push(i),
+                Some("test") => split.test.push(i),
+                _ => split.train.push(i),
+            }
+        }
+        split
+    } else {
+        seeded_split(labels.len(), opts.validation, opts.test, opts.split_seed)
+    };
+    let summary = summarize(manifest_digest(&mut manifest), &labels, &classes, size_bytes);
+    Ok(Dataset {
+        kind: InputKind::Image,
+        classes,
+        feature_names: Vec::new(),
+        sample_shape: vec![c as i64, h as i64, w as i64],
+        inputs: Inputs::Images(images),
+        labels,
+        split,
+        summary,
+    })
+}
+
+async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
+    let loc = Location::parse(&opts.source)?;
+    let bytes = loc.read().await?;
+    let name = opts.source.rsplit('/').next().unwrap_or("data.csv").to_owned();
+    let csv_err = |line: u64, reason: String| DataError::Csv { path: name.clone(), line, reason };
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_ref());
+    let header: Vec<String> =
+        reader.headers().map_err(|e| csv_err(1, e.to_string()))?.iter().map(|s| s.trim().to_owned()).collect();
+    let column = |name: &str| {
+        header.iter().position(|h| h == name).ok_or_else(|| csv_err(1, format!("no column {name:?} in header {header:?}")))
+    };
+    let label_idx = column(&opts.label_column)?;
+    let feature_names: Vec<String> = if opts.feature_columns.is_empty() {
+        header.iter().filter(|h| **h != opts.label_column).cloned().collect()
+    } else {
+        opts.feature_columns.clone()
+    };
+    let feature_idx: Vec<usize> = feature_names.iter().map(|f| column(f)).collect::<Result<_, _>>()?;
+    if feature_idx.is_empty() {
+        return Err(csv_err(1, "no feature columns".into()));
+    }
+    let mut features = Vec::new();
+    let mut raw_labels = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| csv_err(e.position().map_or(0, |p| p.line()), e.to_string()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let label = record.get(label_idx).map(str::trim).unwrap_or_default();
+        if label.is_empty() {
+            return Err(csv_err(line, format!("missing value in column {:?}", opts.label_column)));
+        }
+        for (&i, fname) in feature_idx.iter().zip(&feature_names) {
+            let cell = record.get(i).map(str::trim).unwrap_or_default();
+            if cell.is_empty() {
+                return Err(csv_err(line, format!("missing value in column {fname:?}")));
+            }
+            let value: f32 = cell
+                .parse()
+                .ok()
+                .filter(|v: &f32| v.is_finite())
+                .ok_or_else(|| csv_err(line, format!("column {fname:?}: {cell:?} is not a finite number")))?;
+            features.push(value);
+        }
+        raw_labels.push(label.to_owned());
+    }
+    if raw_labels.is_empty() {
+        return Err(csv_err(2, "no data rows".into()));
+    }
+    let classes: Vec<String> = raw_labels.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let labels: Vec<i64> =
+        raw_labels.iter().map(|l| classes.binary_search(l).unwrap_or_default() as i64).collect();
+    let mut manifest = vec![ManifestEntry { path: name.clone(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) }];
+    let summary = summarize(manifest_digest(&mut manifest), &labels, &classes, bytes.len() as u64);
+    Ok(Dataset {
+        kind: InputKind::Tabular,
+        classes,
+        sample_shape: vec![feature_names.len() as i64],
+        feature_names,
+        inputs: Inputs::Features(features),
+        split: seeded_split(labels.len(), opts.validation, opts.test, opts.split_seed),
+        labels,
+        summary,
+    })
+}
+
+fn summarize(digest: String, labels: &[i64], classes: &[String], size_bytes: u64) -> InspectSummary {
+    let mut class_counts: BTreeMap<String, u64> = classes.iter().map(|c| (c.clone(), 0)).collect();
+    for &l in labels {
+        if let Some(count) = classes.get(l as usize).and_then(|c| class_counts.get_mut(c)) {
+            *count += 1;
+        }
+    }
+    InspectSummary { digest, samples: labels.len() as u64, size_bytes, classes: classes.to_vec(), class_counts }
+}
+
+/// Seeded shuffle, then the first `test` fraction is test, the next
+/// `validation` fraction validation, the rest training.
+pub fn seeded_split(n: usize, validation: f64, test: f64, seed: u64) -> Split {
+    let mut order: Vec<usize> = (0..n).collect();
+    SplitMix64::stream(seed, 0x5711_7000).shuffle(&mut order);
+    let n_test = ((n as f64) * test.clamp(0.0, 1.0)).round() as usize;
+    let n_val = (((n as f64) * validation.clamp(0.0, 1.0)).round() as usize).min(n - n_test.min(n));
+    let n_test = n_test.min(n);
+    let test_idx = order[..n_test].to_vec();
+    let val_idx = order[n_test..n_test + n_val].to_vec();
+    let train_idx = order[n_test + n_val..].to_vec();
+    Split { train: train_idx, val: val_idx, test: test_idx }
+}
