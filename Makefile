@@ -56,6 +56,10 @@ generate: ## Write the CRD YAML into charts/hone/crds/ and config/crd/
 generate-check: ## Fail when the committed CRD YAML differs from what crdgen prints
 	hack/check-generated.sh
 
+.PHONY: cluster-build
+cluster-build: ## Build (once, cached in ~/.cache/hone) etcd, the Kubernetes control plane, kubectl and KWOK from Go modules
+	hack/cluster/build.sh
+
 .PHONY: cluster-up
 cluster-up: ## Start the local Kubernetes (etcd, apiserver, controllers, KWOK nodes), building it once
 	hack/cluster/up.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops exactly the processes hack/cluster/up.sh started (by the pids it
 # recorded) and removes its state dir ${HONE_CLUSTER_DIR:-/tmp/hone-cluster}.
-# Harmless when nothing is up.
+# Harmless when nothing is up. With --keep-logs (what a failed up.sh uses),
+# stops everything but leaves the state dir for a look at the logs.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -9,6 +10,12 @@ set -euo pipefail
 D="$HONE_CLUSTER_DIR"
 PIDS="$D/pids"
 MARKER="$D/.hone-cluster"
+keep=0
+case "${1:-}" in
+  --keep-logs) keep=1 ;;
+  "") ;;
+  *) die "usage: $0 [--keep-logs]" ;;
+esac
 
 if [ ! -e "$D" ]; then
   log "no cluster in $D: nothing to stop"
@@ -46,9 +53,20 @@ for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   stopped+=("$name")
 done
 
-rm -rf "$D"
-if [ ${#stopped[@]} -gt 0 ]; then
-  log "stopped ${stopped[*]}; removed $D"
+# The unreachable routes up.sh added for the fake pod and service ranges.
+if [ -f "$D/routes" ]; then
+  while read -r cidr; do
+    [ -n "$cidr" ] && ip route del unreachable "$cidr" 2>/dev/null || true
+  done < "$D/routes"
+  rm -f "$D/routes"
+fi
+
+what="nothing was running"
+[ ${#stopped[@]} -eq 0 ] || what="stopped ${stopped[*]}"
+if [ "$keep" = 1 ]; then
+  rm -f "$PIDS"/*.pid
+  log "$what; kept $D for its logs"
 else
-  log "nothing was running; removed $D"
+  rm -rf "$D"
+  log "$what; removed $D"
 fi

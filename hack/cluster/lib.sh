@@ -21,6 +21,12 @@ HONE_ETCD_PEER_PORT=${HONE_ETCD_PEER_PORT:-2380}
 HONE_KCM_PORT=${HONE_KCM_PORT:-10257}
 HONE_SCHED_PORT=${HONE_SCHED_PORT:-10259}
 HONE_KWOK_PORT=${HONE_KWOK_PORT:-10247}
+# Fake addresses: KWOK gives pods IPs from HONE_POD_CIDR, Services get
+# ClusterIPs from HONE_SERVICE_CIDR. Nothing listens on them (no kube-proxy,
+# no real pods), and up.sh adds local `unreachable` routes for both, so an
+# accidental dial fails at once instead of leaving the machine.
+HONE_POD_CIDR=${HONE_POD_CIDR:-10.244.0.0/16}
+HONE_SERVICE_CIDR=${HONE_SERVICE_CIDR:-10.96.0.0/16}
 # Bound on every readiness wait, in seconds.
 HONE_CLUSTER_TIMEOUT=${HONE_CLUSTER_TIMEOUT:-120}
 

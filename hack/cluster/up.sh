@@ -32,15 +32,17 @@ tail_log() {
   local f="$LOGS/$1.log"
   if [ -f "$f" ]; then
     printf '[cluster] ---- last lines of %s ----\n' "$f" >&2
-    tail -n "${2:-40}" "$f" >&2
+    grep -v 'FLAG: --' "$f" | tail -n "${2:-40}" >&2
     printf '[cluster] ----\n' >&2
   fi
 }
 
+# On failure: show the log, stop what was started, keep the logs.
 fail() { # COMPONENT MESSAGE
   local c=$1; shift
   tail_log "$c"
-  die "$* (full log: $LOGS/$c.log; stop the rest with hack/cluster/down.sh)"
+  "$CLUSTER_HACK/down.sh" --keep-logs || true
+  die "$* (logs kept in $LOGS; the next up.sh or down.sh clears them)"
 }
 
 # wait_for COMPONENT WHAT CMD...: polls CMD until it succeeds, the component
@@ -100,16 +102,38 @@ mkdir -p "$PKI" "$LOGS" "$PIDS" "$D/etcd"
 chmod 700 "$D"
 echo "made by hack/cluster/up.sh; removed by hack/cluster/down.sh" > "$MARKER"
 
+# ------------------------------------------------------------------ routes
+# Pod and Service IPs here are bookkeeping only. Make any dial to them fail
+# locally (EHOSTUNREACH) rather than go out through the default gateway.
+# Only where that range would otherwise leave through a gateway; recorded so
+# down.sh removes exactly these routes.
+: > "$D/routes"
+for cidr in "$HONE_POD_CIDR" "$HONE_SERVICE_CIDR"; do
+  command -v ip >/dev/null || { log "warning: no ip command: cannot guard $cidr; nothing may dial pod or service IPs"; break; }
+  probe="${cidr%/*}"; probe="${probe%.*}.$(( ${probe##*.} + 1 ))"
+  ip route get "$probe" 2>/dev/null | grep -q ' via ' || continue
+  if ip route add unreachable "$cidr" 2>/dev/null; then
+    echo "$cidr" >> "$D/routes"
+  else
+    log "warning: could not add an unreachable route for $cidr (not root?): nothing may dial pod or service IPs"
+  fi
+done
+
 # -------------------------------------------------------------------- certs
 log "generating certificates in $PKI"
 ossl() { openssl "$@" 2>>"$LOGS/openssl.log" || die "openssl $1 failed (see $LOGS/openssl.log)"; }
-ossl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
-  -days 3650 -subj "/CN=hone-local-ca" \
-  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+ca() { # NAME CN
+  ossl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/$1.key" -out "$PKI/$1.crt" \
+    -days 3650 -subj "/CN=$2" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+}
+ca ca hone-local-ca
+# The front proxy (aggregated APIs) has a CA of its own, as in kubeadm.
+ca front-proxy-ca hone-front-proxy-ca
 
-# cert NAME SUBJECT EKU [SAN]
+# cert NAME SUBJECT EKU [SAN], signed by $SIGNER (default: ca)
 cert() {
-  local name=$1 subj=$2 eku=$3 san=${4:-}
+  local name=$1 subj=$2 eku=$3 san=${4:-} signer=${SIGNER:-ca}
   local ext="$PKI/$name.ext"
   {
     echo "basicConstraints=critical,CA:FALSE"
@@ -118,16 +142,20 @@ cert() {
     [ -z "$san" ] || echo "subjectAltName=$san"
   } > "$ext"
   ossl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -out "$PKI/$name.csr" -subj "$subj"
-  ossl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+  ossl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$signer.crt" -CAkey "$PKI/$signer.key" -CAcreateserial \
     -days 825 -sha256 -extfile "$ext" -out "$PKI/$name.crt"
   rm -f "$PKI/$name.csr" "$ext"
 }
+# The kubernetes Service gets the first address of the service range.
+svc_net=${HONE_SERVICE_CIDR%/*}
+kubernetes_svc_ip="${svc_net%.*}.$(( ${svc_net##*.} + 1 ))"
 cert apiserver "/CN=kube-apiserver" serverAuth \
-  "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1"
+  "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$kubernetes_svc_ip"
 cert admin "/O=system:masters/CN=hone-admin" clientAuth
 cert controller-manager "/CN=system:kube-controller-manager" clientAuth
 cert scheduler "/CN=system:kube-scheduler" clientAuth
 cert kwok "/O=system:masters/CN=kwok" clientAuth
+SIGNER=front-proxy-ca cert front-proxy-client "/CN=front-proxy-client" clientAuth
 # The service-account token signing key pair.
 ossl genrsa -out "$PKI/sa.key" 2048
 ossl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub"
@@ -177,10 +205,17 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$HONE_ETCD_PORT" \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" \
+  --requestheader-client-ca-file "$PKI/front-proxy-ca.crt" \
+  --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User \
+  --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+  --proxy-client-key-file "$PKI/front-proxy-client.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$PKI/sa.pub" \
   --service-account-signing-key-file "$PKI/sa.key" \
-  --service-cluster-ip-range 10.96.0.0/16 \
+  --service-cluster-ip-range "$HONE_SERVICE_CIDR" \
   --authorization-mode Node,RBAC \
   --enable-admission-plugins NodeRestriction,PodSecurity \
   --allow-privileged=true \
@@ -199,7 +234,7 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --service-account-private-key-file "$PKI/sa.key" \
   --root-ca-file "$PKI/ca.crt" \
   --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
-  --service-cluster-ip-range 10.96.0.0/16 \
+  --service-cluster-ip-range "$HONE_SERVICE_CIDR" \
   --leader-elect=false \
   --profiling=false \
   --v 1
@@ -213,15 +248,13 @@ start kube-scheduler "$K8S_BIN/kube-scheduler" \
   --profiling=false \
   --v 1
 
-# Fake pod IPs come from a loopback range, so nothing that dials a pod IP
-# ever leaves the machine.
 start kwok "$KWOK_BIN/kwok" \
   --kubeconfig "$D/kwok.kubeconfig" \
   --config "$KWOK_STAGES" \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
   --node-ip 127.0.0.1 \
-  --cidr 127.16.0.0/16 \
+  --cidr "$HONE_POD_CIDR" \
   --node-lease-duration-seconds 40 \
   --server-address "127.0.0.1:$HONE_KWOK_PORT"
 
@@ -282,5 +315,5 @@ all_nodes_ready() {
 wait_for kwok "$NODES nodes Ready" all_nodes_ready
 wait_for kube-controller-manager "the default serviceaccount" kc -n default get serviceaccount default
 
-all_alive || die "a component exited during start-up; see $LOGS"
+for c in "${COMPONENTS[@]}"; do alive "$c" || fail "$c" "$c exited during start-up"; done
 print_kubeconfig
