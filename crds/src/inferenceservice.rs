@@ -56,7 +56,7 @@ pub struct InferenceServiceSpec {
     #[schemars(length(min = 1, max = 5))]
     #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 5").message(VARIANT_COUNT_MESSAGE))]
     #[x_kube(validation = Rule::new("self.map(v, v.weight).sum() == 100").message(WEIGHTS_MESSAGE))]
-    #[x_kube(validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message(UNIQUE_NAMES_MESSAGE).reason(Reason::FieldValueDuplicate))]
+    #[x_kube(validation = Rule::new("self.all(v, self.exists_one(w, w.name == v.name))").message(UNIQUE_NAMES_MESSAGE))]
     pub variants: Vec<Variant>,
     /// The predictor pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]

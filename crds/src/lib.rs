@@ -10,8 +10,8 @@
 
 pub mod common;
 pub mod conditions;
-pub mod contract;
 pub mod consts;
+pub mod contract;
 pub mod dataset;
 pub mod inferenceservice;
 pub mod modelversion;
