@@ -183,10 +183,11 @@ impl Checkpoints {
     pub async fn restore_latest(&self, vs: &mut VarStore) -> Result<Option<Restored>, CheckpointError> {
         for epoch in self.committed_epochs().await? {
             let dir = self.root.join(&epoch_dir(epoch));
-            let commit: BTreeMap<String, String> = match serde_json::from_slice(&dir.join(COMMIT).read().await?) {
-                Ok(c) => c,
-                Err(_) => continue,
-            };
+            let commit: BTreeMap<String, String> =
+                match serde_json::from_slice(&dir.join(COMMIT).read().await?) {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                };
             let mut files = BTreeMap::new();
             let mut valid = true;
             for name in [WEIGHTS, OPTIMIZER, STATE] {
@@ -200,12 +201,16 @@ impl Checkpoints {
             if !valid {
                 continue;
             }
-            let (Some(weights), Some(optimizer), Some(state)) = (files.get(WEIGHTS), files.get(OPTIMIZER), files.get(STATE))
+            let (Some(weights), Some(optimizer), Some(state)) =
+                (files.get(WEIGHTS), files.get(OPTIMIZER), files.get(STATE))
             else {
                 continue;
             };
             load_var_store(vs, weights)?;
-            return Ok(Some(Restored { state: serde_json::from_slice(state)?, optimizer: tensors_from(optimizer)? }));
+            return Ok(Some(Restored {
+                state: serde_json::from_slice(state)?,
+                optimizer: tensors_from(optimizer)?,
+            }));
         }
         Ok(None)
     }
@@ -227,7 +232,10 @@ impl Checkpoints {
             let name = object.relative_path.as_str();
             let stale_best = name.starts_with("best-")
                 && Some(name) != keep_best
-                && name.strip_prefix("best-epoch-").and_then(|s| s.strip_suffix(".ot")).and_then(|n| n.parse::<u32>().ok())
+                && name
+                    .strip_prefix("best-epoch-")
+                    .and_then(|s| s.strip_suffix(".ot"))
+                    .and_then(|n| n.parse::<u32>().ok())
                     < Some(oldest_kept);
             if stale_best {
                 self.root.join(name).delete().await?;

@@ -240,7 +240,8 @@ fn classify(objects: Vec<ObjectInfo>) -> Result<(Vec<ImageFile>, bool), DataErro
 /// Class folders with no files, for sources on a local filesystem (object
 /// stores have no empty folders).
 fn empty_local_class_folders(source: &str, folder_split: bool) -> Vec<String> {
-    let Some(root) = url::Url::parse(source).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok())
+    let Some(root) =
+        url::Url::parse(source).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok())
     else {
         return Vec::new();
     };
@@ -255,7 +256,10 @@ fn empty_local_class_folders(source: &str, folder_split: bool) -> Vec<String> {
         for entry in entries.flatten() {
             let path = entry.path();
             let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if path.is_dir() && !hidden && std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false) {
+            if path.is_dir()
+                && !hidden
+                && std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false)
+            {
                 empty.push(path.strip_prefix(&root).unwrap_or(&path).display().to_string());
             }
         }
@@ -274,9 +278,13 @@ async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
         return Err(DataError::EmptyClass { path });
     }
     if files.is_empty() {
-        return Err(DataError::Layout(format!("{}: no images found (expected <class>/<image> folders)", opts.source)));
+        return Err(DataError::Layout(format!(
+            "{}: no images found (expected <class>/<image> folders)",
+            opts.source
+        )));
     }
-    let classes: Vec<String> = files.iter().map(|f| f.class.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let classes: Vec<String> =
+        files.iter().map(|f| f.class.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let (w, h, c) = (opts.width, opts.height, opts.channels as usize);
     let sample_bytes = w as usize * h as usize * c;
 
@@ -308,7 +316,11 @@ async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
         }
         labels.push(classes.binary_search(&file.class).unwrap_or_default() as i64);
         size_bytes += bytes.len() as u64;
-        manifest.push(ManifestEntry { path: path.clone(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+        manifest.push(ManifestEntry {
+            path: path.clone(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
     }
     let split = if folder_split {
         let mut split = Split::default();
@@ -342,10 +354,17 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
     let name = opts.source.rsplit('/').next().unwrap_or("data.csv").to_owned();
     let csv_err = |line: u64, reason: String| DataError::Csv { path: name.clone(), line, reason };
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes.as_ref());
-    let header: Vec<String> =
-        reader.headers().map_err(|e| csv_err(1, e.to_string()))?.iter().map(|s| s.trim().to_owned()).collect();
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_err(1, e.to_string()))?
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .collect();
     let column = |name: &str| {
-        header.iter().position(|h| h == name).ok_or_else(|| csv_err(1, format!("no column {name:?} in header {header:?}")))
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| csv_err(1, format!("no column {name:?} in header {header:?}")))
     };
     let label_idx = column(&opts.label_column)?;
     let feature_names: Vec<String> = if opts.feature_columns.is_empty() {
@@ -371,11 +390,10 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
             if cell.is_empty() {
                 return Err(csv_err(line, format!("missing value in column {fname:?}")));
             }
-            let value: f32 = cell
-                .parse()
-                .ok()
-                .filter(|v: &f32| v.is_finite())
-                .ok_or_else(|| csv_err(line, format!("column {fname:?}: {cell:?} is not a finite number")))?;
+            let value: f32 =
+                cell.parse().ok().filter(|v: &f32| v.is_finite()).ok_or_else(|| {
+                    csv_err(line, format!("column {fname:?}: {cell:?} is not a finite number"))
+                })?;
             features.push(value);
         }
         raw_labels.push(label.to_owned());
@@ -386,7 +404,8 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
     let classes: Vec<String> = raw_labels.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
     let labels: Vec<i64> =
         raw_labels.iter().map(|l| classes.binary_search(l).unwrap_or_default() as i64).collect();
-    let mut manifest = vec![ManifestEntry { path: name.clone(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) }];
+    let mut manifest =
+        vec![ManifestEntry { path: name.clone(), size: bytes.len() as u64, sha256: sha256_hex(&bytes) }];
     let summary = summarize(manifest_digest(&mut manifest), &labels, &classes, bytes.len() as u64);
     Ok(Dataset {
         kind: InputKind::Tabular,
@@ -407,7 +426,13 @@ fn summarize(digest: String, labels: &[i64], classes: &[String], size_bytes: u64
             *count += 1;
         }
     }
-    InspectSummary { digest, samples: labels.len() as u64, size_bytes, classes: classes.to_vec(), class_counts }
+    InspectSummary {
+        digest,
+        samples: labels.len() as u64,
+        size_bytes,
+        classes: classes.to_vec(),
+        class_counts,
+    }
 }
 
 /// Seeded shuffle, then the first `test` fraction is test, the next

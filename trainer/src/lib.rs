@@ -1,9 +1,16 @@
 //! Hone's trainer: dataset inspection and model training with libtorch.
 
+pub mod augment;
 pub mod checkpoint;
+pub mod cli;
 pub mod dataset;
+pub mod log;
 pub mod model;
 pub mod optim;
+pub mod report;
 pub mod rng;
 pub mod stats;
 pub mod storage;
+pub mod termination;
+pub mod tracking;
+pub mod train;

@@ -1,39 +1,104 @@
 //! `hone-trainer`: the program inside Dataset-inspection and TrainingJob pods.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-/// Hone's trainer: inspects datasets and trains models with libtorch.
-#[derive(Parser, Debug)]
-#[command(name = "hone-trainer", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser;
+use hone_crds::contract::{ErrorSummary, TerminationSummary};
+use hone_trainer::cli::{Cli, Command, DeviceArg, InspectArgs, TrainArgs};
+use hone_trainer::log::event;
+use hone_trainer::tracking::{NoTracking, Tracker};
+use hone_trainer::{dataset, termination, train};
+use serde_json::json;
 
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Read every sample of a dataset and report its digest, counts and classes.
-    Inspect,
-    /// Train a model and write the output contract (model.pt, model.json, ...).
-    Train,
-    /// Print the libtorch build this binary runs on, as JSON.
-    Info,
-}
-
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hone-trainer: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
         Command::Info => {
-            let info = serde_json::json!({
+            let info = json!({
                 "trainer": env!("CARGO_PKG_VERSION"),
                 "cuda_available": tch::Cuda::is_available(),
                 "cuda_devices": tch::Cuda::device_count(),
                 "threads": tch::get_num_threads(),
             });
             println!("{info}");
-            Ok(())
+            ExitCode::SUCCESS
         }
-        Command::Inspect | Command::Train => {
-            anyhow::bail!("not implemented yet (tracked in issue 4)")
+        Command::Inspect(args) => runtime.block_on(inspect(args)),
+        Command::Train(args) => runtime.block_on(train_command(*args)),
+    }
+}
+
+/// Reports a failure on stderr and in the termination log.
+fn fail(log_path: &str, reason: &str, message: String) -> ExitCode {
+    event("error", "failed", json!({"reason": reason, "message": message}));
+    termination::write(
+        log_path,
+        &TerminationSummary::Error(ErrorSummary { reason: reason.to_owned(), message }),
+    );
+    ExitCode::FAILURE
+}
+
+async fn inspect(args: InspectArgs) -> ExitCode {
+    match dataset::load(&args.data.options()).await {
+        Ok(data) => {
+            let summary = TerminationSummary::Inspect(data.summary);
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            termination::write(&args.summary.termination_log, &summary);
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(&args.summary.termination_log, e.category(), e.to_string()),
+    }
+}
+
+async fn train_command(args: TrainArgs) -> ExitCode {
+    let log_path = args.summary.termination_log.clone();
+    if let Some(threads) = args.threads {
+        tch::set_num_threads(threads);
+    }
+    let device = match args.device {
+        DeviceArg::Cpu => tch::Device::Cpu,
+        DeviceArg::Auto => tch::Device::cuda_if_available(),
+        DeviceArg::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
+        DeviceArg::Cuda => {
+            return fail(&log_path, "NoGpu", "--device cuda, but no CUDA device is visible".into());
+        }
+    };
+    let opts = train::TrainOptions {
+        data: args.data.options(),
+        architecture: args.architecture,
+        pretrained: args.pretrained.clone(),
+        hyperparameters: args.hyperparameters(),
+        output: args.output.clone(),
+        device,
+        expected_dataset_digest: args.dataset_digest.clone(),
+    };
+    let mut tracker: Box<dyn Tracker> = match &args.mlflow_uri {
+        Some(uri) => Box::new(hone_trainer::tracking::MlflowTracker::new(
+            uri,
+            &args.mlflow_experiment,
+            args.run_name.as_deref().unwrap_or("hone-trainer"),
+        )),
+        None => Box::new(NoTracking),
+    };
+    event(
+        "info",
+        "start",
+        json!({"device": format!("{device:?}"), "threads": tch::get_num_threads(), "output": args.output}),
+    );
+    match train::run(&opts, tracker.as_mut()).await {
+        Ok(outcome) => {
+            let summary = TerminationSummary::Train(outcome.summary);
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            termination::write(&log_path, &summary);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&log_path, e.category(), e.to_string()),
     }
 }

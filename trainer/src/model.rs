@@ -1,8 +1,8 @@
 //! The built-in architectures.
 
 use hone_crds::trainingjob::Architecture;
-use tch::nn::{self, ModuleT};
 use tch::Tensor;
+use tch::nn::{self, ModuleT};
 
 /// Why a network cannot be built for the data.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +17,17 @@ pub struct ModelError {
 pub type Network = Box<dyn ModuleT + Send>;
 
 /// Builds `architecture` under `p` for samples of `shape` (no batch dim) and `classes` outputs.
-pub fn build(architecture: Architecture, p: &nn::Path, shape: &[i64], classes: i64) -> Result<Network, ModelError> {
-    let err = |reason: &str| ModelError { architecture: architecture.as_str(), shape: shape.to_vec(), reason: reason.into() };
+pub fn build(
+    architecture: Architecture,
+    p: &nn::Path,
+    shape: &[i64],
+    classes: i64,
+) -> Result<Network, ModelError> {
+    let err = |reason: &str| ModelError {
+        architecture: architecture.as_str(),
+        shape: shape.to_vec(),
+        reason: reason.into(),
+    };
     match architecture {
         Architecture::Mlp => Ok(Box::new(mlp(p, shape.iter().product(), classes))),
         Architecture::SimpleCnn => match shape {
@@ -49,7 +58,11 @@ struct ToRgb {
 
 impl ModuleT for ToRgb {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        if self.gray { self.body.forward_t(&xs.repeat([1, 3, 1, 1]), train) } else { self.body.forward_t(xs, train) }
+        if self.gray {
+            self.body.forward_t(&xs.repeat([1, 3, 1, 1]), train)
+        } else {
+            self.body.forward_t(xs, train)
+        }
     }
 }
 

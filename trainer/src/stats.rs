@@ -28,7 +28,9 @@ fn feature_stats(name: &str, sorted: &[f64]) -> FeatureStats {
     let n = sorted.len().max(1) as f64;
     let mean = sorted.iter().sum::<f64>() / n;
     let std = (sorted.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    let quantile = |q: f64| sorted.get(((sorted.len().saturating_sub(1)) as f64 * q).round() as usize).copied().unwrap_or(0.0);
+    let quantile = |q: f64| {
+        sorted.get(((sorted.len().saturating_sub(1)) as f64 * q).round() as usize).copied().unwrap_or(0.0)
+    };
     let mut edges: Vec<f64> = (1..PSI_BINS).map(|i| quantile(i as f64 / PSI_BINS as f64)).collect();
     edges.dedup();
     let mut counts = vec![0usize; edges.len() + 1];

@@ -90,9 +90,13 @@ impl Location {
                 (Arc::new(LocalFileSystem::new()), local_path(&fs_path).map_err(invalid)?)
             }
             "pvc" => {
-                let claim = url.host_str().filter(|c| !c.is_empty()).ok_or_else(|| invalid("no claim name".into()))?;
+                let claim = url
+                    .host_str()
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| invalid("no claim name".into()))?;
                 let root = std::env::var(PVC_ROOT_ENV).unwrap_or_else(|_| "/mnt/pvc".to_owned());
-                let fs_path = std::path::Path::new(&root).join(claim).join(url.path().trim_start_matches('/'));
+                let fs_path =
+                    std::path::Path::new(&root).join(claim).join(url.path().trim_start_matches('/'));
                 (Arc::new(LocalFileSystem::new()), local_path(&fs_path).map_err(invalid)?)
             }
             "s3" => {
@@ -112,7 +116,11 @@ impl Location {
                 let store = HttpBuilder::new().with_url(base).build().map_err(backend)?;
                 (Arc::new(store), object_path(&url)?)
             }
-            other => return Err(invalid(format!("unsupported scheme {other:?}: use file, pvc, s3, gs, az or http(s)"))),
+            other => {
+                return Err(invalid(format!(
+                    "unsupported scheme {other:?}: use file, pvc, s3, gs, az or http(s)"
+                )));
+            }
         };
         Ok(Self { uri: uri.trim_end_matches('/').to_owned(), store, path })
     }
@@ -153,7 +161,13 @@ impl Location {
         let mut objects: Vec<ObjectInfo> = metas
             .into_iter()
             .map(|m| ObjectInfo {
-                relative_path: m.location.parts().skip(prefix_parts).map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/"),
+                relative_path: m
+                    .location
+                    .parts()
+                    .skip(prefix_parts)
+                    .map(|p| p.as_ref().to_owned())
+                    .collect::<Vec<_>>()
+                    .join("/"),
                 size: m.size,
             })
             .filter(|o| !o.relative_path.is_empty())
@@ -192,7 +206,8 @@ fn local_path(path: &std::path::Path) -> Result<Path, String> {
 }
 
 fn object_path(url: &Url) -> Result<Path, StorageError> {
-    Path::from_url_path(url.path()).map_err(|e| StorageError::InvalidUri { uri: url.to_string(), reason: e.to_string() })
+    Path::from_url_path(url.path())
+        .map_err(|e| StorageError::InvalidUri { uri: url.to_string(), reason: e.to_string() })
 }
 
 /// Reads a whole object by URI.

@@ -1,0 +1,225 @@
+//! Command-line flags. Every flag also reads an environment variable
+//! (`HONE_*`), which is how the operator configures trainer pods.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hone_crds::trainingjob::{Architecture, Augmentation, Hyperparameters, Optimizer, Scheduler};
+
+use crate::dataset::{DataOptions, Format};
+
+/// Hone's trainer: inspects datasets and trains models with libtorch.
+#[derive(Parser, Debug)]
+#[command(name = "hone-trainer", version, about)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Trainer commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Read every sample of a dataset and report its digest, counts and classes.
+    Inspect(InspectArgs),
+    /// Train a model and write the output contract (model.pt, model.json, ...).
+    Train(Box<TrainArgs>),
+    /// Print the libtorch build this binary runs on, as JSON.
+    Info,
+}
+
+/// Where the summary goes.
+#[derive(Args, Debug, Clone)]
+pub struct SummaryArgs {
+    /// File the JSON summary is written to (Kubernetes reads it as the
+    /// termination message); missing or unwritable is only a warning.
+    #[arg(long, env = "HONE_TERMINATION_LOG", default_value = hone_crds::contract::TERMINATION_LOG)]
+    pub termination_log: String,
+}
+
+/// How to read the dataset.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Dataset URI: a folder (ImageFolder) or a file (CSV).
+    #[arg(long, env = "HONE_DATASET_SOURCE")]
+    pub source: String,
+    /// Dataset layout.
+    #[arg(long, env = "HONE_DATASET_FORMAT", value_enum, default_value = "ImageFolder")]
+    pub format: Format,
+    /// CSV: the label column.
+    #[arg(long, env = "HONE_CSV_LABEL_COLUMN", default_value = "label")]
+    pub label_column: String,
+    /// CSV: feature columns (comma-separated; default all but the label).
+    #[arg(long, env = "HONE_CSV_FEATURE_COLUMNS", value_delimiter = ',')]
+    pub feature_columns: Vec<String>,
+    /// Images: width to resize to.
+    #[arg(long, env = "HONE_IMAGE_WIDTH", default_value_t = 224)]
+    pub image_width: u32,
+    /// Images: height to resize to.
+    #[arg(long, env = "HONE_IMAGE_HEIGHT", default_value_t = 224)]
+    pub image_height: u32,
+    /// Images: channels, 1 or 3.
+    #[arg(long, env = "HONE_IMAGE_CHANNELS", default_value_t = 3)]
+    pub image_channels: u32,
+    /// Fraction held out for validation.
+    #[arg(long, env = "HONE_SPLIT_VALIDATION", default_value_t = 0.1)]
+    pub split_validation: f64,
+    /// Fraction held out for test.
+    #[arg(long, env = "HONE_SPLIT_TEST", default_value_t = 0.1)]
+    pub split_test: f64,
+    /// Seed of the split.
+    #[arg(long, env = "HONE_SPLIT_SEED", default_value_t = 42)]
+    pub split_seed: u64,
+}
+
+impl DataArgs {
+    /// The options the dataset reader takes.
+    pub fn options(&self) -> DataOptions {
+        DataOptions {
+            source: self.source.clone(),
+            format: self.format,
+            label_column: self.label_column.clone(),
+            feature_columns: self.feature_columns.clone(),
+            width: self.image_width,
+            height: self.image_height,
+            channels: self.image_channels,
+            validation: self.split_validation,
+            test: self.split_test,
+            split_seed: self.split_seed,
+        }
+    }
+}
+
+/// `inspect` flags.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    /// The dataset.
+    pub data: DataArgs,
+    #[command(flatten)]
+    /// Summary output.
+    pub summary: SummaryArgs,
+}
+
+/// Where to train.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceArg {
+    /// CUDA when available, else CPU.
+    Auto,
+    /// CPU.
+    Cpu,
+    /// The first CUDA device (fails when there is none).
+    Cuda,
+}
+
+/// `train` flags: every TrainingJob field that shapes training.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    /// The dataset.
+    pub data: DataArgs,
+    /// The run's output location (`<output>/<trainingjob>/<attempt>`); a
+    /// restarted run resumes from the checkpoints found there.
+    #[arg(long, env = "HONE_OUTPUT")]
+    pub output: String,
+    /// Architecture.
+    #[arg(long, env = "HONE_ARCHITECTURE", value_parser = parse_architecture)]
+    pub architecture: Architecture,
+    /// Initial weights (a VarStore file) to fine-tune from.
+    #[arg(long, env = "HONE_PRETRAINED")]
+    pub pretrained: Option<String>,
+    /// Epochs.
+    #[arg(long, env = "HONE_EPOCHS", default_value_t = 10)]
+    pub epochs: u32,
+    /// Batch size.
+    #[arg(long, env = "HONE_BATCH_SIZE", default_value_t = 32)]
+    pub batch_size: u32,
+    /// Peak learning rate.
+    #[arg(long, env = "HONE_LEARNING_RATE", default_value_t = 0.001)]
+    pub learning_rate: f64,
+    /// Optimizer.
+    #[arg(long, env = "HONE_OPTIMIZER", value_parser = parse_optimizer, default_value = "adam")]
+    pub optimizer: Optimizer,
+    /// Weight decay.
+    #[arg(long, env = "HONE_WEIGHT_DECAY", default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    #[arg(long, env = "HONE_SCHEDULER", value_parser = parse_scheduler, default_value = "none")]
+    pub scheduler: Scheduler,
+    /// Epochs of linear warm-up.
+    #[arg(long, env = "HONE_WARMUP_EPOCHS", default_value_t = 0)]
+    pub warmup_epochs: u32,
+    /// Early-stopping patience in epochs (0 disables).
+    #[arg(long, env = "HONE_EARLY_STOPPING_PATIENCE", default_value_t = 0)]
+    pub early_stopping_patience: u32,
+    /// Seed for initialisation, shuffling and augmentation.
+    #[arg(long, env = "HONE_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Flip images left-right at random.
+    #[arg(long, env = "HONE_AUG_HORIZONTAL_FLIP", default_value_t = false)]
+    pub horizontal_flip: bool,
+    /// Random rotation range in degrees.
+    #[arg(long, env = "HONE_AUG_ROTATION_DEGREES", default_value_t = 0.0)]
+    pub rotation_degrees: f64,
+    /// Colour jitter strength (0..1).
+    #[arg(long, env = "HONE_AUG_COLOR_JITTER", default_value_t = 0.0)]
+    pub color_jitter: f64,
+    /// Dataset digest the run must train on; a different digest fails the run.
+    #[arg(long, env = "HONE_DATASET_DIGEST")]
+    pub dataset_digest: Option<String>,
+    /// Device.
+    #[arg(long, env = "HONE_DEVICE", value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// CPU threads for libtorch (default: all cores).
+    #[arg(long, env = "HONE_THREADS")]
+    pub threads: Option<i32>,
+    /// MLflow tracking server URI.
+    #[arg(long, env = "HONE_MLFLOW_URI")]
+    pub mlflow_uri: Option<String>,
+    /// MLflow experiment name.
+    #[arg(long, env = "HONE_MLFLOW_EXPERIMENT", default_value = "hone")]
+    pub mlflow_experiment: String,
+    /// Run name for tracking (the TrainingJob name).
+    #[arg(long, env = "HONE_RUN_NAME")]
+    pub run_name: Option<String>,
+    #[command(flatten)]
+    /// Summary output.
+    pub summary: SummaryArgs,
+}
+
+impl TrainArgs {
+    /// The hyperparameters, as the TrainingJob spec types.
+    pub fn hyperparameters(&self) -> Hyperparameters {
+        Hyperparameters {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            optimizer: self.optimizer,
+            weight_decay: self.weight_decay,
+            scheduler: self.scheduler,
+            warmup_epochs: self.warmup_epochs,
+            early_stopping_patience: self.early_stopping_patience,
+            seed: self.seed,
+            augmentation: Augmentation {
+                horizontal_flip: self.horizontal_flip,
+                rotation_degrees: self.rotation_degrees,
+                color_jitter: self.color_jitter,
+            },
+        }
+    }
+}
+
+/// Parses a spec enum from its wire name (`simple-cnn`, `adamw`, ...).
+fn parse_wire<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|e| e.to_string())
+}
+
+fn parse_architecture(s: &str) -> Result<Architecture, String> {
+    parse_wire(s)
+}
+
+fn parse_optimizer(s: &str) -> Result<Optimizer, String> {
+    parse_wire(s)
+}
+
+fn parse_scheduler(s: &str) -> Result<Scheduler, String> {
+    parse_wire(s)
+}

@@ -1,0 +1,81 @@
+//! The summary a pod leaves in its termination log, kept under the 4 KiB
+//! Kubernetes keeps.
+
+use hone_crds::contract::{ErrorSummary, TERMINATION_MESSAGE_MAX_BYTES, TerminationSummary};
+
+/// The summary as JSON that fits the termination message: long class lists
+/// are cut (the full lists are in model.json / the dataset), long error
+/// messages are shortened.
+pub fn render(summary: &TerminationSummary) -> String {
+    let mut summary = summary.clone();
+    loop {
+        let json = serde_json::to_string(&summary).unwrap_or_default();
+        if json.len() <= TERMINATION_MESSAGE_MAX_BYTES {
+            return json;
+        }
+        match &mut summary {
+            TerminationSummary::Inspect(s) if !s.classes.is_empty() => {
+                let keep = s.classes.len() / 2;
+                s.classes.truncate(keep);
+                let kept: std::collections::BTreeSet<_> = s.classes.iter().cloned().collect();
+                s.class_counts.retain(|k, _| kept.contains(k));
+            }
+            TerminationSummary::Train(s) if !s.metrics.is_empty() => {
+                let drop = s.metrics.keys().last().cloned().unwrap_or_default();
+                s.metrics.remove(&drop);
+            }
+            TerminationSummary::Error(ErrorSummary { message, .. }) if message.len() > 64 => {
+                let cut = message
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .take_while(|&i| i < message.len() / 2)
+                    .last()
+                    .unwrap_or(0);
+                message.truncate(cut);
+                message.push_str("...");
+            }
+            _ => return json.chars().take(TERMINATION_MESSAGE_MAX_BYTES / 4).collect(),
+        }
+    }
+}
+
+/// Writes the summary to `path`; an unwritable path (not in a pod) is logged, not fatal.
+pub fn write(path: &str, summary: &TerminationSummary) {
+    if let Err(e) = std::fs::write(path, render(summary)) {
+        crate::log::event(
+            "warn",
+            "termination_log_unwritable",
+            serde_json::json!({"path": path, "error": e.to_string()}),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hone_crds::contract::InspectSummary;
+
+    #[test]
+    fn long_summaries_are_cut_to_fit() {
+        let classes: Vec<String> = (0..2000).map(|i| format!("class-{i:05}")).collect();
+        let summary = TerminationSummary::Inspect(InspectSummary {
+            digest: format!("sha256:{}", "a".repeat(64)),
+            samples: 1,
+            size_bytes: 1,
+            class_counts: classes.iter().map(|c| (c.clone(), 1)).collect(),
+            classes,
+        });
+        let json = render(&summary);
+        assert!(json.len() <= TERMINATION_MESSAGE_MAX_BYTES, "{}", json.len());
+        let back: TerminationSummary = serde_json::from_str(&json).unwrap();
+        let TerminationSummary::Inspect(s) = back else { panic!("kind changed") };
+        assert!(s.digest.starts_with("sha256:"));
+        assert_eq!(s.classes.len(), s.class_counts.len());
+
+        let err = TerminationSummary::Error(ErrorSummary {
+            reason: "InvalidData".into(),
+            message: "x".repeat(10_000),
+        });
+        assert!(render(&err).len() <= TERMINATION_MESSAGE_MAX_BYTES);
+    }
+}
