@@ -227,7 +227,7 @@ impl Checkpoints {
             }
         }
         let keep_best = state.best_weights.as_ref().map(|(n, _)| n.as_str());
-        let oldest_kept = epochs.iter().take(KEEP).last().copied().unwrap_or(0);
+        let oldest_kept = epochs.get(KEEP.min(epochs.len()).saturating_sub(1)).copied().unwrap_or(0);
         for object in self.root.list().await? {
             let name = object.relative_path.as_str();
             let stale_best = name.starts_with("best-")

@@ -10,7 +10,7 @@ const REFERENCE_SIZE: usize = 256;
 
 /// Statistics of each column of `values` (row-major, `columns` wide).
 pub fn input_stats(names: &[String], values: &[f64], columns: usize) -> InputStats {
-    let rows = if columns == 0 { 0 } else { values.len() / columns };
+    let rows = values.len().checked_div(columns).unwrap_or(0);
     let features = names
         .iter()
         .enumerate()

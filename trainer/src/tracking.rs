@@ -165,11 +165,11 @@ impl MlflowClient {
                 let run_file = Location::parse(&out).map_err(|e| e.to_string())?.join(RUN_FILE);
                 let saved: Option<serde_json::Value> =
                     run_file.read().await.ok().and_then(|b| serde_json::from_slice(&b).ok());
-                if let Some(saved) = saved {
-                    if let (Some(id), Some(uri)) = (saved["runId"].as_str(), saved["artifactUri"].as_str()) {
-                        self.run = Some(MlflowRun { run_id: id.to_owned(), artifact_uri: uri.to_owned() });
-                        return Ok(()); // params were logged when the run began
-                    }
+                if let Some(saved) = saved
+                    && let (Some(id), Some(uri)) = (saved["runId"].as_str(), saved["artifactUri"].as_str())
+                {
+                    self.run = Some(MlflowRun { run_id: id.to_owned(), artifact_uri: uri.to_owned() });
+                    return Ok(()); // params were logged when the run began
                 }
                 let experiment_id = self.experiment_id().await?;
                 let v = self

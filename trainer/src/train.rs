@@ -236,13 +236,13 @@ pub async fn run(opts: &TrainOptions, tracker: &mut dyn Tracker) -> Result<Train
     }
     let started = Instant::now();
     let data = dataset::load(&opts.data).await?;
-    if let Some(expected) = &opts.expected_dataset_digest {
-        if expected != &data.summary.digest {
-            return Err(TrainError::DigestMismatch {
-                expected: expected.clone(),
-                actual: data.summary.digest.clone(),
-            });
-        }
+    if let Some(expected) = &opts.expected_dataset_digest
+        && expected != &data.summary.digest
+    {
+        return Err(TrainError::DigestMismatch {
+            expected: expected.clone(),
+            actual: data.summary.digest.clone(),
+        });
     }
     if data.split.train.is_empty() {
         return Err(TrainError::Invalid("the split leaves no training samples".into()));
@@ -419,7 +419,7 @@ pub async fn run(opts: &TrainOptions, tracker: &mut dyn Tracker) -> Result<Train
         trainer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
     };
     out.join(contract::MODEL_CARD_FILE).write(serde_json::to_vec_pretty(&card).unwrap_or_default()).await?;
-    let confusion = (!test.labels.is_empty()).then_some(&test).unwrap_or(&val);
+    let confusion = if test.labels.is_empty() { &val } else { &test };
     let png = report::render(&state.history, &data.classes, &confusion.labels, &confusion.predictions);
     match png {
         Ok(png) => out.join(contract::REPORT_FILE).write(png).await?,

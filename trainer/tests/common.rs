@@ -1,0 +1,35 @@
+//! Shared helpers for the trainer's integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The data the project's export script writes (digits ImageFolder, iris
+/// CSV, ...), exported once per test process into a temp dir.
+pub fn exported_data() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hone-trainer-data-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/export-datasets.py");
+        let status =
+            Command::new(python()).arg(script).arg(&dir).status().expect("running export-datasets.py");
+        assert!(status.success(), "export-datasets.py failed");
+        dir
+    })
+}
+
+/// The venv's Python (set up by hack/env.sh), or python3.
+pub fn python() -> String {
+    std::env::var("HONE_VENV").map(|v| format!("{v}/bin/python")).unwrap_or_else(|_| "python3".into())
+}
+
+/// `file://` URI of a path.
+pub fn file_uri(path: &Path) -> String {
+    format!("file://{}", path.display())
+}
+
+/// The built `hone-trainer` binary.
+pub fn trainer_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hone-trainer")
+}

@@ -1,0 +1,200 @@
+//! Real training on real data: simple-cnn on digits, mlp on iris, and a run
+//! killed during epoch 3 that resumes and ends like an uninterrupted one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{exported_data, file_uri, python, trainer_bin};
+use hone_crds::contract::{EpochMetrics, ModelCard, TerminationSummary, TrainSummary};
+
+fn digits_args(out: &Path) -> Vec<String> {
+    let source = file_uri(&exported_data().join("digits"));
+    let args = [
+        "train",
+        "--source",
+        &source,
+        "--image-width",
+        "32",
+        "--image-height",
+        "32",
+        "--image-channels",
+        "1",
+        "--architecture",
+        "simple-cnn",
+        "--epochs",
+        "5",
+        "--batch-size",
+        "64",
+        "--learning-rate",
+        "0.002",
+        "--optimizer",
+        "adamw",
+        "--weight-decay",
+        "0.0001",
+        "--scheduler",
+        "cosine",
+        "--warmup-epochs",
+        "1",
+        "--rotation-degrees",
+        "8",
+        "--seed",
+        "7",
+        "--threads",
+        "2",
+        "--device",
+        "cpu",
+    ];
+    let mut v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    v.extend([
+        "--output".into(),
+        file_uri(out),
+        "--termination-log".into(),
+        out.join("termination-log").display().to_string(),
+    ]);
+    v
+}
+
+fn summary(out: &Path) -> TrainSummary {
+    match serde_json::from_slice(&std::fs::read(out.join("termination-log")).unwrap()).unwrap() {
+        TerminationSummary::Train(s) => s,
+        other => panic!("unexpected summary {other:?}"),
+    }
+}
+
+fn epochs_logged(out: &Path) -> Vec<u32> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<EpochMetrics>(l).unwrap().epoch)
+        .collect()
+}
+
+#[test]
+fn simple_cnn_on_digits_and_a_killed_run_resumes() {
+    // Uninterrupted run.
+    let full = tempfile::tempdir().unwrap();
+    let status = Command::new(trainer_bin())
+        .args(digits_args(full.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let uninterrupted = summary(full.path());
+    let accuracy = uninterrupted.metrics["test_accuracy"];
+    assert!(accuracy >= 0.95, "simple-cnn reached only {accuracy} test accuracy on digits");
+    assert_eq!(epochs_logged(full.path()), [1, 2, 3, 4, 5]);
+
+    // The output contract.
+    let card: ModelCard =
+        serde_json::from_slice(&std::fs::read(full.path().join("model.json")).unwrap()).unwrap();
+    assert_eq!(card.signature.input_shape, [1, 32, 32]);
+    assert_eq!(card.signature.classes.len(), 10);
+    assert_eq!(card.artifact_digest.as_deref(), Some(uninterrupted.artifact_digest.as_str()));
+    assert_eq!(card.training_stats.as_ref().unwrap().features.len(), 1);
+    let model_bytes = std::fs::read(full.path().join("model.pt")).unwrap();
+    let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&model_bytes)));
+    assert_eq!(digest, uninterrupted.artifact_digest);
+    assert!(full.path().join("report.png").exists());
+    // Loads in tch and runs at another batch size.
+    let module = tch::CModule::load(full.path().join("model.pt")).unwrap();
+    let out = module
+        .forward_ts(&[tch::Tensor::zeros([3, 1, 32, 32], (tch::Kind::Float, tch::Device::Cpu))])
+        .unwrap();
+    assert_eq!(out.size(), [3, 10]);
+    // Loads in Python's torch.jit.load and gives the same outputs at batch 1 and 4.
+    let check = "import sys, torch\nm = torch.jit.load(sys.argv[1])\nx = torch.rand(4, 1, 32, 32)\n\
+                 a = m(x); b = torch.cat([m(x[i:i+1]) for i in range(4)])\nassert a.shape == (4, 10)\n\
+                 assert (a - b).abs().max() < 1e-4, (a - b).abs().max()\n";
+    let py = Command::new(python()).args(["-c", check]).arg(full.path().join("model.pt")).output().unwrap();
+    assert!(py.status.success(), "torch.jit.load failed: {}", String::from_utf8_lossy(&py.stderr));
+
+    // Killed during epoch 3, then restarted on the same output.
+    let resumed = tempfile::tempdir().unwrap();
+    let mut child = Command::new(trainer_bin())
+        .args(digits_args(resumed.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let epoch2 = resumed.path().join("checkpoints/epoch-00002/COMMIT");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !epoch2.exists() {
+        assert!(Instant::now() < deadline, "epoch 2 never finished");
+        assert!(child.try_wait().unwrap().is_none(), "trainer exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(
+        !resumed.path().join("checkpoints/epoch-00003/COMMIT").exists(),
+        "the kill came after epoch 3 ended"
+    );
+    assert_eq!(epochs_logged(resumed.path()), [1, 2]);
+
+    let status = Command::new(trainer_bin())
+        .args(digits_args(resumed.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(epochs_logged(resumed.path()), [1, 2, 3, 4, 5], "5 epochs in all, not 7");
+    let after = summary(resumed.path());
+    assert_eq!(after.epoch, 5);
+    let (a, b) = (after.metrics["test_accuracy"], uninterrupted.metrics["test_accuracy"]);
+    assert!((a - b).abs() <= 0.01, "resumed run ended at {a}, uninterrupted at {b}");
+}
+
+#[test]
+fn mlp_on_iris() {
+    let out = tempfile::tempdir().unwrap();
+    let iris = file_uri(&exported_data().join("iris.csv"));
+    let status = Command::new(trainer_bin())
+        .args(["train", "--source", &iris, "--format", "CSV", "--architecture", "mlp", "--epochs", "60"])
+        .args(["--batch-size", "16", "--learning-rate", "0.005", "--seed", "3", "--split-validation", "0.2"])
+        .args(["--split-test", "0.2", "--early-stopping-patience", "15", "--device", "cpu", "--output"])
+        .arg(file_uri(out.path()))
+        .arg("--termination-log")
+        .arg(out.path().join("termination-log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let s = summary(out.path());
+    assert!(s.metrics["test_accuracy"] >= 0.9, "mlp reached only {:?} on iris", s.metrics);
+    let card: ModelCard =
+        serde_json::from_slice(&std::fs::read(out.path().join("model.json")).unwrap()).unwrap();
+    assert_eq!(card.feature_names.len(), 4);
+    assert_eq!(card.training_stats.unwrap().features.len(), 4);
+}
+
+#[test]
+fn changed_dataset_digest_fails_the_run() {
+    let out = tempfile::tempdir().unwrap();
+    let iris = file_uri(&exported_data().join("iris.csv"));
+    let pinned = format!("sha256:{}", "0".repeat(64));
+    let status = Command::new(trainer_bin())
+        .args(["train", "--source", &iris, "--format", "CSV", "--architecture", "mlp", "--epochs", "1"])
+        .args(["--dataset-digest", &pinned, "--output"])
+        .arg(file_uri(out.path()))
+        .arg("--termination-log")
+        .arg(out.path().join("termination-log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let log: TerminationSummary =
+        serde_json::from_slice(&std::fs::read(out.path().join("termination-log")).unwrap()).unwrap();
+    let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
+    assert_eq!(e.reason, "DatasetChanged");
+    assert!(e.message.contains(&pinned));
+}
