@@ -27,8 +27,9 @@ release: ## Build the binaries in release mode
 	$(WITH_TORCH) $(CARGO) build --workspace --release --bins
 
 .PHONY: unit-test
-unit-test: ## Unit tests: every crate, no cluster needed
-	$(WITH_TORCH) $(CARGO) test --workspace --exclude hone-cluster-tests
+unit-test: ## Unit and integration tests of every crate (real training, MinIO and MLflow on loopback), no cluster needed
+	$(WITH_TORCH) export HONE_MINIO_BIN="$$(hack/build-minio.sh | tail -n 1)" && \
+	  $(CARGO) test --workspace --exclude hone-cluster-tests
 
 .PHONY: cluster-test
 cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at
@@ -37,6 +38,14 @@ cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at
 .PHONY: test
 test: lint generate-check unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
 	hack/with-cluster.sh $(MAKE) --no-print-directory cluster-test
+
+.PHONY: data
+data: ## Export the datasets scikit-learn ships (digits ImageFolder, iris/wine/breast-cancer CSV) to ./data
+	$(WITH_TORCH) "$$HONE_VENV/bin/python" hack/export-datasets.py data
+
+.PHONY: bench-trainer
+bench-trainer: ## hone-trainer against the equivalent PyTorch loop, side by side (prints samples/s and the ratio)
+	bench/trainer/run.sh
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings denied

@@ -1,0 +1,175 @@
+//! Storage against a real S3 server: MinIO (built from its Go module by
+//! hack/build-minio.sh) on loopback. The trainer inspects and trains on data
+//! in a bucket and writes its whole output contract there.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{exported_data, file_uri, python, trainer_bin};
+use hone_crds::contract::TerminationSummary;
+
+const USER: &str = "hone-test";
+const PASSWORD: &str = "hone-test-secret";
+const BUCKET: &str = "hone-test";
+
+struct Minio {
+    child: Child,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Minio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts MinIO on loopback, or returns None (with a note) when its binary
+/// is not built and this is not CI.
+fn start_minio() -> Option<Minio> {
+    let bin = match std::env::var("HONE_MINIO_BIN") {
+        Ok(bin) if Path::new(&bin).exists() => bin,
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("HONE_MINIO_BIN is not set in CI: run the tests through make")
+        }
+        _ => {
+            eprintln!(
+                "skipping: HONE_MINIO_BIN unset (hack/build-minio.sh builds MinIO; `make unit-test` sets it)"
+            );
+            return None;
+        }
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (port, console) = (free_port(), free_port());
+    let child = Command::new(bin)
+        .args(["server", "--quiet", "--address", &format!("127.0.0.1:{port}")])
+        .args(["--console-address", &format!("127.0.0.1:{console}")])
+        .arg(data.path())
+        .env("MINIO_ROOT_USER", USER)
+        .env("MINIO_ROOT_PASSWORD", PASSWORD)
+        .env("MINIO_BROWSER", "off")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let minio = Minio { child, endpoint, _data: data };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "MinIO did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(minio)
+}
+
+/// Runs a boto3 snippet against the server (bucket set-up and listing).
+fn boto3(endpoint: &str, code: &str) -> String {
+    let prelude = format!(
+        "import boto3, sys\ns3 = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='{USER}', \
+         aws_secret_access_key='{PASSWORD}', region_name='us-east-1')\n"
+    );
+    let out = Command::new(python()).args(["-c", &(prelude + code)]).output().unwrap();
+    assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn trainer(minio: &Minio, args: &[&str], log: &Path) -> (bool, TerminationSummary) {
+    let status = Command::new(trainer_bin())
+        .args(args)
+        .arg("--termination-log")
+        .arg(log)
+        .env("AWS_ACCESS_KEY_ID", USER)
+        .env("AWS_SECRET_ACCESS_KEY", PASSWORD)
+        .env("AWS_ENDPOINT_URL", &minio.endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    (status.success(), serde_json::from_slice(&std::fs::read(log).unwrap()).unwrap())
+}
+
+#[test]
+fn inspect_and_train_on_s3() {
+    let Some(minio) = start_minio() else { return };
+    let iris = exported_data().join("iris.csv");
+    boto3(
+        &minio.endpoint,
+        &format!(
+            "s3.create_bucket(Bucket='{BUCKET}')\ns3.upload_file('{}', '{BUCKET}', 'data/iris.csv')\n",
+            iris.display()
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+
+    // The digest over S3 equals the digest of the same bytes on disk.
+    let source = format!("s3://{BUCKET}/data/iris.csv");
+    let (ok, s3_summary) = trainer(&minio, &["inspect", "--source", &source, "--format", "CSV"], &log);
+    assert!(ok, "{s3_summary:?}");
+    let (ok, local) = trainer(&minio, &["inspect", "--source", &file_uri(&iris), "--format", "CSV"], &log);
+    assert!(ok);
+    let (TerminationSummary::Inspect(a), TerminationSummary::Inspect(b)) = (&s3_summary, &local) else {
+        panic!()
+    };
+    assert_eq!(a.digest, b.digest);
+
+    let output = format!("s3://{BUCKET}/runs/iris-mlp/0");
+    let args = [
+        "train",
+        "--source",
+        &source,
+        "--format",
+        "CSV",
+        "--architecture",
+        "mlp",
+        "--epochs",
+        "5",
+        "--output",
+        &output,
+    ];
+    let (ok, summary) = trainer(&minio, &args, &log);
+    assert!(ok, "{summary:?}");
+    let TerminationSummary::Train(t) = summary else { panic!() };
+    assert_eq!(t.artifact_uri, format!("{output}/model.pt"));
+
+    let listed = boto3(
+        &minio.endpoint,
+        &format!(
+            "for o in s3.list_objects_v2(Bucket='{BUCKET}', Prefix='runs/')['Contents']: print(o['Key'])"
+        ),
+    );
+    for key in ["model.pt", "model.json", "metrics.jsonl", "report.png", "checkpoints/epoch-00005/COMMIT"] {
+        assert!(listed.contains(&format!("runs/iris-mlp/0/{key}")), "{key} missing from {listed}");
+    }
+
+    // Missing credentials are a clear storage error, not a crash.
+    let status = Command::new(trainer_bin())
+        .args(["inspect", "--source", &source, "--format", "CSV", "--termination-log"])
+        .arg(&log)
+        .env("AWS_ENDPOINT_URL", &minio.endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "wrong")
+        .env("AWS_SECRET_ACCESS_KEY", "wrong")
+        .env("AWS_REGION", "us-east-1")
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let TerminationSummary::Error(e) = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap() else {
+        panic!()
+    };
+    assert_eq!(e.reason, "Storage", "{}", e.message);
+}
