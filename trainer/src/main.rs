@@ -59,6 +59,18 @@ async fn inspect(args: InspectArgs) -> ExitCode {
 
 async fn train_command(args: TrainArgs) -> ExitCode {
     let log_path = args.summary.termination_log.clone();
+    // The operator sets WORLD_SIZE for `workers > 1`; libtorch's distributed
+    // backends are not reachable from tch, so refuse rather than have every
+    // worker train the same model into the same output.
+    if let Some(world) =
+        std::env::var("WORLD_SIZE").ok().and_then(|w| w.parse::<u32>().ok()).filter(|&w| w > 1)
+    {
+        let message = format!(
+            "WORLD_SIZE={world}: hone-trainer trains on one node (all its GPUs or cores); \
+             set workers: 1, or use a bring-your-own image (spec.image) with a distributed trainer"
+        );
+        return fail(&log_path, "InvalidSpec", message);
+    }
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }

@@ -198,3 +198,26 @@ fn changed_dataset_digest_fails_the_run() {
     assert_eq!(e.reason, "DatasetChanged");
     assert!(e.message.contains(&pinned));
 }
+
+#[test]
+fn several_workers_are_refused_with_a_reason() {
+    let out = tempfile::tempdir().unwrap();
+    let iris = file_uri(&exported_data().join("iris.csv"));
+    let status = Command::new(trainer_bin())
+        .args(["train", "--source", &iris, "--format", "CSV", "--architecture", "mlp", "--output"])
+        .arg(file_uri(out.path()))
+        .arg("--termination-log")
+        .arg(out.path().join("termination-log"))
+        .env("WORLD_SIZE", "2")
+        .env("RANK", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success());
+    let log: TerminationSummary =
+        serde_json::from_slice(&std::fs::read(out.path().join("termination-log")).unwrap()).unwrap();
+    let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
+    assert_eq!(e.reason, "InvalidSpec");
+    assert!(e.message.contains("WORLD_SIZE=2"), "{}", e.message);
+}
