@@ -70,12 +70,20 @@ cluster-build: ## Build (once, cached in ~/.cache/hone) etcd, the Kubernetes con
 	hack/cluster/build.sh
 
 .PHONY: cluster-up
-cluster-up: ## Start the local Kubernetes (etcd, apiserver, controllers, KWOK nodes), building it once
+cluster-up: ## Start the local Kubernetes (etcd, apiserver, controllers, KWOK nodes); NODE=real adds a real node (containerd, kubelet, kube-proxy, CoreDNS)
 	hack/cluster/up.sh
 
 .PHONY: cluster-down
 cluster-down: ## Stop exactly what cluster-up started and remove its state
 	hack/cluster/down.sh
+
+.PHONY: cluster-purge
+cluster-purge: ## cluster-down, and also remove the real node's containerd image store
+	hack/cluster/down.sh --purge
+
+.PHONY: realnode-test
+realnode-test: ## Tier 2 tests: a locally built image runs, a Service routes by DNS name, a Job completes (needs cluster-up NODE=real)
+	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests --test realnode
 
 .PHONY: demo
 demo: ## Not yet: the end-to-end demo lands with the real-node cluster and the operator (issues 3, 6, 8)
@@ -84,8 +92,8 @@ demo: ## Not yet: the end-to-end demo lands with the real-node cluster and the o
 	@exit 2
 
 .PHONY: images
-images: ## Not yet: container images land with issue 7
-	@echo "make images is not implemented yet (issue 7)." >&2; exit 2
+images: release ## Build the operator, trainer and predictor OCI images without Docker and import them into the real node's containerd
+	hack/images/build.sh
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the caches under ~/.cache/hone)

@@ -8,6 +8,13 @@
 # already up and healthy it only prints the kubeconfig. The last line on
 # stdout is `export KUBECONFIG=...`, so `eval "$(hack/cluster/up.sh)"` works.
 # Stop it with hack/cluster/down.sh.
+#
+# NODE=real (make cluster-up NODE=real) adds a real node on this machine:
+# containerd, kubelet, kube-proxy, a CNI bridge and CoreDNS (see node.sh).
+# The apiserver then listens on the bridge's address ($HONE_NODE_IP) instead
+# of 127.0.0.1, so that pods reach it too. The node is labelled and tainted
+# hone.dev/node=real: pods meant for it select and tolerate that; everything
+# else still lands on the KWOK nodes.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -22,6 +29,17 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 KUBECTL="$K8S_BIN/kubectl"
 NODES=${HONE_CLUSTER_NODES:-3}
 SERVER="https://127.0.0.1:$HONE_APISERVER_PORT"
+API_ADDR=127.0.0.1
+KWOK_CIDR=$HONE_POD_CIDR
+MODE=${NODE:-kwok}
+if [ "$NODE" = real ]; then
+  COMPONENTS+=(containerd kubelet kube-proxy)
+  API_ADDR=$HONE_NODE_IP
+  SERVER="https://$HONE_NODE_IP:$HONE_APISERVER_PORT"
+  KWOK_CIDR=$HONE_KWOK_POD_CIDR
+  # shellcheck source=node.sh
+  . "$CLUSTER_HACK/node.sh"
+fi
 
 kc() { "$KUBECTL" --kubeconfig "$KCFG" "$@"; }
 
@@ -60,13 +78,15 @@ wait_for() {
 all_alive() { local c; for c in "${COMPONENTS[@]}"; do alive "$c" || return 1; done; }
 
 print_kubeconfig() {
-  log "cluster is up (kubernetes v$KUBE_VERSION, $NODES KWOK nodes); state in $D"
+  local extra=""
+  [ "$NODE" != real ] || extra=", real node $HONE_NODE_NAME (label and taint hone.dev/node=real)"
+  log "cluster is up (kubernetes v$KUBE_VERSION, $NODES KWOK nodes$extra); state in $D"
   echo "export KUBECONFIG=$KCFG"
 }
 
 # ------------------------------------------------------- already running?
 if [ -f "$MARKER" ]; then
-  if all_alive && kc get --raw /readyz >/dev/null 2>&1; then
+  if [ "$(cat "$D/mode" 2>/dev/null || echo kwok)" = "$MODE" ] && all_alive && kc get --raw /readyz >/dev/null 2>&1; then
     print_kubeconfig
     exit 0
   fi
@@ -90,6 +110,7 @@ need_pkg() { # COMMAND DEBIAN_PACKAGE
 need_pkg openssl openssl
 need_pkg curl curl
 need_pkg setsid util-linux
+[ "$NODE" != real ] || node_prereqs
 
 "$CLUSTER_HACK/build.sh"
 
@@ -101,6 +122,7 @@ done
 mkdir -p "$PKI" "$LOGS" "$PIDS" "$D/etcd"
 chmod 700 "$D"
 echo "made by hack/cluster/up.sh; removed by hack/cluster/down.sh" > "$MARKER"
+echo "$MODE" > "$D/mode"
 
 # ------------------------------------------------------------------ routes
 # Pod and Service IPs here are bookkeeping only. Make any dial to them fail
@@ -118,6 +140,10 @@ for cidr in "$HONE_POD_CIDR" "$HONE_SERVICE_CIDR"; do
     log "warning: could not add an unreachable route for $cidr (not root?): nothing may dial pod or service IPs"
   fi
 done
+
+# The real node's bridge, after the routes above: its /24 is more specific
+# than the pod range's unreachable route, so only the node's pods are reachable.
+[ "$NODE" != real ] || node_network_up
 
 # -------------------------------------------------------------------- certs
 log "generating certificates in $PKI"
@@ -150,7 +176,7 @@ cert() {
 svc_net=${HONE_SERVICE_CIDR%/*}
 kubernetes_svc_ip="${svc_net%.*}.$(( ${svc_net##*.} + 1 ))"
 cert apiserver "/CN=kube-apiserver" serverAuth \
-  "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$kubernetes_svc_ip"
+  "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$kubernetes_svc_ip${NODE:+,IP:$HONE_NODE_IP}"
 cert admin "/O=system:masters/CN=hone-admin" clientAuth
 cert controller-manager "/CN=system:kube-controller-manager" clientAuth
 cert scheduler "/CN=system:kube-scheduler" clientAuth
@@ -177,6 +203,7 @@ kubeconfig "$KCFG" admin
 kubeconfig "$D/controller-manager.kubeconfig" controller-manager
 kubeconfig "$D/scheduler.kubeconfig" scheduler
 kubeconfig "$D/kwok.kubeconfig" kwok
+[ "$NODE" != real ] || node_certs
 
 # --------------------------------------------------------------- processes
 # start NAME BINARY ARGS...: runs it in its own session, logs to a file and
@@ -200,8 +227,20 @@ start etcd "$ETCD_BIN/etcd" \
   --unsafe-no-fsync=true
 wait_for etcd "etcd health" curl -fsS --max-time 2 "http://127.0.0.1:$HONE_ETCD_PORT/health"
 
+# Tier 1 has no endpoints for the kubernetes Service (nothing could use
+# them); the real node's pods reach the apiserver through it.
+apiserver_extra=(--endpoint-reconciler-type none)
+if [ "$NODE" = real ]; then
+  apiserver_extra=(
+    --endpoint-reconciler-type lease
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt"
+    --kubelet-client-key "$PKI/apiserver-kubelet-client.key"
+    --kubelet-certificate-authority "$PKI/ca.crt"
+    --kubelet-preferred-address-types InternalIP
+  )
+fi
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$HONE_APISERVER_PORT" \
+  --bind-address "$API_ADDR" --advertise-address "$API_ADDR" --secure-port "$HONE_APISERVER_PORT" \
   --etcd-servers "http://127.0.0.1:$HONE_ETCD_PORT" \
   --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
   --client-ca-file "$PKI/ca.crt" \
@@ -220,7 +259,7 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --enable-admission-plugins NodeRestriction,PodSecurity \
   --allow-privileged=true \
   --profiling=false \
-  --endpoint-reconciler-type none \
+  "${apiserver_extra[@]}" \
   --v 1
 wait_for kube-apiserver "kube-apiserver /readyz" kc get --raw /readyz
 
@@ -254,7 +293,7 @@ start kwok "$KWOK_BIN/kwok" \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
   --node-ip 127.0.0.1 \
-  --cidr "$HONE_POD_CIDR" \
+  --cidr "$KWOK_CIDR" \
   --node-lease-duration-seconds 40 \
   --server-address "127.0.0.1:$HONE_KWOK_PORT"
 
@@ -314,6 +353,8 @@ all_nodes_ready() {
 }
 wait_for kwok "$NODES nodes Ready" all_nodes_ready
 wait_for kube-controller-manager "the default serviceaccount" kc -n default get serviceaccount default
+
+[ "$NODE" != real ] || node_up
 
 for c in "${COMPONENTS[@]}"; do alive "$c" || fail "$c" "$c exited during start-up"; done
 print_kubeconfig

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds OCI images of hone's binaries without a container daemon and, when
+# the real node's containerd runs (NODE=real hack/cluster/up.sh), imports them:
+#   hone.local/operator:dev   hone-operator
+#   hone.local/trainer:dev    hone-trainer    (+ libtorch, CPU)
+#   hone.local/predictor:dev  hone-predictor  (+ libtorch, CPU)
+# Layers, bottom first: base (user 65532, /tmp), the C/C++ runtime from this
+# machine (what ldd finds outside torch), libtorch (trainer, predictor), the
+# binary. Layers are content-addressed and written deterministically, so the
+# large libtorch layer has the same digest on every build and is neither
+# rewritten nor re-imported while torch is unchanged.
+#
+# libtorch: the binaries link libtorch_cpu.so and libc10.so only (the linker
+# drops libtorch_cuda.so, nothing references it), so the layer holds those,
+# libgomp, and the two CUDA libraries libtorch_cpu.so itself needs at load
+# time (libcudart, libcupti) - not the ~3 GB of CUDA libraries.
+#
+# Usage: hack/images/build.sh [operator|trainer|predictor ...]
+#   PROFILE=release (default) or debug: which target/<profile>/ binaries
+#   BUILD=1: run `cargo build --release --bins` first (with hack/env.sh)
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PROFILE=${PROFILE:-release}
+TAG=${TAG:-dev}
+TARGET=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+images=("$@")
+[ ${#images[@]} -gt 0 ] || images=(operator trainer predictor)
+
+if [ "${BUILD:-0}" = 1 ]; then
+  ilog "cargo build --$PROFILE --bins"
+  (cd "$REPO_ROOT" && eval "$(hack/env.sh)" && cargo build --workspace --bins ${PROFILE:+--profile "$PROFILE"})
+fi
+started=$(date +%s)
+mkdir -p "$IMG_CACHE"
+base=$(base_layer_spec)
+# torch's lib dir, for ldd (the binaries have no rpath).
+torch_lib=""
+torch_lib_dir() {
+  if [ -z "$torch_lib" ]; then
+    local envs
+    envs=$("$REPO_ROOT/hack/env.sh") || idie "hack/env.sh failed"
+    torch_lib=$(printf '%s\n' "$envs" | sed -n "s/^export LD_LIBRARY_PATH='\([^']*\)'.*/\1/p")
+    [ -d "$torch_lib" ] || idie "torch's lib dir not found (hack/env.sh printed no LD_LIBRARY_PATH)"
+  fi
+  echo "$torch_lib"
+}
+
+# layer_specs NAME BIN: writes NAME.sys.spec, NAME.torch.spec, NAME.app.spec.
+layer_specs() {
+  local name=$1 bin=$2 lib path
+  local sys="$IMG_CACHE/$name.sys.spec" torch="$IMG_CACHE/$name.torch.spec"
+  : > "$sys"; : > "$torch"
+  local libpath=""
+  if readelf -d "$bin" | grep -q 'libtorch_cpu\|libc10'; then libpath=$(torch_lib_dir); fi
+  while read -r lib path; do
+    [ -n "$path" ] || continue
+    case "$path" in
+      */torch/lib/*|*/nvidia/*) echo "/opt/libtorch/lib/$lib $path" >> "$torch" ;;
+      *) echo "$path $path" >> "$sys" ;;
+    esac
+  done < <(LD_LIBRARY_PATH=$libpath ldd "$bin" | awk '/=>/ && $3 ~ /^\// {print $1, $3} !/=>/ && $1 ~ /^\// {print "ld", $1}')
+  grep -q 'not found' < <(LD_LIBRARY_PATH=$libpath ldd "$bin") && idie "ldd $bin: some libraries were not found"
+  sort -u -o "$sys" "$sys"; sort -u -o "$torch" "$torch"
+  printf '/usr/local/bin/%s %s 0755\n' "$(basename "$bin")" "$bin" > "$IMG_CACHE/$name.app.spec"
+}
+
+for name in "${images[@]}"; do
+  case "$name" in operator|trainer|predictor) ;; *) idie "unknown image $name (operator, trainer, predictor)" ;; esac
+  bin="$TARGET/$PROFILE/hone-$name"
+  [ -x "$bin" ] || idie "$bin not found: build it (cargo build --$PROFILE, or BUILD=1 $0)"
+  layer_specs "$name" "$bin"
+  layers=("$base" "$IMG_CACHE/$name.sys.spec")
+  env='"PATH=/usr/local/bin:/usr/bin:/bin"'
+  if [ -s "$IMG_CACHE/$name.torch.spec" ]; then
+    # The same file list (and so the same layer) for trainer and predictor.
+    cat "$IMG_CACHE"/*.torch.spec 2>/dev/null | sort -u > "$IMG_CACHE/libtorch.spec.new"
+    if cmp -s "$IMG_CACHE/libtorch.spec.new" "$IMG_CACHE/libtorch.spec"; then rm -f "$IMG_CACHE/libtorch.spec.new"
+    else mv -f "$IMG_CACHE/libtorch.spec.new" "$IMG_CACHE/libtorch.spec"; fi
+    layers+=("$IMG_CACHE/libtorch.spec")
+    env+=',"LD_LIBRARY_PATH=/opt/libtorch/lib"'
+  fi
+  layers+=("$IMG_CACHE/$name.app.spec")
+  oci_image "$IMAGE_REGISTRY/$name:$TAG" \
+    "{\"Entrypoint\":[\"/usr/local/bin/hone-$name\"],\"User\":\"$NONROOT_UID:$NONROOT_UID\",\"WorkingDir\":\"/tmp\",\"Env\":[$env]}" \
+    "${layers[@]}"
+done
+ilog "done in $(( $(date +%s) - started ))s"

@@ -1,0 +1,3 @@
+module hone.local/images/testbox
+
+go 1.24.0
