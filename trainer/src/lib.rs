@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod cli;
+pub mod cuda;
 pub mod dataset;
 pub mod log;
 pub mod model;

@@ -21,7 +21,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Info => {
+            let cuda_backend = hone_trainer::cuda::load_backend().err();
             let info = json!({
+                "cuda_backend_error": cuda_backend,
                 "trainer": env!("CARGO_PKG_VERSION"),
                 "cuda_available": tch::Cuda::is_available(),
                 "cuda_devices": tch::Cuda::device_count(),
@@ -73,6 +75,11 @@ async fn train_command(args: TrainArgs) -> ExitCode {
     }
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
+    }
+    if args.device != DeviceArg::Cpu
+        && let Err(e) = hone_trainer::cuda::load_backend()
+    {
+        event("info", "cuda_backend_unavailable", json!({"reason": e}));
     }
     let device = match args.device {
         DeviceArg::Cpu => tch::Device::Cpu,
