@@ -1,7 +1,17 @@
 //! `hone-operator`: runs the Dataset, TrainingJob, ModelVersion and
 //! InferenceService controllers.
 
+use std::io::Write as _;
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use futures::FutureExt;
+use hone_operator::config::{OperatorConfig, RunArgs};
+use hone_operator::context::Context;
+use hone_operator::metrics::Metrics;
+use hone_operator::server::{self, ServerState};
+use hone_operator::{controllers, telemetry};
 
 /// Hone's Kubernetes operator.
 #[derive(Parser, Debug)]
@@ -14,14 +24,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the controllers against the cluster in KUBECONFIG (or in-cluster config).
-    Run {
-        /// Address for /metrics, /healthz and /readyz.
-        #[arg(long, env = "HONE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
-        metrics_addr: String,
-        /// Namespaces to watch (comma-separated); empty: all namespaces.
-        #[arg(long, env = "HONE_WATCH_NAMESPACES", value_delimiter = ',')]
-        namespaces: Vec<String>,
-    },
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions this operator serves, as YAML.
     Crds,
 }
@@ -29,18 +32,74 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { .. } => {
-            anyhow::bail!("the controllers are not implemented yet (tracked in issue 6); nothing was started")
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(run(*args))
         }
         Command::Crds => {
+            // Write through a handle so a closed pipe (`| head`) is an error, not a panic.
+            let mut out = std::io::stdout().lock();
             for crd in hone_crds::all_crds() {
-                print!("---\n{}", serde_yaml_string(&crd)?);
+                match write!(out, "---\n{}", serde_yaml::to_string(&crd)?) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    other => other?,
+                }
             }
             Ok(())
         }
     }
 }
 
-fn serde_yaml_string<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
-    Ok(serde_yaml::to_string(value)?)
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format, &args.log_filter)?;
+    let config = OperatorConfig::from_args(&args);
+    tracing::info!(
+        trainer_image = %config.trainer_image,
+        predictor_image = %config.predictor_image,
+        default_output = config.default_output.as_ref().map(|o| o.uri.as_str()).unwrap_or(""),
+        namespaces = %config.namespaces.join(","),
+        "starting hone-operator"
+    );
+    let client = kube::Client::try_default().await.context("building a Kubernetes client")?;
+    let version = client.apiserver_version().await.context("reaching the apiserver")?;
+    tracing::info!(apiserver = %version.git_version, "connected");
+
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(ServerState::new(metrics.clone()));
+    let shutdown = shutdown_signal().shared();
+
+    let server = tokio::spawn(server::serve(args.metrics_addr, state.clone(), shutdown.clone()));
+    let ctx = Arc::new(Context::new(client, config, metrics, std::env::var("POD_NAME").ok()));
+    state.set_ready(true);
+    controllers::run(ctx, shutdown.clone()).await;
+    state.set_ready(false);
+    tracing::info!("controllers stopped; stopping the HTTP server");
+    server.await.context("HTTP server task")?.context("HTTP server")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl+C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "listening for Ctrl+C failed");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "listening for SIGTERM failed");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl+C: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
 }

@@ -1,0 +1,141 @@
+//! Operator configuration: flags with `HONE_*` environment fallbacks.
+
+use std::net::SocketAddr;
+
+use clap::{Args, ValueEnum};
+use hone_crds::{SecretRef, StorageLocation};
+
+/// Default trainer image (what `hack/images/build.sh` builds).
+pub const DEFAULT_TRAINER_IMAGE: &str = "hone.local/trainer:dev";
+/// Default predictor image (what `hack/images/build.sh` builds).
+pub const DEFAULT_PREDICTOR_IMAGE: &str = "hone.local/predictor:dev";
+
+/// How logs are written.
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (for log pipelines).
+    #[default]
+    Json,
+    /// Human-readable lines (for a terminal).
+    Text,
+}
+
+/// `hone-operator run` flags.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "HONE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Namespaces to watch (comma-separated); empty: all namespaces.
+    #[arg(long = "namespaces", env = "HONE_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Trainer image for inspect and training Jobs that name none.
+    #[arg(long, env = "HONE_TRAINER_IMAGE", default_value = DEFAULT_TRAINER_IMAGE)]
+    pub trainer_image: String,
+    /// Predictor image for verify Jobs and InferenceServices that name none.
+    #[arg(long, env = "HONE_PREDICTOR_IMAGE", default_value = DEFAULT_PREDICTOR_IMAGE)]
+    pub predictor_image: String,
+    /// Output location for TrainingJobs that name none (e.g. `s3://hone-models/`).
+    #[arg(long, env = "HONE_DEFAULT_OUTPUT")]
+    pub default_output: Option<String>,
+    /// Secret (in the TrainingJob's namespace) with credentials for the default output.
+    #[arg(long, env = "HONE_DEFAULT_OUTPUT_SECRET")]
+    pub default_output_secret: Option<String>,
+    /// Log format.
+    #[arg(long, env = "HONE_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` EnvFilter syntax.
+    #[arg(long, env = "HONE_LOG", default_value = "info,kube=warn,tower=warn,hyper=warn")]
+    pub log_filter: String,
+}
+
+/// What the controllers need from the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorConfig {
+    /// Image of inspect and training Jobs that name none.
+    pub trainer_image: String,
+    /// Image of verify Jobs and predictors that name none.
+    pub predictor_image: String,
+    /// Output location of TrainingJobs that name none.
+    pub default_output: Option<StorageLocation>,
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+}
+
+impl OperatorConfig {
+    /// The controller configuration from the command line.
+    pub fn from_args(args: &RunArgs) -> Self {
+        let default_output =
+            args.default_output.as_deref().filter(|uri| !uri.trim().is_empty()).map(|uri| StorageLocation {
+                uri: uri.trim().to_owned(),
+                secret_ref: args
+                    .default_output_secret
+                    .as_deref()
+                    .filter(|name| !name.trim().is_empty())
+                    .map(|name| SecretRef { name: name.trim().to_owned() }),
+            });
+        let namespaces =
+            args.namespaces.iter().map(|ns| ns.trim().to_owned()).filter(|ns| !ns.is_empty()).collect();
+        Self {
+            trainer_image: args.trainer_image.clone(),
+            predictor_image: args.predictor_image.clone(),
+            default_output,
+            namespaces,
+        }
+    }
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            trainer_image: DEFAULT_TRAINER_IMAGE.to_owned(),
+            predictor_image: DEFAULT_PREDICTOR_IMAGE.to_owned(),
+            default_output: None,
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct TestCli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        let cli = TestCli::try_parse_from([
+            "hone-operator",
+            "--namespaces",
+            "ml, team-a,,",
+            "--trainer-image",
+            "registry.example/trainer:1",
+            "--default-output",
+            "s3://models/",
+            "--default-output-secret",
+            "s3-creds",
+        ])
+        .unwrap();
+        let config = OperatorConfig::from_args(&cli.run);
+        assert_eq!(config.namespaces, vec!["ml".to_owned(), "team-a".to_owned()]);
+        assert_eq!(config.trainer_image, "registry.example/trainer:1");
+        assert_eq!(config.predictor_image, DEFAULT_PREDICTOR_IMAGE);
+        let output = config.default_output.unwrap();
+        assert_eq!(output.uri, "s3://models/");
+        assert_eq!(output.secret_ref.unwrap().name, "s3-creds");
+    }
+
+    #[test]
+    fn defaults_watch_everything_with_no_default_output() {
+        let cli = TestCli::try_parse_from(["hone-operator"]).unwrap();
+        let config = OperatorConfig::from_args(&cli.run);
+        assert!(config.namespaces.is_empty());
+        assert_eq!(config.default_output, None);
+        assert_eq!(cli.run.log_format, LogFormat::Json);
+    }
+}

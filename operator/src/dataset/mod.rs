@@ -1,0 +1,125 @@
+//! The Dataset controller: verify the data with an inspect Job, pin it by digest.
+//!
+//! observe (list Jobs and pods) -> validate (pure) -> desired (pure) ->
+//! apply (server-side apply, prune) -> status (pure compute, one patch).
+
+pub mod apply;
+pub mod desired;
+pub mod observe;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hone_crds::Dataset;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use crate::context::Context;
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "dataset";
+
+/// Why a Dataset reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the children failed.
+    #[error(transparent)]
+    Observe(#[from] observe::Error),
+    /// The object itself is unusable (missing metadata).
+    #[error(transparent)]
+    Validate(#[from] validate::Error),
+    /// Applying or pruning children failed.
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    /// Writing status failed.
+    #[error(transparent)]
+    Status(#[from] status::Error),
+}
+
+impl Error {
+    /// Metric label and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Observe(e) => e.category(),
+            Self::Validate(e) => e.category(),
+            Self::Apply(e) => e.category(),
+            Self::Status(e) => e.category(),
+        }
+    }
+}
+
+/// One reconcile of a Dataset, timed and counted.
+pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start(CONTROLLER);
+    let result = reconcile_inner(&ds, &ctx).await;
+    match &result {
+        Ok(_) => {
+            ctx.metrics.record_success(CONTROLLER);
+            ctx.backoff.succeeded(&backoff_key(&ds));
+        }
+        Err(error) => ctx.metrics.record_error(CONTROLLER, error.category()),
+    }
+    result
+}
+
+async fn reconcile_inner(ds: &Dataset, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let time = Time(now);
+    let namespace = ds.namespace().unwrap_or_default();
+    let previous = ds.status.clone().unwrap_or_default();
+    let generation = ds.metadata.generation;
+
+    let observed = observe::observe(ctx, ds).await?;
+    let valid = match validate::validate(ds, &ctx.config.trainer_image) {
+        Ok(valid) => valid,
+        Err(validate::Error::InvalidSpec(message)) => {
+            // No Job for a spec that cannot work: prune, report, wait for a change.
+            apply::apply(ctx, &namespace, None, observed).await?;
+            status::update(ctx, ds, status::invalid(&previous, generation, &message, &time)).await?;
+            return Ok(Action::await_change());
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let desired = desired::build(&valid, &observed, now);
+    let applied = apply::apply(ctx, &namespace, Some(&desired), observed).await?;
+    let input = status::StatusInput {
+        generation,
+        previous: &previous,
+        job: applied.job.as_ref(),
+        pods: &applied.pods,
+        round: desired.round,
+    };
+    status::update(ctx, ds, status::compute(input, &time)).await?;
+    Ok(match desired.requeue_after {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    })
+}
+
+/// Transient errors retry with a per-object exponential backoff.
+pub fn error_policy(ds: Arc<Dataset>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay: Duration = ctx.backoff.failed(&backoff_key(&ds));
+    tracing::warn!(
+        dataset = %ds.name_any(),
+        namespace = ds.namespace().unwrap_or_default(),
+        category = error.category(),
+        %error,
+        retry_in_s = delay.as_secs(),
+        "dataset reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+fn backoff_key(ds: &Dataset) -> String {
+    format!("{CONTROLLER}/{}/{}", ds.namespace().unwrap_or_default(), ds.name_any())
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+#[cfg(test)]
+mod mock_tests;

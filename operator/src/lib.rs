@@ -1,0 +1,20 @@
+//! Hone's operator: the controllers (one module tree per kind), the operator
+//! configuration, metrics, the HTTP surface and the shared child-object helpers.
+
+pub mod backoff;
+pub mod children;
+pub mod config;
+pub mod context;
+pub mod controllers;
+pub mod dataset;
+pub mod duration;
+pub mod labels;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;
+pub mod termination;
+pub mod trainer_env;
+pub mod trainingjob;
+
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,0 +1,33 @@
+//! Fixtures shared by unit tests.
+#![allow(clippy::unwrap_used)]
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+/// A Job with one `True` condition of `type_`.
+pub fn job_with_condition(type_: &str, reason: Option<&str>, message: Option<&str>) -> Job {
+    serde_json::from_value(json!({
+        "metadata": {"name": "j"},
+        "status": {
+            "conditions": [{
+                "type": type_, "status": "True", "reason": reason, "message": message,
+                "lastTransitionTime": "2024-01-01T00:10:00Z"
+            }],
+            "completionTime": if type_ == "Complete" { Some("2024-01-01T00:10:00Z") } else { None },
+        }
+    }))
+    .unwrap()
+}
+
+/// A pod of Job `job` whose container `container` terminated at `finished_at` with `message`.
+pub fn pod_terminated(job: &str, container: &str, finished_at: &str, message: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{job}-abcde"), "labels": {"batch.kubernetes.io/job-name": job}},
+        "status": {"containerStatuses": [{
+            "name": container, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "finishedAt": finished_at, "message": message}}
+        }]}
+    }))
+    .unwrap()
+}

@@ -1,0 +1,65 @@
+//! Environment variables the trainer reads (`trainer/src/cli.rs`): the contract
+//! between the Job builders and `hone-trainer`.
+
+/// Dataset URI.
+pub const DATASET_SOURCE: &str = "HONE_DATASET_SOURCE";
+/// `ImageFolder` or `CSV`.
+pub const DATASET_FORMAT: &str = "HONE_DATASET_FORMAT";
+/// CSV label column.
+pub const CSV_LABEL_COLUMN: &str = "HONE_CSV_LABEL_COLUMN";
+/// CSV feature columns, comma-separated.
+pub const CSV_FEATURE_COLUMNS: &str = "HONE_CSV_FEATURE_COLUMNS";
+/// Image width.
+pub const IMAGE_WIDTH: &str = "HONE_IMAGE_WIDTH";
+/// Image height.
+pub const IMAGE_HEIGHT: &str = "HONE_IMAGE_HEIGHT";
+/// Image channels.
+pub const IMAGE_CHANNELS: &str = "HONE_IMAGE_CHANNELS";
+/// Validation fraction.
+pub const SPLIT_VALIDATION: &str = "HONE_SPLIT_VALIDATION";
+/// Test fraction.
+pub const SPLIT_TEST: &str = "HONE_SPLIT_TEST";
+/// Split seed.
+pub const SPLIT_SEED: &str = "HONE_SPLIT_SEED";
+/// Termination log path.
+pub const TERMINATION_LOG: &str = "HONE_TERMINATION_LOG";
+/// Output location of a training run.
+pub const OUTPUT: &str = "HONE_OUTPUT";
+/// Architecture.
+pub const ARCHITECTURE: &str = "HONE_ARCHITECTURE";
+/// Pretrained weights URI.
+pub const PRETRAINED: &str = "HONE_PRETRAINED";
+/// Epochs.
+pub const EPOCHS: &str = "HONE_EPOCHS";
+/// Batch size.
+pub const BATCH_SIZE: &str = "HONE_BATCH_SIZE";
+/// Learning rate.
+pub const LEARNING_RATE: &str = "HONE_LEARNING_RATE";
+/// Optimizer.
+pub const OPTIMIZER: &str = "HONE_OPTIMIZER";
+/// Weight decay.
+pub const WEIGHT_DECAY: &str = "HONE_WEIGHT_DECAY";
+/// Scheduler.
+pub const SCHEDULER: &str = "HONE_SCHEDULER";
+/// Warm-up epochs.
+pub const WARMUP_EPOCHS: &str = "HONE_WARMUP_EPOCHS";
+/// Early-stopping patience.
+pub const EARLY_STOPPING_PATIENCE: &str = "HONE_EARLY_STOPPING_PATIENCE";
+/// Training seed.
+pub const SEED: &str = "HONE_SEED";
+/// Horizontal flip augmentation.
+pub const AUG_HORIZONTAL_FLIP: &str = "HONE_AUG_HORIZONTAL_FLIP";
+/// Rotation augmentation.
+pub const AUG_ROTATION_DEGREES: &str = "HONE_AUG_ROTATION_DEGREES";
+/// Colour jitter augmentation.
+pub const AUG_COLOR_JITTER: &str = "HONE_AUG_COLOR_JITTER";
+/// Dataset digest the run must train on.
+pub const DATASET_DIGEST: &str = "HONE_DATASET_DIGEST";
+/// Device (`auto`, `cpu`, `cuda`).
+pub const DEVICE: &str = "HONE_DEVICE";
+/// MLflow tracking URI.
+pub const MLFLOW_URI: &str = "HONE_MLFLOW_URI";
+/// MLflow experiment.
+pub const MLFLOW_EXPERIMENT: &str = "HONE_MLFLOW_EXPERIMENT";
+/// Run name (the TrainingJob name).
+pub const RUN_NAME: &str = "HONE_RUN_NAME";

@@ -1,0 +1,324 @@
+//! The batch/v1 Job (and, for `workers > 1`, the headless Service) a
+//! TrainingJob should have. Pure.
+
+use std::collections::BTreeMap;
+
+use hone_crds::StorageLocation;
+use hone_crds::consts::{LABEL_KUEUE_QUEUE, LABEL_TRAINING_JOB};
+use hone_crds::contract::TERMINATION_LOG;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::validate::{GPU_RESOURCE, ValidTrainingJob, pvc_claim};
+use crate::children::{
+    child_labels, child_name, restricted_container_security_context, restricted_pod_security_context,
+    scratch_mount, scratch_volume, sha256_hex,
+};
+use crate::dataset::desired::format_name;
+use crate::labels::{ENV_PVC_ROOT, PVC_ROOT};
+use crate::trainer_env as env;
+
+/// Name of the training container (status reads its termination message).
+pub const TRAINER_CONTAINER: &str = "trainer";
+/// Port torchrun's rendezvous listens on.
+pub const MASTER_PORT: i32 = 29500;
+/// Annotation the Job controller sets on Indexed Job pods.
+const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+/// Suffix of training Job names.
+const JOB_SUFFIX: &str = "train";
+
+/// What a TrainingJob's children should be.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The training Job.
+    pub job: Job,
+    /// The headless Service of a multi-worker Job.
+    pub service: Option<Service>,
+}
+
+/// The Job name of a TrainingJob: its name plus a hash of its uid, so a
+/// TrainingJob deleted and recreated under the same name gets a new Job.
+pub fn job_name(valid: &ValidTrainingJob) -> String {
+    child_name(&valid.name, JOB_SUFFIX, &sha256_hex(valid.uid.as_bytes()))
+}
+
+/// Where this run writes: `<output>/<trainingjob>/<uid>`. The uid keeps a
+/// recreated TrainingJob from resuming another's checkpoints, while a retried
+/// pod of the same TrainingJob resumes its own.
+pub fn run_output(valid: &ValidTrainingJob) -> String {
+    format!("{}/{}/{}", valid.output.uri.trim().trim_end_matches('/'), valid.name, valid.uid)
+}
+
+/// Builds the desired Job and Service.
+pub fn build(valid: &ValidTrainingJob) -> Desired {
+    let name = job_name(valid);
+    let spec = &valid.spec;
+    let multi = spec.workers > 1;
+    let mut labels = child_labels(LABEL_TRAINING_JOB, &valid.name);
+    if let Some(queue) = &spec.queue_name {
+        labels.insert(LABEL_KUEUE_QUEUE.to_owned(), queue.clone());
+    }
+    let run_policy = spec.run_policy.clone().unwrap_or_default();
+    let (volumes, mounts) = volumes(valid);
+    let container = Container {
+        name: TRAINER_CONTAINER.to_owned(),
+        image: Some(valid.image.clone()),
+        command: spec.command.clone(),
+        args: Some(spec.args.clone().unwrap_or_else(|| vec!["train".to_owned()])),
+        env: Some(train_env(valid, &name)),
+        env_from: env_from(valid),
+        resources: Some(resources(valid)),
+        security_context: Some(restricted_container_security_context()),
+        termination_message_path: Some(TERMINATION_LOG.to_owned()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let job_spec = JobSpec {
+        backoff_limit: run_policy.backoff_limit,
+        active_deadline_seconds: run_policy.active_deadline_seconds,
+        ttl_seconds_after_finished: run_policy.ttl_seconds_after_finished,
+        // Kueue admits a queued Job by unsuspending it.
+        suspend: Some(run_policy.suspend.unwrap_or(false) || spec.queue_name.is_some()),
+        completions: Some(to_i32(spec.workers)),
+        parallelism: Some(to_i32(spec.workers)),
+        completion_mode: multi.then(|| "Indexed".to_owned()),
+        template: PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(child_labels(LABEL_TRAINING_JOB, &valid.name)),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                restart_policy: Some("Never".to_owned()),
+                automount_service_account_token: Some(false),
+                enable_service_links: Some(false),
+                security_context: Some(restricted_pod_security_context()),
+                subdomain: multi.then(|| name.clone()),
+                node_selector: spec.node_selector.clone(),
+                tolerations: spec.tolerations.clone(),
+                containers: vec![container],
+                volumes: Some(volumes),
+                ..Default::default()
+            }),
+        },
+        ..Default::default()
+    };
+    let job = Job {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(valid.namespace.clone()),
+            labels: Some(labels),
+            owner_references: Some(vec![valid.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(job_spec),
+        status: None,
+    };
+    let service = multi.then(|| headless_service(valid, &name));
+    Desired { job, service }
+}
+
+fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// The headless Service that gives Indexed Job pods stable DNS names.
+pub fn headless_service(valid: &ValidTrainingJob, name: &str) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(valid.namespace.clone()),
+            labels: Some(child_labels(LABEL_TRAINING_JOB, &valid.name)),
+            owner_references: Some(vec![valid.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_owned()),
+            // Workers must find the master before it is Ready.
+            publish_not_ready_addresses: Some(true),
+            selector: Some(BTreeMap::from([(LABEL_TRAINING_JOB.to_owned(), valid.name.clone())])),
+            ports: Some(vec![ServicePort {
+                name: Some("rendezvous".to_owned()),
+                port: MASTER_PORT,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The trainer's `train` environment; entries of `spec.env` override ours.
+pub fn train_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
+    let spec = &valid.spec;
+    let ds = &valid.dataset;
+    let hp = &spec.hyperparameters;
+    let mut vars: Vec<(&str, String)> = vec![
+        (env::DATASET_SOURCE, ds.source.uri.trim().to_owned()),
+        (env::DATASET_FORMAT, format_name(ds.format).to_owned()),
+        (env::DATASET_DIGEST, ds.digest.clone()),
+    ];
+    if let Some(csv) = &ds.csv {
+        vars.push((env::CSV_LABEL_COLUMN, csv.label_column.clone()));
+        if let Some(columns) = &csv.feature_columns {
+            vars.push((env::CSV_FEATURE_COLUMNS, columns.join(",")));
+        }
+    }
+    if let Some(image) = &ds.image {
+        vars.push((env::IMAGE_WIDTH, image.width.to_string()));
+        vars.push((env::IMAGE_HEIGHT, image.height.to_string()));
+        vars.push((env::IMAGE_CHANNELS, image.channels.to_string()));
+    }
+    vars.extend([
+        (env::SPLIT_VALIDATION, ds.split.validation.to_string()),
+        (env::SPLIT_TEST, ds.split.test.to_string()),
+        (env::SPLIT_SEED, ds.split.seed.to_string()),
+        (env::OUTPUT, run_output(valid)),
+        (env::ARCHITECTURE, spec.model.architecture.as_str().to_owned()),
+        (env::EPOCHS, hp.epochs.to_string()),
+        (env::BATCH_SIZE, hp.batch_size.to_string()),
+        (env::LEARNING_RATE, hp.learning_rate.to_string()),
+        (env::OPTIMIZER, wire_name(&hp.optimizer)),
+        (env::WEIGHT_DECAY, hp.weight_decay.to_string()),
+        (env::SCHEDULER, wire_name(&hp.scheduler)),
+        (env::WARMUP_EPOCHS, hp.warmup_epochs.to_string()),
+        (env::EARLY_STOPPING_PATIENCE, hp.early_stopping_patience.to_string()),
+        (env::SEED, hp.seed.to_string()),
+        (env::AUG_HORIZONTAL_FLIP, hp.augmentation.horizontal_flip.to_string()),
+        (env::AUG_ROTATION_DEGREES, hp.augmentation.rotation_degrees.to_string()),
+        (env::AUG_COLOR_JITTER, hp.augmentation.color_jitter.to_string()),
+        // Asking for GPUs and silently training on CPU would hide a broken node.
+        (env::DEVICE, if spec.gpus.unwrap_or(0) > 0 { "cuda" } else { "cpu" }.to_owned()),
+        (env::RUN_NAME, valid.name.clone()),
+        (env::TERMINATION_LOG, TERMINATION_LOG.to_owned()),
+    ]);
+    if let Some(pretrained) = &spec.model.pretrained {
+        vars.push((env::PRETRAINED, pretrained.uri.trim().to_owned()));
+    }
+    if let Some(mlflow) = spec.tracking.as_ref().and_then(|t| t.mlflow.as_ref()) {
+        vars.push((env::MLFLOW_URI, mlflow.uri.clone()));
+        vars.push((env::MLFLOW_EXPERIMENT, mlflow.experiment.clone()));
+    }
+    if !pvc_claims(valid).is_empty() {
+        vars.push((ENV_PVC_ROOT, PVC_ROOT.to_owned()));
+    }
+    let mut out: Vec<EnvVar> = vars
+        .into_iter()
+        .map(|(name, value)| EnvVar { name: name.to_owned(), value: Some(value), value_from: None })
+        .collect();
+    if spec.workers > 1 {
+        out.extend(distributed_env(valid, job_name));
+    }
+    // Server-side apply refuses duplicate names, so a user's entry replaces ours.
+    let user = spec.env.clone().unwrap_or_default();
+    out.retain(|var| !user.iter().any(|u| u.name == var.name));
+    out.extend(user);
+    out
+}
+
+/// torchrun's variables for an Indexed Job behind the headless Service `job_name`.
+fn distributed_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
+    let value =
+        |name: &str, value: String| EnvVar { name: name.to_owned(), value: Some(value), value_from: None };
+    vec![
+        value("MASTER_ADDR", format!("{job_name}-0.{job_name}")),
+        value("MASTER_PORT", MASTER_PORT.to_string()),
+        value("WORLD_SIZE", valid.spec.workers.to_string()),
+        EnvVar {
+            name: "RANK".to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
+        },
+    ]
+}
+
+fn wire_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Secrets of the dataset source, the output and the pretrained weights, each once.
+fn env_from(valid: &ValidTrainingJob) -> Option<Vec<EnvFromSource>> {
+    let mut names: Vec<String> = Vec::new();
+    let locations: [Option<&StorageLocation>; 3] =
+        [Some(&valid.dataset.source), Some(&valid.output), valid.spec.model.pretrained.as_ref()];
+    for secret in locations.into_iter().flatten().filter_map(|l| l.secret_ref.as_ref()) {
+        if !names.contains(&secret.name) {
+            names.push(secret.name.clone());
+        }
+    }
+    (!names.is_empty()).then(|| {
+        names
+            .into_iter()
+            .map(|name| EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name, optional: Some(false) }),
+                ..Default::default()
+            })
+            .collect()
+    })
+}
+
+/// Every claim the pod mounts, with whether it must be writable (the output's).
+fn pvc_claims(valid: &ValidTrainingJob) -> BTreeMap<String, bool> {
+    let mut claims = BTreeMap::new();
+    let read_only = [
+        Some(valid.dataset.source.uri.as_str()),
+        valid.spec.model.pretrained.as_ref().map(|p| p.uri.as_str()),
+    ];
+    for claim in read_only.into_iter().flatten().filter_map(pvc_claim) {
+        claims.entry(claim.to_owned()).or_insert(false);
+    }
+    if let Some(claim) = pvc_claim(&valid.output.uri) {
+        claims.insert(claim.to_owned(), true);
+    }
+    claims
+}
+
+fn volumes(valid: &ValidTrainingJob) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![scratch_volume()];
+    let mut mounts = vec![scratch_mount()];
+    for (index, (claim, writable)) in pvc_claims(valid).into_iter().enumerate() {
+        let name = format!("pvc-{index}");
+        volumes.push(Volume {
+            name: name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(!writable),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: format!("{PVC_ROOT}/{claim}"),
+            read_only: Some(!writable),
+            ..Default::default()
+        });
+    }
+    (volumes, mounts)
+}
+
+/// `spec.resources` with `spec.gpus` as the `nvidia.com/gpu` limit.
+fn resources(valid: &ValidTrainingJob) -> ResourceRequirements {
+    let mut resources = valid.spec.resources.clone().unwrap_or_default();
+    if let Some(gpus) = valid.spec.gpus.filter(|g| *g > 0) {
+        resources
+            .limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU_RESOURCE.to_owned(), Quantity(gpus.to_string()));
+    }
+    resources
+}

@@ -1,0 +1,467 @@
+//! Unit tests of the TrainingJob validation, Job builder and status mapping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use hone_crds::conditions::find_condition;
+use hone_crds::trainingjob::{FailureReason, TrainingJobPhase, TrainingJobStatus};
+use hone_crds::{Dataset, StorageLocation, TrainingJob};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+use serde_json::json;
+
+use super::desired::{self, Desired, TRAINER_CONTAINER};
+use super::status::{self, DatasetGate, StatusInput};
+use super::validate::{Error, ValidTrainingJob, validate};
+use crate::config::OperatorConfig;
+use crate::testutil::{job_with_condition, pod_terminated};
+
+const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const BASE: &str =
+    "datasetRef: {name: digits}\nmodel: {architecture: simple-cnn}\nregisterAs: {model: digits-cnn}\n";
+
+fn training_job(extra: &str) -> TrainingJob {
+    let spec = serde_yaml::from_str(&format!("{BASE}{extra}")).expect("fixture spec parses");
+    let mut tj = TrainingJob::new("cnn", spec);
+    tj.metadata = ObjectMeta {
+        name: Some("cnn".into()),
+        namespace: Some("ml".into()),
+        uid: Some("tj-uid".into()),
+        generation: Some(1),
+        ..Default::default()
+    };
+    tj
+}
+
+fn ready_dataset(spec: &str) -> Dataset {
+    let mut ds: Dataset = serde_json::from_value(json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "Dataset",
+        "metadata": {"name": "digits", "namespace": "ml"},
+        "spec": serde_yaml::from_str::<serde_json::Value>(spec).unwrap(),
+        "status": {"phase": "Ready", "digest": DIGEST, "conditions": [{
+            "type": "Ready", "status": "True", "reason": "Verified", "message": "ok",
+            "lastTransitionTime": "2024-01-01T00:00:00Z"
+        }]}
+    }))
+    .unwrap();
+    ds.metadata.uid = Some("ds-uid".into());
+    ds
+}
+
+fn config() -> OperatorConfig {
+    OperatorConfig { default_output: Some(StorageLocation::new("s3://models/")), ..OperatorConfig::default() }
+}
+
+fn valid(extra: &str) -> ValidTrainingJob {
+    let ds = ready_dataset(
+        "source: {uri: s3://data/digits/, secretRef: {name: s3-creds}}\nimage: {width: 32, height: 32, channels: 1}",
+    );
+    validate(&training_job(extra), Some(&ds), &config()).unwrap()
+}
+
+fn container(desired: &Desired) -> Container {
+    desired.job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].clone()
+}
+
+fn env(desired: &Desired) -> BTreeMap<String, String> {
+    container(desired).env.unwrap().into_iter().map(|e| (e.name, e.value.unwrap_or_default())).collect()
+}
+
+// ---- validate ----
+
+#[test]
+fn a_missing_dataset_blocks_and_a_verifying_one_waits() {
+    let tj = training_job("");
+    match validate(&tj, None, &config()) {
+        Err(Error::DatasetNotReady { blocked: true, message }) => assert!(message.contains("digits")),
+        other => panic!("{other:?}"),
+    }
+    let mut ds = ready_dataset("source: {uri: s3://data/digits/}");
+    ds.status = Some(serde_json::from_value(json!({"phase": "Verifying"})).unwrap());
+    assert!(matches!(
+        validate(&tj, Some(&ds), &config()),
+        Err(Error::DatasetNotReady { blocked: false, .. })
+    ));
+}
+
+#[test]
+fn the_pinned_digest_wins_over_the_datasets_current_one() {
+    let mut tj = training_job("");
+    tj.status =
+        Some(TrainingJobStatus { dataset_digest: Some("sha256:pinned".into()), ..Default::default() });
+    let ds = ready_dataset("source: {uri: s3://data/digits/}");
+    assert_eq!(validate(&tj, Some(&ds), &config()).unwrap().dataset.digest, "sha256:pinned");
+}
+
+#[test]
+fn output_is_required_and_writable() {
+    let ds = ready_dataset("source: {uri: s3://data/digits/}");
+    let no_default = OperatorConfig::default();
+    let Err(Error::InvalidSpec(message)) = validate(&training_job(""), Some(&ds), &no_default) else {
+        panic!()
+    };
+    assert!(message.contains("--default-output"), "{message}");
+    let http = training_job("output: {uri: 'https://example.invalid/models'}");
+    let Err(Error::InvalidSpec(message)) = validate(&http, Some(&ds), &config()) else { panic!() };
+    assert!(message.contains("read-only"), "{message}");
+}
+
+#[test]
+fn several_workers_need_a_distributed_image_and_gpus_must_agree() {
+    let ds = ready_dataset("source: {uri: s3://data/digits/}");
+    assert!(matches!(
+        validate(&training_job("workers: 2"), Some(&ds), &config()),
+        Err(Error::InvalidSpec(_))
+    ));
+    let clash = "gpus: 2\nresources: {limits: {nvidia.com/gpu: '1'}}";
+    assert!(matches!(validate(&training_job(clash), Some(&ds), &config()), Err(Error::InvalidSpec(_))));
+}
+
+// ---- desired ----
+
+#[test]
+fn training_job_carries_every_training_field() {
+    let desired = desired::build(&valid(
+        "hyperparameters: {epochs: 5, batchSize: 64, learningRate: 0.01, optimizer: adamw, scheduler: cosine, \
+         warmupEpochs: 1, earlyStoppingPatience: 3, seed: 7, weightDecay: 0.0001, \
+         augmentation: {horizontalFlip: true, rotationDegrees: 10, colorJitter: 0.2}}\n\
+         tracking: {mlflow: {uri: 'http://mlflow:5000', experiment: digits}}",
+    ));
+    let env = env(&desired);
+    let expected = [
+        ("HONE_DATASET_SOURCE", "s3://data/digits/"),
+        ("HONE_DATASET_FORMAT", "ImageFolder"),
+        ("HONE_DATASET_DIGEST", DIGEST),
+        ("HONE_IMAGE_WIDTH", "32"),
+        ("HONE_IMAGE_CHANNELS", "1"),
+        ("HONE_SPLIT_SEED", "42"),
+        ("HONE_OUTPUT", "s3://models/cnn/tj-uid"),
+        ("HONE_ARCHITECTURE", "simple-cnn"),
+        ("HONE_EPOCHS", "5"),
+        ("HONE_BATCH_SIZE", "64"),
+        ("HONE_LEARNING_RATE", "0.01"),
+        ("HONE_OPTIMIZER", "adamw"),
+        ("HONE_WEIGHT_DECAY", "0.0001"),
+        ("HONE_SCHEDULER", "cosine"),
+        ("HONE_WARMUP_EPOCHS", "1"),
+        ("HONE_EARLY_STOPPING_PATIENCE", "3"),
+        ("HONE_SEED", "7"),
+        ("HONE_AUG_HORIZONTAL_FLIP", "true"),
+        ("HONE_AUG_ROTATION_DEGREES", "10"),
+        ("HONE_AUG_COLOR_JITTER", "0.2"),
+        ("HONE_DEVICE", "cpu"),
+        ("HONE_MLFLOW_URI", "http://mlflow:5000"),
+        ("HONE_MLFLOW_EXPERIMENT", "digits"),
+        ("HONE_RUN_NAME", "cnn"),
+    ];
+    for (name, value) in expected {
+        assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
+    }
+    let c = container(&desired);
+    assert_eq!(c.args, Some(vec!["train".to_owned()]));
+    assert_eq!(c.image.as_deref(), Some("hone.local/trainer:dev"));
+    assert_eq!(c.env_from.unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-creds");
+    assert_eq!(c.termination_message_path.as_deref(), Some("/dev/termination-log"));
+    let sc = c.security_context.unwrap();
+    assert_eq!((sc.run_as_non_root, sc.read_only_root_filesystem), (Some(true), Some(true)));
+    let meta = &desired.job.metadata;
+    assert!(meta.name.as_ref().unwrap().starts_with("cnn-train-"));
+    assert_eq!(meta.labels.as_ref().unwrap()["hone.dev/trainingjob"], "cnn");
+    assert_eq!(meta.owner_references.as_ref().unwrap()[0].kind, "TrainingJob");
+    assert!(desired.service.is_none());
+}
+
+#[test]
+fn gpus_node_placement_and_run_policy_map_to_the_job() {
+    let desired = desired::build(&valid(
+        "gpus: 2\nnodeSelector: {gpu: a100}\ntolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]\n\
+         runPolicy: {backoffLimit: 2, activeDeadlineSeconds: 3600, ttlSecondsAfterFinished: 600, suspend: true}",
+    ));
+    let spec = desired.job.spec.clone().unwrap();
+    assert_eq!(spec.backoff_limit, Some(2));
+    assert_eq!(spec.active_deadline_seconds, Some(3600));
+    assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+    assert_eq!(spec.suspend, Some(true));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.node_selector.unwrap()["gpu"], "a100");
+    assert_eq!(pod.tolerations.unwrap()[0].key.as_deref(), Some("nvidia.com/gpu"));
+    let limits = container(&desired).resources.unwrap().limits.unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "2");
+    assert_eq!(env(&desired)["HONE_DEVICE"], "cuda");
+}
+
+#[test]
+fn queue_name_labels_the_job_and_creates_it_suspended() {
+    let desired = desired::build(&valid("queueName: team-a"));
+    assert_eq!(desired.job.metadata.labels.as_ref().unwrap()["kueue.x-k8s.io/queue-name"], "team-a");
+    assert_eq!(desired.job.spec.as_ref().unwrap().suspend, Some(true));
+    assert_eq!(desired::build(&valid("")).job.spec.unwrap().suspend, Some(false));
+}
+
+#[test]
+fn several_workers_get_an_indexed_job_a_headless_service_and_torchrun_env() {
+    let desired = desired::build(&valid("workers: 3\nimage: registry.example/ddp:1"));
+    let name = desired.job.metadata.name.clone().unwrap();
+    let spec = desired.job.spec.clone().unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!((spec.completions, spec.parallelism), (Some(3), Some(3)));
+    assert_eq!(spec.template.spec.as_ref().unwrap().subdomain.as_deref(), Some(name.as_str()));
+    let service = desired.service.clone().unwrap();
+    assert_eq!(service.metadata.name.as_deref(), Some(name.as_str()));
+    assert_eq!(service.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
+    let env = env(&desired);
+    assert_eq!(env["MASTER_ADDR"], format!("{name}-0.{name}"));
+    assert_eq!(env["MASTER_PORT"], "29500");
+    assert_eq!(env["WORLD_SIZE"], "3");
+    let rank = container(&desired).env.unwrap().into_iter().find(|e| e.name == "RANK").unwrap();
+    assert!(rank.value_from.unwrap().field_ref.unwrap().field_path.contains("job-completion-index"));
+    assert_eq!(container(&desired).image.as_deref(), Some("registry.example/ddp:1"));
+}
+
+#[test]
+fn bring_your_own_command_args_and_env_override() {
+    let desired = desired::build(&valid(
+        "image: my/trainer:1\ncommand: [python, train.py]\nargs: [--fast]\nenv: [{name: HONE_EPOCHS, value: '1'}, {name: EXTRA, value: x}]",
+    ));
+    let c = container(&desired);
+    assert_eq!(c.command, Some(vec!["python".to_owned(), "train.py".to_owned()]));
+    assert_eq!(c.args, Some(vec!["--fast".to_owned()]));
+    let vars = c.env.unwrap();
+    assert_eq!(vars.iter().filter(|e| e.name == "HONE_EPOCHS").count(), 1, "no duplicate names under SSA");
+    let env = env(&desired);
+    assert_eq!(env["HONE_EPOCHS"], "1");
+    assert_eq!(env["EXTRA"], "x");
+}
+
+#[test]
+fn pvc_output_is_mounted_writable_and_pvc_source_read_only() {
+    let ds = ready_dataset("source: {uri: pvc://data/digits}");
+    let tj = training_job("output: {uri: pvc://models/out}");
+    let desired = desired::build(&validate(&tj, Some(&ds), &config()).unwrap());
+    let mounts = container(&desired).volume_mounts.unwrap();
+    let find = |path: &str| mounts.iter().find(|m| m.mount_path == path).unwrap().read_only;
+    assert_eq!(find("/mnt/pvc/data"), Some(true));
+    assert_eq!(find("/mnt/pvc/models"), Some(false));
+    assert_eq!(env(&desired)["HONE_PVC_ROOT"], "/mnt/pvc");
+}
+
+#[test]
+fn job_name_is_stable_per_trainingjob() {
+    let a = desired::job_name(&valid(""));
+    assert_eq!(a, desired::job_name(&valid("")));
+    let mut other = valid("");
+    other.uid = "another-uid".into();
+    assert_ne!(a, desired::job_name(&other));
+}
+
+// ---- status ----
+
+fn time(seconds: i64) -> Time {
+    Time(Timestamp::from_second(1_700_000_000 + seconds).unwrap())
+}
+
+fn ready_gate() -> DatasetGate {
+    DatasetGate::Ready { digest: DIGEST.into() }
+}
+
+fn compute(job: Option<&Job>, pods: &[Pod], mv: Option<&str>) -> TrainingJobStatus {
+    let previous = TrainingJobStatus::default();
+    let gate = ready_gate();
+    status::compute(
+        StatusInput {
+            generation: Some(1),
+            previous: &previous,
+            dataset: &gate,
+            job,
+            pods,
+            model_version: mv,
+        },
+        &time(0),
+    )
+}
+
+fn cond(status: &TrainingJobStatus, type_: &str) -> (String, String) {
+    let c = find_condition(&status.conditions, type_).unwrap();
+    (c.status.clone(), c.reason.clone())
+}
+
+fn named(mut job: Job) -> Job {
+    job.metadata.name = Some("cnn-train-1".into());
+    job
+}
+
+fn trainer_pod(message: &str) -> Pod {
+    pod_terminated("cnn-train-1", TRAINER_CONTAINER, "2024-01-01T00:09:00Z", message)
+}
+
+#[test]
+fn waiting_for_the_dataset_is_pending_not_failed() {
+    let previous = TrainingJobStatus::default();
+    let gate = DatasetGate::Waiting { message: "Dataset digits is Verifying".into() };
+    let input = StatusInput {
+        generation: Some(1),
+        previous: &previous,
+        dataset: &gate,
+        job: None,
+        pods: &[],
+        model_version: None,
+    };
+    let s = status::compute(input, &time(0));
+    assert_eq!(s.phase, Some(TrainingJobPhase::Pending));
+    assert_eq!(cond(&s, "Ready"), ("False".into(), "DatasetNotReady".into()));
+    assert_eq!(s.failure_reason, None);
+    let blocked = DatasetGate::Blocked { message: "Dataset digits does not exist".into() };
+    let s = status::compute(StatusInput { dataset: &blocked, ..input }, &time(0));
+    assert_eq!(s.failure_reason, Some(FailureReason::DatasetNotReady));
+}
+
+#[test]
+fn a_running_job_is_running_and_records_the_digest() {
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "cnn-train-1"}, "spec": {"template": {}},
+        "status": {"active": 1, "startTime": "2024-01-01T00:00:00Z"}
+    }))
+    .unwrap();
+    let s = compute(Some(&job), &[], None);
+    assert_eq!(s.phase, Some(TrainingJobPhase::Running));
+    assert_eq!(cond(&s, "Running").0, "True");
+    assert_eq!(s.job_name.as_deref(), Some("cnn-train-1"));
+    assert_eq!(s.dataset_digest.as_deref(), Some(DIGEST));
+    assert_eq!(s.attempts, Some(1));
+    assert!(s.start_time.is_some());
+}
+
+#[test]
+fn a_suspended_job_is_suspended() {
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "cnn-train-1", "labels": {"kueue.x-k8s.io/queue-name": "team-a"}},
+        "spec": {"suspend": true, "template": {}}, "status": {}
+    }))
+    .unwrap();
+    let s = compute(Some(&job), &[], None);
+    assert_eq!(s.phase, Some(TrainingJobPhase::Suspended));
+    assert_eq!(cond(&s, "Suspended").0, "True");
+    assert!(s.message.unwrap().contains("team-a"));
+}
+
+#[test]
+fn success_maps_metrics_artifact_and_model_version() {
+    let summary = json!({
+        "kind": "train", "epoch": 5, "totalEpochs": 5, "metrics": {"val_accuracy": 0.97},
+        "artifactUri": "s3://models/cnn/tj-uid/model.pt", "artifactDigest": DIGEST, "artifactSizeBytes": 1000,
+        "datasetDigest": DIGEST, "inputShape": [1, 32, 32]
+    });
+    let job = named(job_with_condition("Complete", None, None));
+    let registering = compute(Some(&job), &[trainer_pod(&summary.to_string())], None);
+    assert_eq!(registering.phase, Some(TrainingJobPhase::Running));
+    assert_eq!(cond(&registering, "Ready"), ("False".into(), "Registering".into()));
+    let done = compute(Some(&job), &[trainer_pod(&summary.to_string())], Some("digits-cnn-v1"));
+    assert_eq!(done.phase, Some(TrainingJobPhase::Succeeded));
+    assert_eq!(cond(&done, "Ready").0, "True");
+    assert_eq!(cond(&done, "Succeeded").0, "True");
+    assert_eq!(done.metrics.unwrap()["val_accuracy"], 0.97);
+    assert_eq!(done.progress.unwrap().epoch, 5);
+    let artifact = done.artifact.unwrap();
+    assert_eq!((artifact.uri.as_str(), artifact.size_bytes), ("s3://models/cnn/tj-uid/model.pt", Some(1000)));
+    assert_eq!(done.model_version.as_deref(), Some("digits-cnn-v1"));
+    assert!(done.completion_time.is_some());
+}
+
+fn oom_pod() -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": "cnn-train-1"}},
+        "status": {"containerStatuses": [{
+            "name": TRAINER_CONTAINER, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+        }]}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn each_failure_reason_is_told_apart() {
+    let backoff = named(job_with_condition("Failed", Some("BackoffLimitExceeded"), Some("backoff")));
+    let cases: Vec<(Job, Vec<Pod>, FailureReason, &str)> = vec![
+        (backoff.clone(), vec![oom_pod()], FailureReason::OomKilled, "resources.limits.memory"),
+        (
+            named(job_with_condition("Failed", Some("DeadlineExceeded"), Some("deadline"))),
+            vec![],
+            FailureReason::DeadlineExceeded,
+            "activeDeadlineSeconds",
+        ),
+        (
+            backoff.clone(),
+            vec![trainer_pod(r#"{"kind":"error","reason":"InvalidData","message":"bad.png: not a PNG"}"#)],
+            FailureReason::TrainerError,
+            "bad.png",
+        ),
+        (backoff.clone(), vec![trainer_pod("segfault")], FailureReason::BackoffLimitExceeded, "segfault"),
+        (backoff, vec![], FailureReason::BackoffLimitExceeded, "kubectl logs"),
+    ];
+    for (job, pods, reason, hint) in cases {
+        let s = compute(Some(&job), &pods, None);
+        assert_eq!(s.phase, Some(TrainingJobPhase::Failed), "{reason:?}");
+        assert_eq!(s.failure_reason, Some(reason));
+        assert_eq!(cond(&s, "Failed").0, "True");
+        assert_eq!(cond(&s, "Ready").1, status::failure_reason_name(reason));
+        let message = s.message.unwrap();
+        assert!(message.contains(hint), "{reason:?}: {message}");
+    }
+}
+
+#[test]
+fn image_pull_trouble_is_reported_while_pending() {
+    let job: Job = serde_json::from_value(
+        json!({"metadata": {"name": "cnn-train-1"}, "spec": {"template": {}}, "status": {"active": 1}}),
+    )
+    .unwrap();
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "labels": {"batch.kubernetes.io/job-name": "cnn-train-1"}},
+        "status": {"containerStatuses": [{
+            "name": TRAINER_CONTAINER, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}
+        }]}
+    }))
+    .unwrap();
+    let s = compute(Some(&job), &[pod], None);
+    assert_eq!(s.phase, Some(TrainingJobPhase::Pending));
+    assert_eq!(s.failure_reason, Some(FailureReason::ImagePullBackOff));
+    assert!(s.message.unwrap().contains("spec.image"));
+}
+
+#[test]
+fn success_without_summary_is_a_trainer_error() {
+    let s = compute(Some(&named(job_with_condition("Complete", None, None))), &[], None);
+    assert_eq!(s.failure_reason, Some(FailureReason::TrainerError));
+    assert!(s.message.unwrap().contains("/dev/termination-log"));
+}
+
+#[test]
+fn invalid_spec_fails_with_reason_invalid_spec() {
+    let s = status::invalid(&TrainingJobStatus::default(), Some(1), "fix it", &time(0));
+    assert_eq!(s.phase, Some(TrainingJobPhase::Failed));
+    assert_eq!(s.failure_reason, Some(FailureReason::InvalidSpec));
+    assert_eq!(cond(&s, "Ready"), ("False".into(), "InvalidSpec".into()));
+}
+
+#[test]
+fn an_unchanged_world_computes_the_same_status() {
+    let job = named(job_with_condition("Failed", Some("DeadlineExceeded"), None));
+    let first = compute(Some(&job), &[], None);
+    let gate = ready_gate();
+    let again = status::compute(
+        StatusInput {
+            generation: Some(1),
+            previous: &first,
+            dataset: &gate,
+            job: Some(&job),
+            pods: &[],
+            model_version: None,
+        },
+        &time(999),
+    );
+    assert_eq!(again, first);
+}
