@@ -47,6 +47,10 @@ data: ## Export the datasets scikit-learn ships (digits ImageFolder, iris/wine/b
 bench-trainer: ## hone-trainer against the equivalent PyTorch loop, side by side (prints samples/s and the ratio)
 	bench/trainer/run.sh
 
+.PHONY: bench-predictor
+bench-predictor: ## hone-predictor vs KServe vs FastAPI at concurrency 1/8/32/64, router overhead and split accuracy
+	bench/predictor/run.sh
+
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check

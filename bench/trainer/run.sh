@@ -7,7 +7,7 @@
 #   bench/trainer/run.sh [EPOCHS] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-epochs=${1:-3}
+epochs=${1:-5}
 threads=${2:-2}
 eval "$(hack/env.sh)"
 cargo build -q --release -p hone-trainer

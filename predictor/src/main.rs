@@ -1,7 +1,12 @@
 //! `hone-predictor`: serves ModelVersions, verifies them, and routes traffic
 //! between InferenceService variants.
 
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use hone_predictor::config::{RouterArgs, ServeArgs, VerifyArgs};
+use hone_predictor::{router, serve, verify};
 
 /// Hone's predictor: model server, ModelVersion verifier and traffic router.
 #[derive(Parser, Debug)]
@@ -14,17 +19,40 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve a TorchScript model over Open Inference Protocol v2 and /predict.
-    Serve,
+    Serve(ServeArgs),
     /// Fetch a model, check its digest, load it and run one forward pass.
-    Verify,
+    Verify(VerifyArgs),
     /// Split traffic between variant backends by weight and headers.
-    Router,
+    Router(RouterArgs),
     /// Print the libtorch build this binary runs on, as JSON.
     Info,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HONE_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // libtorch's CUDA kernels are in a library the linker drops; load it when
+    // present (CUDA images, the dev venv) so a GPU is used. CPU images lack it.
+    #[cfg(feature = "object-storage")]
+    if let Err(e) = hone_trainer::cuda::load_backend() {
+        tracing::debug!("CUDA backend not loaded: {e}");
+    }
+    match command {
         Command::Info => {
             let info = serde_json::json!({
                 "predictor": env!("CARGO_PKG_VERSION"),
@@ -32,10 +60,35 @@ fn main() -> anyhow::Result<()> {
                 "cuda_devices": tch::Cuda::device_count(),
             });
             println!("{info}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Serve | Command::Verify | Command::Router => {
-            anyhow::bail!("not implemented yet (tracked in issue 5)")
+        Command::Serve(args) => runtime.block_on(async {
+            let shutdown = serve::shutdown_signal(); // before we listen: see shutdown_signal
+            let listener = tokio::net::TcpListener::bind(args.addr)
+                .await
+                .with_context(|| format!("binding {}", args.addr))?;
+            serve::run(args, listener, shutdown).await.context("serve")?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Verify(args) => {
+            let summary = runtime.block_on(verify::verify(&args));
+            let line = serde_json::to_string(&summary)?;
+            println!("{line}");
+            if let Some(path) = &args.termination_log {
+                // Best effort: the summary is on stdout either way.
+                if let Err(e) = std::fs::write(path, &line) {
+                    eprintln!("warning: writing {}: {e}", path.display());
+                }
+            }
+            Ok(if summary.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
+        Command::Router(args) => runtime.block_on(async {
+            let shutdown = serve::shutdown_signal(); // before we listen: see shutdown_signal
+            let listener = tokio::net::TcpListener::bind(args.addr)
+                .await
+                .with_context(|| format!("binding {}", args.addr))?;
+            router::run(args, listener, shutdown).await.context("router")?;
+            Ok(ExitCode::SUCCESS)
+        }),
     }
 }

@@ -152,23 +152,37 @@ fn simple_cnn_on_digits_and_a_killed_run_resumes() {
     assert!((a - b).abs() <= 0.01, "resumed run ended at {a}, uninterrupted at {b}");
 }
 
-#[test]
-fn mlp_on_iris() {
+/// Trains on iris with `args` (after the source and format) and `env`;
+/// returns whether it succeeded, the termination summary and the output dir.
+fn train_iris(args: &[&str], env: &[(&str, &str)]) -> (bool, TerminationSummary, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
     let iris = file_uri(&exported_data().join("iris.csv"));
     let status = Command::new(trainer_bin())
-        .args(["train", "--source", &iris, "--format", "CSV", "--architecture", "mlp", "--epochs", "60"])
-        .args(["--batch-size", "16", "--learning-rate", "0.005", "--seed", "3", "--split-validation", "0.2"])
-        .args(["--split-test", "0.2", "--early-stopping-patience", "15", "--device", "cpu", "--output"])
+        .args(["train", "--source", &iris, "--format", "CSV", "--architecture", "mlp", "--device", "cpu"])
+        .args(args)
+        .arg("--output")
         .arg(file_uri(out.path()))
         .arg("--termination-log")
         .arg(out.path().join("termination-log"))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .unwrap();
-    assert!(status.success());
-    let s = summary(out.path());
+    let log = serde_json::from_slice(&std::fs::read(out.path().join("termination-log")).unwrap()).unwrap();
+    (status.success(), log, out)
+}
+
+#[test]
+fn mlp_on_iris() {
+    let args: Vec<&str> =
+        "--epochs 60 --batch-size 16 --learning-rate 0.005 --seed 3 --split-validation 0.2 \
+                           --split-test 0.2 --early-stopping-patience 15"
+            .split_whitespace()
+            .collect();
+    let (ok, log, out) = train_iris(&args, &[]);
+    assert!(ok, "{log:?}");
+    let TerminationSummary::Train(s) = log else { panic!("expected a train summary") };
     assert!(s.metrics["test_accuracy"] >= 0.9, "mlp reached only {:?} on iris", s.metrics);
     let card: ModelCard =
         serde_json::from_slice(&std::fs::read(out.path().join("model.json")).unwrap()).unwrap();
@@ -178,22 +192,9 @@ fn mlp_on_iris() {
 
 #[test]
 fn changed_dataset_digest_fails_the_run() {
-    let out = tempfile::tempdir().unwrap();
-    let iris = file_uri(&exported_data().join("iris.csv"));
     let pinned = format!("sha256:{}", "0".repeat(64));
-    let status = Command::new(trainer_bin())
-        .args(["train", "--source", &iris, "--format", "CSV", "--architecture", "mlp", "--epochs", "1"])
-        .args(["--dataset-digest", &pinned, "--output"])
-        .arg(file_uri(out.path()))
-        .arg("--termination-log")
-        .arg(out.path().join("termination-log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success());
-    let log: TerminationSummary =
-        serde_json::from_slice(&std::fs::read(out.path().join("termination-log")).unwrap()).unwrap();
+    let (ok, log, _out) = train_iris(&["--epochs", "1", "--dataset-digest", &pinned], &[]);
+    assert!(!ok);
     let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
     assert_eq!(e.reason, "DatasetChanged");
     assert!(e.message.contains(&pinned));
@@ -201,22 +202,8 @@ fn changed_dataset_digest_fails_the_run() {
 
 #[test]
 fn several_workers_are_refused_with_a_reason() {
-    let out = tempfile::tempdir().unwrap();
-    let iris = file_uri(&exported_data().join("iris.csv"));
-    let status = Command::new(trainer_bin())
-        .args(["train", "--source", &iris, "--format", "CSV", "--architecture", "mlp", "--output"])
-        .arg(file_uri(out.path()))
-        .arg("--termination-log")
-        .arg(out.path().join("termination-log"))
-        .env("WORLD_SIZE", "2")
-        .env("RANK", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success());
-    let log: TerminationSummary =
-        serde_json::from_slice(&std::fs::read(out.path().join("termination-log")).unwrap()).unwrap();
+    let (ok, log, _out) = train_iris(&[], &[("WORLD_SIZE", "2"), ("RANK", "0")]);
+    assert!(!ok);
     let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
     assert_eq!(e.reason, "InvalidSpec");
     assert!(e.message.contains("WORLD_SIZE=2"), "{}", e.message);

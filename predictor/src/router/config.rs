@@ -1,0 +1,105 @@
+//! The router's config: the file the operator writes into a ConfigMap from
+//! the InferenceService (variants, backends, weights, headers).
+
+use serde::{Deserialize, Serialize};
+
+/// Most weight a variant may have (weights are relative; the operator uses percent).
+pub const MAX_WEIGHT: u32 = 10_000;
+
+/// The router config file (YAML or JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouterConfig {
+    /// The backends and their shares.
+    pub variants: Vec<VariantBackend>,
+    /// A request with this header always lands on the same variant for the same value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_header: Option<String>,
+    /// A request with this header goes to the variant it names.
+    #[serde(default = "default_variant_header")]
+    pub variant_header: String,
+}
+
+/// One variant's backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VariantBackend {
+    /// Variant name.
+    pub name: String,
+    /// Base URL of its predictor Service, e.g. `http://iris-a.ns.svc:8080`.
+    pub url: String,
+    /// Relative share of traffic (0 = only reachable through the variant header).
+    pub weight: u32,
+}
+
+fn default_variant_header() -> String {
+    hone_crds::consts::DEFAULT_VARIANT_HEADER.to_owned()
+}
+
+impl RouterConfig {
+    /// Parses YAML (a superset of JSON) and validates.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks names, URLs, weights and header names.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.variants.is_empty() {
+            return Err("no variants".into());
+        }
+        for (i, v) in self.variants.iter().enumerate() {
+            if v.name.is_empty() || self.variants[..i].iter().any(|w| w.name == v.name) {
+                return Err(format!("variant names must be non-empty and unique: {:?}", v.name));
+            }
+            if v.weight > MAX_WEIGHT {
+                return Err(format!("variant {:?} weight {} exceeds {MAX_WEIGHT}", v.name, v.weight));
+            }
+            let uri: axum::http::Uri =
+                v.url.parse().map_err(|e| format!("variant {:?} url {:?}: {e}", v.name, v.url))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(format!("variant {:?} url {:?} must be http://host[:port]", v.name, v.url));
+            }
+        }
+        if self.variants.iter().all(|v| v.weight == 0) {
+            return Err("every variant has weight 0".into());
+        }
+        for header in std::iter::once(&self.variant_header).chain(self.sticky_header.as_ref()) {
+            axum::http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|_| format!("invalid header name {header:?}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_config_parses_with_default_variant_header() {
+        let config = RouterConfig::parse(
+            "variants:\n- {name: a, url: 'http://127.0.0.1:1', weight: 90}\n- {name: b, url: 'http://b:8080', weight: 10}\nstickyHeader: x-user\n",
+        )
+        .unwrap();
+        assert_eq!(config.variant_header, "x-hone-variant");
+        assert_eq!(config.variants[1].weight, 10);
+        assert_eq!(config.sticky_header.as_deref(), Some("x-user"));
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        let bad = [
+            r#"{"variants": []}"#,
+            r#"{"variants": [{"name": "a", "url": "http://a", "weight": 0}]}"#,
+            r#"{"variants": [{"name": "a", "url": "http://a", "weight": 1}, {"name": "a", "url": "http://b", "weight": 1}]}"#,
+            r#"{"variants": [{"name": "a", "url": "ftp://a", "weight": 1}]}"#,
+            r#"{"variants": [{"name": "a", "url": "http://a", "weight": 1}], "stickyHeader": "bad header"}"#,
+            r#"{"variants": [{"name": "a", "url": "http://a", "weight": 1}], "extra": 1}"#,
+        ];
+        for text in bad {
+            assert!(RouterConfig::parse(text).is_err(), "{text}");
+        }
+    }
+}

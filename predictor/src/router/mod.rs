@@ -1,0 +1,227 @@
+//! `hone-predictor router`: splits traffic between InferenceService variants
+//! by weight, sticky header or variant header, per a config file the
+//! operator writes (a ConfigMap), reloaded on change without a restart.
+//!
+//! A reload swaps an `Arc` of the routing table: requests in flight finish on
+//! the table they started with, so a change drops nothing.
+
+pub mod balance;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use self::balance::Balancer;
+use self::config::RouterConfig;
+use self::metrics::{ReloadResult, RouterMetrics, VariantLabel};
+use crate::config::RouterArgs;
+
+/// Why the router cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The config file cannot be read.
+    #[error("reading router config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is invalid.
+    #[error("invalid router config {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// One config and its balancer.
+#[derive(Debug)]
+pub struct Table {
+    /// The config.
+    pub config: RouterConfig,
+    /// Its balancer.
+    pub balancer: Balancer,
+}
+
+/// Shared router state.
+pub struct RouterState {
+    table: RwLock<Arc<Table>>,
+    client: Client<HttpConnector, axum::body::Body>,
+    metrics: RouterMetrics,
+    registry: Registry,
+    timeout: Duration,
+    max_body_bytes: usize,
+}
+
+impl RouterState {
+    /// State routing by `config`.
+    pub fn new(config: RouterConfig, timeout: Duration, max_body_bytes: usize) -> Self {
+        let (metrics, registry) = RouterMetrics::new();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        let state = Self {
+            table: RwLock::new(Arc::new(Table { balancer: Balancer::new(&config), config: config.clone() })),
+            client,
+            metrics,
+            registry,
+            timeout,
+            max_body_bytes,
+        };
+        state.publish_weights(&config);
+        state
+    }
+
+    /// The table new requests use.
+    pub fn current(&self) -> Arc<Table> {
+        // A poisoned lock still holds a complete Arc; keep routing with it.
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Routes new requests by `config` from now on.
+    pub fn replace(&self, config: RouterConfig) {
+        self.publish_weights(&config);
+        let table = Arc::new(Table { balancer: Balancer::new(&config), config });
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+    }
+
+    fn publish_weights(&self, config: &RouterConfig) {
+        self.metrics.weight.clear();
+        for v in &config.variants {
+            self.metrics
+                .weight
+                .get_or_create(&VariantLabel { variant: v.name.clone() })
+                .set(i64::from(v.weight));
+        }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load_config(path: &Path) -> Result<(RouterConfig, String), RouterError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| RouterError::Read { path: path.into(), source })?;
+    let config =
+        RouterConfig::parse(&text).map_err(|reason| RouterError::Invalid { path: path.into(), reason })?;
+    Ok((config, text))
+}
+
+/// Runs the router on `listener` until `shutdown` resolves.
+pub async fn run(
+    args: RouterArgs,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RouterError> {
+    let (config, text) = load_config(&args.config)?;
+    tracing::info!(variants = config.variants.len(), "router config loaded");
+    let state = Arc::new(RouterState::new(
+        config,
+        Duration::from_millis(args.request_timeout_ms),
+        args.max_body_bytes,
+    ));
+    let watcher = tokio::spawn(watch_config(
+        state.clone(),
+        args.config.clone(),
+        text,
+        Duration::from_millis(args.reload_ms.max(10)),
+    ));
+    let app = app(state);
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let graceful = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.notify_one();
+        }
+    };
+    let served = tokio::select! {
+        r = axum::serve(listener, app).with_graceful_shutdown(graceful) => r.map_err(RouterError::Http),
+        () = async { stop.notified().await; tokio::time::sleep(grace).await } => Ok(()),
+    };
+    watcher.abort();
+    served
+}
+
+/// The router's routes: its own health and metrics, everything else forwarded.
+pub fn app(state: Arc<RouterState>) -> Router {
+    Router::new()
+        .route("/v2/health/live", get(|| async { axum::Json(serde_json::json!({ "live": true })) }))
+        .route("/v2/health/ready", get(|| async { axum::Json(serde_json::json!({ "ready": true })) }))
+        .route("/metrics", get(router_metrics))
+        .route("/router/config", get(current_config))
+        .fallback(proxy::forward)
+        .with_state(state)
+}
+
+async fn router_metrics(State(state): State<Arc<RouterState>>) -> Response {
+    match crate::metrics::render(&state.registry) {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+            text,
+        )
+            .into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn current_config(State(state): State<Arc<RouterState>>) -> axum::Json<RouterConfig> {
+    axum::Json(state.current().config.clone())
+}
+
+/// Polls the file's modification time and size (a ConfigMap update swaps a
+/// symlink, which changes both as seen through it) and applies valid changes;
+/// an invalid file keeps the last good config.
+async fn watch_config(state: Arc<RouterState>, path: PathBuf, mut applied: String, every: Duration) {
+    let stamp = |p: &Path| {
+        std::fs::metadata(p).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+    };
+    let mut seen = stamp(&path);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match load_config(&path) {
+            Ok((_, text)) if text == applied => {}
+            Ok((config, text)) => {
+                tracing::info!(variants = ?config.variants.iter().map(|v| (&v.name, v.weight)).collect::<Vec<_>>(), "router config reloaded");
+                state.replace(config);
+                applied = text;
+                state.metrics.reloads.get_or_create(&ReloadResult { result: "success" }).inc();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "keeping the previous router config");
+                state.metrics.reloads.get_or_create(&ReloadResult { result: "error" }).inc();
+            }
+        }
+    }
+}

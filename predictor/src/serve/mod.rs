@@ -1,0 +1,208 @@
+//! `hone-predictor serve`: fetch and check the model, start answering health
+//! probes, load and warm up the module on a blocking thread, then turn ready.
+
+mod auth;
+mod body;
+mod ops;
+mod predict;
+mod state;
+mod v2;
+
+pub mod openapi;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderValue, Method};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use auth::{Auth, RateLimiter};
+pub use body::{Media, media, read_body};
+pub use state::{AppState, Limits};
+
+use crate::config::ServeArgs;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::model::{self, LoadError};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The model could not be fetched, verified or loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A flag has a value that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Reading the API keys failed.
+    #[error("reading API keys from {path}: {source}")]
+    ApiKeys {
+        /// The file or folder.
+        path: String,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Serves the model of `args` on `listener` until `shutdown` resolves, then
+/// finishes in-flight requests (up to the grace period) and returns.
+pub async fn run(
+    args: ServeArgs,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let device = model::parse_device(&args.device).map_err(ServeError::Config)?;
+    let files = model::fetch_model(&args.model, args.digest.as_deref()).await?;
+    let version = args.model_version.clone().unwrap_or_else(|| short_digest(&files.digest));
+    tracing::info!(model = %args.model, digest = %files.digest, %version, "model fetched and digest checked");
+    let auth = match &args.api_keys_file {
+        Some(path) => {
+            let keys = Auth::load_keys(path)
+                .map_err(|source| ServeError::ApiKeys { path: path.display().to_string(), source })?;
+            if keys.is_empty() {
+                return Err(ServeError::Config(format!("{} holds no API key", path.display())));
+            }
+            Some(Auth::new(keys, args.rate_limit_rps, args.rate_limit_burst))
+        }
+        None => None,
+    };
+    let (metrics, registry) = Metrics::new(&args.model_name, &version);
+    let state = Arc::new(AppState::new(&args, &files, version, metrics, registry, auth));
+    let app = router(state.clone(), &args.cors_origins)?;
+
+    let failure = Arc::new(tokio::sync::Notify::new());
+    let load_error = Arc::new(std::sync::Mutex::new(None::<LoadError>));
+    {
+        let (state, failure, load_error) = (state.clone(), failure.clone(), load_error.clone());
+        let threads = args.torch_threads;
+        tokio::task::spawn_blocking(move || {
+            if threads > 0 {
+                tch::set_num_threads(threads);
+            }
+            if let Err(e) = state.load(&files.module, device) {
+                tracing::error!(error = %e, "cannot serve the model");
+                *load_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                failure.notify_one();
+            }
+        });
+    }
+
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let graceful = {
+        let (state, stop) = (state.clone(), stop.clone());
+        async move {
+            tokio::select! {
+                () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+                () = failure.notified() => {}
+            }
+            state.stop_ready();
+            stop.notify_one();
+        }
+    };
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    tracing::info!(addr = ?listener.local_addr().ok(), "listening");
+    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
+    tokio::select! {
+        result = server => result.map_err(ServeError::Http)?,
+        () = async { stop.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("grace period over; exiting with requests still in flight");
+        }
+    }
+    state.close();
+    match load_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// The first 12 hex digits of a `sha256:` digest.
+fn short_digest(digest: &str) -> String {
+    digest.trim_start_matches("sha256:").chars().take(12).collect()
+}
+
+/// Every route, the auth layer on the model routes, metrics and CORS around all.
+pub fn router(state: Arc<AppState>, cors_origins: &[String]) -> Result<Router, ServeError> {
+    let protected = Router::new()
+        .route("/v2/models/{name}", get(v2::model_metadata))
+        .route("/v2/models/{name}/versions/{version}", get(v2::model_metadata_versioned))
+        .route("/v2/models/{name}/ready", get(v2::model_ready))
+        .route("/v2/models/{name}/versions/{version}/ready", get(v2::model_ready_versioned))
+        .route("/v2/models/{name}/infer", post(v2::infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(v2::infer_versioned))
+        .route("/predict", post(predict::predict))
+        .route("/predict/batch", post(predict::predict_batch))
+        .route("/drift", get(ops::drift))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::require_api_key));
+    let public = Router::new()
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/docs", get(ops::docs))
+        .route("/docs/openapi.json", get(ops::docs));
+    let mut app = protected
+        .merge(public)
+        .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::record_request))
+        .with_state(state);
+    if !cors_origins.is_empty() {
+        app = app.layer(cors(cors_origins)?);
+    }
+    Ok(app)
+}
+
+fn cors(origins: &[String]) -> Result<CorsLayer, ServeError> {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        return Ok(layer.allow_origin(Any));
+    }
+    let origins = origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o.trim())
+                .map_err(|_| ServeError::Config(format!("invalid CORS origin {o:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(layer.allow_origin(AllowOrigin::list(origins)))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    // The SIGTERM handler is installed now, not on the future's first poll:
+    // a SIGTERM that arrives while the model is still loading must still end
+    // in a graceful shutdown instead of the default action (killing us).
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = term => {}
+        }
+    }
+}

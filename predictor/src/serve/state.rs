@@ -1,0 +1,232 @@
+//! What every handler shares: the model's card, the batcher once loaded,
+//! readiness, limits, metrics and the drift monitor.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hone_crds::contract::ModelCard;
+use prometheus_client::registry::Registry;
+use tch::Device;
+use tokio::sync::oneshot;
+
+use super::auth::Auth;
+use crate::batcher::{ArrivalGuard, BatchConfig, Batcher, Job, SubmitError};
+use crate::config::ServeArgs;
+use crate::drift::DriftMonitor;
+use crate::error::ApiError;
+use crate::metrics::{ClassLabels, MAX_CLASS_LABELS, Metrics};
+use crate::model::{self, LoadError, ModelFiles};
+use crate::preprocess::Preprocessor;
+
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest body in bytes.
+    pub max_body_bytes: usize,
+    /// Longest wait for inference.
+    pub request_timeout: Duration,
+    /// Most items per `/predict/batch` call.
+    pub max_batch_items: usize,
+}
+
+/// One prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Index of the top class.
+    pub class_index: usize,
+    /// Its probability.
+    pub confidence: f32,
+    /// Softmax over all classes.
+    pub probabilities: Vec<f32>,
+}
+
+/// Shared server state.
+pub struct AppState {
+    /// Model name in paths and metrics.
+    pub name: String,
+    /// Model version.
+    pub version: String,
+    /// `sha256:` of model.pt.
+    pub digest: String,
+    /// The model card.
+    pub card: ModelCard,
+    /// Raw input to model input.
+    pub preprocessor: Preprocessor,
+    /// Limits.
+    pub limits: Limits,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Input drift.
+    pub drift: DriftMonitor,
+    /// API keys, when required.
+    pub auth: Option<Auth>,
+    batch_config: BatchConfig,
+    batcher: OnceLock<Batcher>,
+    inference_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    ready: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl AppState {
+    /// State for a fetched, digest-checked model (not yet loaded).
+    pub fn new(
+        args: &ServeArgs,
+        files: &ModelFiles,
+        version: String,
+        metrics: Metrics,
+        registry: Registry,
+        auth: Option<Auth>,
+    ) -> Self {
+        let card = files.card.clone();
+        let reference = card.training_stats.as_ref().map(|s| s.features.clone()).unwrap_or_default();
+        Self {
+            name: args.model_name.clone(),
+            version,
+            digest: files.digest.clone(),
+            preprocessor: Preprocessor::new(&card, args.max_image_dimension),
+            limits: Limits {
+                max_body_bytes: args.max_body_bytes,
+                request_timeout: Duration::from_millis(args.request_timeout_ms),
+                max_batch_items: args.max_batch_items,
+            },
+            drift: DriftMonitor::new(args.drift_window, reference),
+            batch_config: BatchConfig {
+                max_batch_size: args.max_batch_size as usize,
+                max_latency: Duration::from_millis(args.max_latency_ms),
+                queue_capacity: args.queue_capacity as usize,
+                sample_shape: card.signature.input_shape.clone(),
+                outputs_per_sample: card.signature.classes.len(),
+                device: Device::Cpu,
+            },
+            card,
+            metrics,
+            registry,
+            auth,
+            batcher: OnceLock::new(),
+            inference_thread: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Loads the module, warms it up (one sample, then a full batch), starts
+    /// the inference thread and turns ready. Blocking: run off the async workers.
+    pub fn load(&self, module_bytes: &[u8], device: Device) -> Result<(), LoadError> {
+        let started = Instant::now();
+        let module = model::load_module(module_bytes, device)?;
+        model::forward_zeros(&module, &self.card, 1, device)?;
+        model::forward_zeros(&module, &self.card, self.batch_config.max_batch_size as i64, device)?;
+        let config = BatchConfig { device, ..self.batch_config.clone() };
+        let (batcher, thread) = Batcher::start(module, config, self.metrics.clone())
+            .map_err(|e| LoadError::WarmUp(format!("starting the inference thread: {e}")))?;
+        // `load` runs once per process, so the cell is always empty here.
+        let _ = self.batcher.set(batcher);
+        *self.inference_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        if !self.stopping.load(Ordering::Acquire) {
+            self.ready.store(true, Ordering::Release);
+            self.metrics.model_loaded.set(1);
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ?device,
+            "model loaded and warmed up; ready"
+        );
+        Ok(())
+    }
+
+    /// Whether the model is loaded, warmed up and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Stops reporting ready (shutdown has begun); in-flight requests still finish.
+    pub fn stop_ready(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.ready.store(false, Ordering::Release);
+        self.metrics.model_loaded.set(0);
+    }
+
+    /// Called after the server stopped: nothing more will be submitted.
+    pub fn close(&self) {
+        self.stop_ready();
+        // The thread ends once the last Batcher clone is gone with this state.
+        let _ = self.inference_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// 404 unless `name` (and `version`, when given) is the served model.
+    pub fn check_model(&self, name: &str, version: Option<&str>) -> Result<(), ApiError> {
+        if name != self.name || version.is_some_and(|v| v != self.version) {
+            let shown = match version {
+                Some(v) => format!("{name}/{v}"),
+                None => name.to_owned(),
+            };
+            return Err(ApiError::ModelNotFound(shown));
+        }
+        Ok(())
+    }
+
+    /// Marks a request as arriving for the batcher (503 before the model is loaded).
+    pub fn arriving(&self) -> Result<ArrivalGuard, ApiError> {
+        self.batcher.get().map(Batcher::arriving).ok_or(ApiError::NotReady)
+    }
+
+    /// Runs `samples` samples through the model and returns their outputs.
+    pub async fn infer(
+        &self,
+        input: Vec<f32>,
+        samples: usize,
+        arrival: ArrivalGuard,
+    ) -> Result<Vec<f32>, ApiError> {
+        let batcher = self.batcher.get().ok_or(ApiError::NotReady)?;
+        let timeout = self.limits.request_timeout;
+        let (reply, answer) = oneshot::channel();
+        let job = Job { input, samples, deadline: Instant::now() + timeout, reply };
+        let submitted = batcher.submit(job);
+        drop(arrival);
+        match submitted {
+            Ok(()) => {}
+            Err(SubmitError::Full) => return Err(ApiError::Overloaded),
+            Err(SubmitError::Closed) => return Err(ApiError::NotReady),
+        }
+        match tokio::time::timeout(timeout, answer).await {
+            Err(_) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
+            Ok(Err(_)) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
+            Ok(Ok(Err(message))) => Err(ApiError::Inference(message)),
+            Ok(Ok(Ok(output))) => Ok(output),
+        }
+    }
+
+    /// Top class and softmax of each output row; counts them in the metrics.
+    pub fn predictions(&self, logits: &[f32]) -> Vec<Prediction> {
+        let classes = self.card.signature.classes.len().max(1);
+        let probabilities = crate::oip::softmax_rows(logits, classes);
+        probabilities
+            .chunks(classes)
+            .map(|row| {
+                let (class_index, confidence) =
+                    row.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0));
+                self.record_prediction(class_index, confidence);
+                Prediction { class_index, confidence, probabilities: row.to_vec() }
+            })
+            .collect()
+    }
+
+    fn record_prediction(&self, class_index: usize, confidence: f32) {
+        let classes = &self.card.signature.classes;
+        let class = if classes.len() <= MAX_CLASS_LABELS {
+            classes.get(class_index).cloned().unwrap_or_default()
+        } else {
+            "other".to_owned()
+        };
+        self.metrics.predictions.get_or_create(&ClassLabels { class }).inc();
+        self.metrics.confidence.observe(f64::from(confidence));
+    }
+
+    /// Class name of an index.
+    pub fn label(&self, index: usize) -> &str {
+        self.card.signature.classes.get(index).map(String::as_str).unwrap_or("")
+    }
+}

@@ -1,0 +1,90 @@
+//! `hone-predictor verify`: what the ModelVersion verify Job runs. Fetches
+//! the model, checks the digest, loads it and runs one forward pass on zeros
+//! of the signature shape; prints a one-line JSON summary.
+
+use serde::Serialize;
+
+use crate::config::VerifyArgs;
+use crate::model::{self, LoadError};
+
+/// The one-line JSON summary (also the termination message).
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySummary {
+    /// Whether every step passed.
+    pub ok: bool,
+    /// The model location.
+    pub model: String,
+    /// `sha256:` of model.pt, when it was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Input shape (without batch), when the card was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_shape: Option<Vec<i64>>,
+    /// Classes, when the card was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    /// Failure category (`DigestMismatch`, `Storage`, ...), on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Failure message, on failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Milliseconds the forward pass took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_ms: Option<f64>,
+}
+
+/// Runs every check and returns the summary (never an error: failures are in it).
+pub async fn verify(args: &VerifyArgs) -> VerifySummary {
+    let mut summary = VerifySummary {
+        ok: false,
+        model: args.model.clone(),
+        digest: None,
+        input_shape: None,
+        classes: None,
+        reason: None,
+        message: None,
+        forward_ms: None,
+    };
+    let fail = |mut s: VerifySummary, e: LoadError| {
+        s.reason = Some(e.category());
+        s.message = Some(e.to_string());
+        s
+    };
+    let device = match model::parse_device(&args.device) {
+        Ok(d) => d,
+        Err(message) => {
+            summary.reason = Some("InvalidArgument");
+            summary.message = Some(message);
+            return summary;
+        }
+    };
+    let files = match model::fetch_model(&args.model, args.digest.as_deref()).await {
+        Ok(files) => files,
+        Err(e) => return fail(summary, e),
+    };
+    summary.digest = Some(files.digest.clone());
+    summary.input_shape = Some(files.card.signature.input_shape.clone());
+    summary.classes = Some(files.card.signature.classes.len());
+    let checked = tokio::task::spawn_blocking(move || {
+        let module = model::load_module(&files.module, device)?;
+        let started = std::time::Instant::now();
+        model::forward_zeros(&module, &files.card, 1, device)?;
+        Ok::<f64, LoadError>(started.elapsed().as_secs_f64() * 1000.0)
+    })
+    .await;
+    match checked {
+        Ok(Ok(ms)) => {
+            summary.ok = true;
+            summary.forward_ms = Some((ms * 1000.0).round() / 1000.0);
+            summary
+        }
+        Ok(Err(e)) => fail(summary, e),
+        Err(join) => {
+            summary.reason = Some("ForwardFailed");
+            summary.message = Some(format!("the forward pass crashed: {join}"));
+            summary
+        }
+    }
+}

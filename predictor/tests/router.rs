@@ -1,0 +1,234 @@
+//! The router over real HTTP on loopback: weighted split, sticky and
+//! variant headers, reload without dropped requests, metrics, failures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Uri};
+use clap::Parser;
+use hone_predictor::config::RouterArgs;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// A backend that answers who it is and what it got.
+async fn echo_backend(name: &'static str) -> String {
+    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| async move {
+        let sticky = headers.get("x-user").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        axum::Json(json!({"backend": name, "path": uri.to_string(), "body": String::from_utf8_lossy(&body), "user": sticky}))
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    router: RouterArgs,
+}
+
+fn write_config(path: &Path, variants: &[(&str, &str, u32)], sticky: bool) {
+    let variants: Vec<Value> =
+        variants.iter().map(|(n, url, w)| json!({"name": n, "url": url, "weight": w})).collect();
+    let mut config = json!({"variants": variants});
+    if sticky {
+        config["stickyHeader"] = json!("x-user");
+    }
+    // Write-then-rename, as a ConfigMap update swaps files atomically.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_yaml::to_string(&config).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Starts a router on `config`; returns its base URL.
+async fn start_router(config: &Path) -> String {
+    let args = Cli::try_parse_from([
+        "router",
+        "--config",
+        config.to_str().unwrap(),
+        "--reload-ms",
+        "100",
+        "--request-timeout-ms",
+        "2000",
+    ])
+    .unwrap()
+    .router;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(hone_predictor::router::run(args, listener, std::future::pending()));
+    base
+}
+
+async fn counts(client: &reqwest::Client, url: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = client.post(url).body("x").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let variant = r.headers()["x-hone-variant"].to_str().unwrap().to_owned();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["backend"], variant.as_str(), "the header names who answered");
+        *counts.entry(variant).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splits_by_weight_and_forwards_path_query_and_body() {
+    let (a, b) = (echo_backend("a").await, echo_backend("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.yaml");
+    write_config(&config, &[("a", &a, 90), ("b", &b, 10)], false);
+    let router = start_router(&config).await;
+    let client = reqwest::Client::new();
+    let got = counts(&client, &format!("{router}/v2/models/m/infer"), 1000).await;
+    assert_eq!(got["a"], 900);
+    assert_eq!(got["b"], 100);
+    let body: Value = client
+        .post(format!("{router}/predict?x=1"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["path"], "/predict?x=1");
+    assert_eq!(body["body"], "payload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_and_variant_headers() {
+    let (a, b) = (echo_backend("a").await, echo_backend("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.yaml");
+    write_config(&config, &[("a", &a, 50), ("b", &b, 50)], true);
+    let router = start_router(&config).await;
+    let client = reqwest::Client::new();
+    let url = format!("{router}/predict");
+    let mut seen = HashMap::new();
+    for round in 0..3 {
+        for user in 0..40 {
+            let r = client.post(&url).header("x-user", format!("u{user}")).send().await.unwrap();
+            let variant = r.headers()["x-hone-variant"].to_str().unwrap().to_owned();
+            let first = seen.entry(user).or_insert_with(|| variant.clone());
+            assert_eq!(*first, variant, "user {user} moved in round {round}");
+        }
+    }
+    let on_b = seen.values().filter(|v| *v == "b").count();
+    assert!((8..=32).contains(&on_b), "40 users split 50/50 by hash: {on_b} on b");
+    for _ in 0..5 {
+        let r = client.post(&url).header("x-hone-variant", "b").header("x-user", "u0").send().await.unwrap();
+        assert_eq!(r.headers()["x-hone-variant"], "b", "the variant header beats stickiness");
+    }
+    let r = client.post(&url).header("x-hone-variant", "c").send().await.unwrap();
+    common::expect_error(r, 400, "unknown_variant").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_within_two_seconds_without_dropping_requests() {
+    let (a, b) = (echo_backend("a").await, echo_backend("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.yaml");
+    write_config(&config, &[("a", &a, 100), ("b", &b, 0)], false);
+    let router = start_router(&config).await;
+    let client = reqwest::Client::new();
+    let url = format!("{router}/predict");
+    // Traffic runs throughout the change; every request must succeed.
+    let load = {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut failures = 0;
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(3) {
+                match client.post(&url).send().await {
+                    Ok(r) if r.status() == 200 => {}
+                    _ => failures += 1,
+                }
+            }
+            failures
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_config(&config, &[("a", &a, 0), ("b", &b, 100)], false);
+    let changed = Instant::now();
+    loop {
+        let r = client.post(&url).send().await.unwrap();
+        if r.headers()["x-hone-variant"] == "b" {
+            break;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(2), "config change not applied within 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts(&client, &url, 20).await["b"], 20);
+    // A broken file keeps the last good config.
+    std::fs::write(&config, "variants: [").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(counts(&client, &url, 10).await["b"], 10);
+    assert_eq!(load.await.unwrap(), 0, "requests failed during the reload");
+    let metrics = reqwest::get(format!("{router}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"hone_router_config_reloads_total{result="success"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"hone_router_config_reloads_total{result="error"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"hone_router_variant_weight{variant="b"} 100"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_variant_metrics_and_unreachable_backends() {
+    let a = echo_backend("a").await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.json");
+    write_config(&config, &[("a", &a, 50), ("down", &dead, 50)], false);
+    let router = start_router(&config).await;
+    let client = reqwest::Client::new();
+    let mut statuses = HashMap::new();
+    for _ in 0..10 {
+        let r = client.post(format!("{router}/predict")).send().await.unwrap();
+        let variant = r.headers()["x-hone-variant"].to_str().unwrap().to_owned();
+        if variant == "down" {
+            common::expect_error(r, 502, "backend_unreachable").await;
+        }
+        *statuses.entry(variant).or_insert(0) += 1;
+    }
+    assert_eq!(statuses["a"], 5);
+    let metrics = reqwest::get(format!("{router}/metrics")).await.unwrap().text().await.unwrap();
+    for needle in [
+        r#"hone_router_requests_total{variant="a",status_class="2xx"} 5"#,
+        r#"hone_router_requests_total{variant="down",status_class="5xx"} 5"#,
+        r#"hone_router_errors_total{variant="down",reason="connect"} 5"#,
+        r#"hone_router_request_duration_seconds_count{variant="a"} 5"#,
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_real_predictors() {
+    let server = common::start(common::args("mlp", &[])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("router.yaml");
+    write_config(&config, &[("stable", &server.base, 100)], false);
+    let router = start_router(&config).await;
+    let client = reqwest::Client::new();
+    let r = client.post(format!("{router}/predict")).json(&json!([5.1, 3.5, 1.4, 0.2])).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-hone-variant"], "stable");
+    let body: Value = r.json().await.unwrap();
+    assert!(body["label"].is_string());
+    let body =
+        json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]});
+    let r = client.post(format!("{router}/v2/models/mlp/infer")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The predictor's own errors pass through unchanged.
+    let r = client.post(format!("{router}/predict")).json(&json!([1])).send().await.unwrap();
+    common::expect_error(r, 422, "invalid_count").await;
+}
