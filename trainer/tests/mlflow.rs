@@ -6,16 +6,23 @@
 mod common;
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{exported_data, file_uri, python, trainer_bin};
 
+/// The MLflow server in a process group of its own: it starts uvicorn and
+/// task workers as children, and all of them must go when the test ends.
 struct Server(std::process::Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = format!("-{}", self.0.id());
+        for signal in ["-TERM", "-KILL"] {
+            let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();
+            std::thread::sleep(Duration::from_millis(500));
+        }
         let _ = self.0.wait();
     }
 }
@@ -56,6 +63,7 @@ fn params_metrics_and_artifacts_reach_mlflow() {
             .arg(dir.path().join("artifacts"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap(),
     );
