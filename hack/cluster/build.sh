@@ -231,37 +231,29 @@ if [ ! -x "$ETCD_BIN/etcd" ]; then
 fi
 
 # -------------------------------------------------------------- kubernetes
-need_k8s=0
-for c in "${K8S_CMDS[@]}"; do [ -x "$K8S_BIN/$c" ] || need_k8s=1; done
-if [ "$need_k8s" = 1 ]; then
+# build_k8s NOTE CMD...: builds the k8s.io/kubernetes commands not yet in
+# $K8S_BIN, with the version stamped as the release build does.
+build_k8s() {
+  local note=$1; shift
+  local missing=()
+  for c in "$@"; do [ -x "$K8S_BIN/$c" ] || missing+=("$c"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
   ensure_mod_k8s
-  minor=${KUBE_VERSION#*.}; minor=${minor%%.*}
-  ld="-s -w"
+  local minor=${KUBE_VERSION#*.}; minor=${minor%%.*}
+  local ld="-s -w" pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld+=" -X $pkg.gitVersion=v$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
   done
-  log "building kubernetes $KUBE_VERSION: ${K8S_CMDS[*]} (the slow part: ~15-25 min on 2 cores)"
+  log "building kubernetes $KUBE_VERSION: ${missing[*]}$note"
   go_build "$MODS/k8s" "$K8S_BIN" "$ld" "notest,grpcnotrace" \
-    $(printf 'k8s.io/kubernetes/cmd/%s ' "${K8S_CMDS[@]}")
-fi
+    $(printf 'k8s.io/kubernetes/cmd/%s ' "${missing[@]}")
+}
+build_k8s " (the slow part: ~15-25 min on 2 cores)" "${K8S_CMDS[@]}"
 
 # ------------------------------------------------ node (tier 2, NODE=real)
 if [ "$NODE" = real ]; then
-  need_node=0
-  for c in "${K8S_NODE_CMDS[@]}"; do [ -x "$K8S_BIN/$c" ] || need_node=1; done
-  if [ "$need_node" = 1 ]; then
-    ensure_mod_k8s
-    minor=${KUBE_VERSION#*.}; minor=${minor%%.*}
-    ld="-s -w"
-    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ld+=" -X $pkg.gitVersion=v$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-      ld+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-    done
-    log "building kubernetes $KUBE_VERSION: ${K8S_NODE_CMDS[*]}"
-    go_build "$MODS/k8s" "$K8S_BIN" "$ld" "notest,grpcnotrace" \
-      $(printf 'k8s.io/kubernetes/cmd/%s ' "${K8S_NODE_CMDS[@]}")
-  fi
+  build_k8s "" "${K8S_NODE_CMDS[@]}"
   if [ ! -x "$COREDNS_BIN/coredns" ]; then
     ensure_mod_coredns
     log "building coredns $COREDNS_VERSION (plugins: ${COREDNS_PLUGINS[*]})"

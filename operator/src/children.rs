@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use hone_crds::consts::{LABEL_MANAGED_BY, LABEL_PART_OF, LABEL_VALUE_HONE};
 use k8s_openapi::api::core::v1::{
-    Capabilities, EmptyDirVolumeSource, PodSecurityContext, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
@@ -68,6 +68,21 @@ pub fn controller_owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Option<
 /// True when `refs` names `uid` as controller.
 pub fn is_controlled_by(refs: Option<&[OwnerReference]>, uid: &str) -> bool {
     refs.unwrap_or_default().iter().any(|r| r.uid == uid && r.controller == Some(true))
+}
+
+/// The pod of a run-to-completion Job Hone creates (inspect, train, verify):
+/// never restarted in place, no API token or service links (the programs
+/// never talk to the apiserver), Pod Security "restricted".
+pub fn batch_pod_spec(container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        restart_policy: Some("Never".to_owned()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(restricted_pod_security_context()),
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..Default::default()
+    }
 }
 
 /// Pod-level security context that passes Pod Security "restricted".

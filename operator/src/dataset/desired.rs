@@ -9,7 +9,7 @@ use hone_crds::contract::TERMINATION_LOG;
 use hone_crds::dataset::DatasetFormat;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    Container, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, PodTemplateSpec,
     ResourceRequirements, SecretEnvSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -19,8 +19,8 @@ use k8s_openapi::jiff::Timestamp;
 use super::observe::Observed;
 use super::validate::ValidDataset;
 use crate::children::{
-    child_labels, child_name, restricted_container_security_context, restricted_pod_security_context,
-    scratch_mount, scratch_volume, sha256_hex,
+    batch_pod_spec, child_labels, child_name, restricted_container_security_context, scratch_mount,
+    scratch_volume, sha256_hex,
 };
 use crate::labels::{ENV_PVC_ROOT, LABEL_ROUND, LABEL_SPEC_HASH, PVC_ROOT};
 use crate::termination::job_finished_at;
@@ -159,16 +159,7 @@ pub fn job_spec(valid: &ValidDataset) -> JobSpec {
                 labels: Some(child_labels(LABEL_DATASET, &valid.name)),
                 ..Default::default()
             }),
-            spec: Some(PodSpec {
-                restart_policy: Some("Never".to_owned()),
-                // The trainer never talks to the apiserver.
-                automount_service_account_token: Some(false),
-                enable_service_links: Some(false),
-                security_context: Some(restricted_pod_security_context()),
-                containers: vec![container],
-                volumes: Some(volumes),
-                ..Default::default()
-            }),
+            spec: Some(batch_pod_spec(container, volumes)),
         },
         ..Default::default()
     }

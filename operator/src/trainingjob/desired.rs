@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::validate::{GPU_RESOURCE, ValidTrainingJob, pvc_claim};
 use crate::children::{
-    child_labels, child_name, restricted_container_security_context, restricted_pod_security_context,
-    scratch_mount, scratch_volume, sha256_hex,
+    batch_pod_spec, child_labels, child_name, restricted_container_security_context, scratch_mount,
+    scratch_volume, sha256_hex,
 };
 use crate::dataset::desired::format_name;
 use crate::labels::{ENV_PVC_ROOT, PVC_ROOT};
@@ -95,16 +95,10 @@ pub fn build(valid: &ValidTrainingJob) -> Desired {
                 ..Default::default()
             }),
             spec: Some(PodSpec {
-                restart_policy: Some("Never".to_owned()),
-                automount_service_account_token: Some(false),
-                enable_service_links: Some(false),
-                security_context: Some(restricted_pod_security_context()),
                 subdomain: multi.then(|| name.clone()),
                 node_selector: spec.node_selector.clone(),
                 tolerations: spec.tolerations.clone(),
-                containers: vec![container],
-                volumes: Some(volumes),
-                ..Default::default()
+                ..batch_pod_spec(container, volumes)
             }),
         },
         ..Default::default()

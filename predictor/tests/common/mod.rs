@@ -150,3 +150,8 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "body: {body}");
     body
 }
+
+/// POSTs `body` as JSON to `url` and returns the JSON answer (any status).
+pub async fn post_json(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> serde_json::Value {
+    client.post(url).json(body).send().await.unwrap().json().await.unwrap()
+}

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{self, args, gray_png, rgb_jpeg, start};
+use crate::common::{self, args, gray_png, post_json, rgb_jpeg, start};
 
 async fn get_json(url: String) -> Value {
     let r = reqwest::get(&url).await.unwrap();
@@ -38,15 +38,12 @@ async fn infer_batches_give_the_same_rows_as_single_requests() {
     let samples: Vec<Vec<f32>> =
         (0..3).map(|s| (0..64).map(|i| ((i * (s + 1)) % 7) as f32 / 7.0).collect()).collect();
     let flat: Vec<f32> = samples.concat();
-    let batch: Value = client
-        .post(server.url("/v2/models/cnn/infer"))
-        .json(&infer_body(json!(flat), json!([3, 1, 8, 8]), "FP32"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let batch: Value = post_json(
+        &client,
+        &server.url("/v2/models/cnn/infer"),
+        &infer_body(json!(flat), json!([3, 1, 8, 8]), "FP32"),
+    )
+    .await;
     assert_eq!(batch["id"], "req-1");
     assert_eq!(batch["model_name"], "cnn");
     assert_eq!(batch["outputs"][0]["name"], "logits");
@@ -59,15 +56,12 @@ async fn infer_batches_give_the_same_rows_as_single_requests() {
     for (i, sample) in samples.iter().enumerate() {
         // Nested data, one sample per request, concurrently so they batch together.
         let nested: Vec<Vec<Vec<f32>>> = vec![sample.chunks(8).map(<[f32]>::to_vec).collect()];
-        let single: Value = client
-            .post(server.url("/v2/models/cnn/infer"))
-            .json(&infer_body(json!(nested), json!([1, 1, 8, 8]), "FP64"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let single: Value = post_json(
+            &client,
+            &server.url("/v2/models/cnn/infer"),
+            &infer_body(json!(nested), json!([1, 1, 8, 8]), "FP64"),
+        )
+        .await;
         let logits: Vec<f32> = serde_json::from_value(single["outputs"][0]["data"].clone()).unwrap();
         for (a, b) in logits.iter().zip(&batch_logits[i * 3..i * 3 + 3]) {
             assert!((a - b).abs() < 1e-4, "sample {i}: {logits:?} vs batch {batch_logits:?}");
@@ -79,15 +73,12 @@ async fn infer_batches_give_the_same_rows_as_single_requests() {
 async fn infer_accepts_integer_datatypes_and_binary_tensors() {
     let server = start(args("mlp", &[])).await;
     let client = reqwest::Client::new();
-    let ints: Value = client
-        .post(server.url("/v2/models/mlp/infer"))
-        .json(&infer_body(json!([[1, 2, 3, 4]]), json!([1, 4]), "INT64"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ints: Value = post_json(
+        &client,
+        &server.url("/v2/models/mlp/infer"),
+        &infer_body(json!([[1, 2, 3, 4]]), json!([1, 4]), "INT64"),
+    )
+    .await;
     let json_logits: Vec<f32> = serde_json::from_value(ints["outputs"][0]["data"].clone()).unwrap();
 
     let header = json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
