@@ -21,6 +21,9 @@ pub const LABEL_VALUE_HONE: &str = "hone";
 pub const LABEL_DATASET: &str = "hone.dev/dataset";
 /// Label naming the TrainingJob a child belongs to.
 pub const LABEL_TRAINING_JOB: &str = "hone.dev/trainingjob";
+/// Label on a registered ModelVersion: the uid of the TrainingJob that
+/// produced it (one ModelVersion per TrainingJob run, across restarts).
+pub const LABEL_TRAINING_JOB_UID: &str = "hone.dev/trainingjob-uid";
 /// Label naming the ModelVersion a child belongs to.
 pub const LABEL_MODEL_VERSION: &str = "hone.dev/modelversion";
 /// Label naming the InferenceService a child belongs to.

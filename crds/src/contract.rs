@@ -178,6 +178,13 @@ pub struct TrainSummary {
     pub dataset_digest: Option<String>,
     /// Input shape without batch.
     pub input_shape: Vec<i64>,
+    /// Class names in output-index order (cut when the summary would not fit
+    /// the termination log; the full list is in `model.json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
+    /// Preprocessing the predictor applies (from `model.json`; cut like `classes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<crate::modelversion::Preprocessing>,
 }
 
 /// Why a trainer command failed.
@@ -188,4 +195,36 @@ pub struct ErrorSummary {
     pub reason: String,
     /// The message, with the offending path and line where there is one.
     pub message: String,
+}
+
+/// The one-line JSON summary of `hone-predictor verify` (stdout and the
+/// termination message of a ModelVersion's verify Job).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySummary {
+    /// Whether every step passed.
+    pub ok: bool,
+    /// The model location.
+    pub model: String,
+    /// `sha256:` of model.pt, when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Input shape (without batch), when the card was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_shape: Option<Vec<i64>>,
+    /// Number of classes, when the card was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
+    /// Size of model.pt in bytes, when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// Failure category (`DigestMismatch`, `Storage`, ...), on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Failure message, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Milliseconds the forward pass took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_ms: Option<f64>,
 }

@@ -3,16 +3,17 @@
 
 use std::collections::BTreeMap;
 
+use hone_crds::SecretRef;
 use hone_crds::consts::{LABEL_MANAGED_BY, LABEL_PART_OF, LABEL_VALUE_HONE};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, SeccompProfile, SecretEnvSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
-use crate::labels::SCRATCH_DIR;
+use crate::labels::{PVC_ROOT, SCRATCH_DIR};
 
 /// Longest name a child may have: Job and Service names end up in label values.
 pub const MAX_NAME_LEN: usize = 63;
@@ -128,6 +129,51 @@ pub fn scratch_volume() -> Volume {
 /// Where the scratch volume is mounted.
 pub fn scratch_mount() -> VolumeMount {
     VolumeMount { name: SCRATCH_VOLUME.to_owned(), mount_path: SCRATCH_DIR.to_owned(), ..Default::default() }
+}
+
+/// The scratch volume plus one PersistentVolumeClaim volume per `(claim,
+/// writable)`, mounted at `PVC_ROOT/<claim>` where the storage layer looks for
+/// `pvc://<claim>/...`.
+pub fn pod_volumes(claims: &[(String, bool)]) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = vec![scratch_volume()];
+    let mut mounts = vec![scratch_mount()];
+    for (index, (claim, writable)) in claims.iter().enumerate() {
+        let name = format!("pvc-{index}");
+        volumes.push(Volume {
+            name: name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(!writable),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: format!("{PVC_ROOT}/{claim}"),
+            read_only: Some(!writable),
+            ..Default::default()
+        });
+    }
+    (volumes, mounts)
+}
+
+/// `envFrom` entries for each distinct Secret (storage credentials), or `None`.
+pub fn secret_env_from<'a>(secrets: impl Iterator<Item = &'a SecretRef>) -> Option<Vec<EnvFromSource>> {
+    let mut names: Vec<String> = Vec::new();
+    for secret in secrets {
+        if !names.contains(&secret.name) {
+            names.push(secret.name.clone());
+        }
+    }
+    (!names.is_empty()).then(|| {
+        names
+            .into_iter()
+            .map(|name| EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name, optional: Some(false) }),
+                ..Default::default()
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

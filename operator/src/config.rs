@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Log filter in `tracing` EnvFilter syntax.
     #[arg(long, env = "HONE_LOG", default_value = "info,kube=warn,tower=warn,hyper=warn")]
     pub log_filter: String,
+    /// Leader election.
+    #[command(flatten)]
+    pub leader: crate::leader::LeaderArgs,
 }
 
 /// What the controllers need from the configuration.

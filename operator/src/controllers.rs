@@ -1,8 +1,10 @@
 //! Wires the controllers to the apiserver: one Controller per watched
 //! namespace (or one for all), each stopping gracefully on `shutdown`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::{BoxFuture, join_all};
 use futures::{FutureExt, StreamExt};
@@ -12,15 +14,16 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::context::Context;
 use crate::dataset;
+use crate::metrics::Metrics;
 
 /// The scope of one set of watches: a namespace, or the whole cluster.
-fn apis<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -28,6 +31,44 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// How often the objects-by-phase gauge is refreshed from a controller's cache.
+const PHASE_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The wire name of a status phase (`Unknown` before the first status).
+pub fn phase_name<P: serde::Serialize>(phase: Option<&P>) -> String {
+    phase
+        .and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "Unknown".to_owned())
+}
+
+/// Runs `controller` and, beside it, refreshes `hone_operator_objects` for
+/// `kind` from its cache; resolves when the controller has shut down.
+pub fn with_phase_report<K>(
+    controller: BoxFuture<'static, ()>,
+    store: Store<K>,
+    kind: &'static str,
+    scope: Option<&str>,
+    metrics: Arc<Metrics>,
+    phase: fn(&K) -> String,
+) -> BoxFuture<'static, ()>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let scope = scope.unwrap_or("*").to_owned();
+    let report = async move {
+        loop {
+            tokio::time::sleep(PHASE_REPORT_INTERVAL).await;
+            let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+            for obj in store.state() {
+                *counts.entry(phase(&obj)).or_default() += 1;
+            }
+            metrics.record_phases(kind, &scope, counts);
+        }
+    };
+    futures::future::select(controller, Box::pin(report)).map(|_| ()).boxed()
 }
 
 /// The Dataset controller over one scope; resolves when it has shut down.
@@ -44,9 +85,12 @@ fn dataset_controller(
         let name = pod.labels().get(LABEL_DATASET)?.clone();
         Some(ObjectRef::<Dataset>::new(&name).within(&pod.namespace()?))
     };
-    Controller::new(apis::<Dataset>(&client, namespace), watcher::Config::default())
-        .owns(apis::<Job>(&client, namespace), selector.clone())
-        .watches(apis::<Pod>(&client, namespace), selector, pod_to_dataset)
+    let metrics = ctx.metrics.clone();
+    let controller = Controller::new(scoped_api::<Dataset>(&client, namespace), watcher::Config::default());
+    let store = controller.store();
+    let run = controller
+        .owns(scoped_api::<Job>(&client, namespace), selector.clone())
+        .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_dataset)
         .graceful_shutdown_on(shutdown)
         .run(dataset::reconcile, dataset::error_policy, ctx)
         .for_each(|result| async move {
@@ -55,7 +99,9 @@ fn dataset_controller(
                 Err(error) => tracing::debug!(%error, "reconcile did not finish"),
             }
         })
-        .boxed()
+        .boxed();
+    let phase = |ds: &Dataset| phase_name(ds.status.as_ref().and_then(|s| s.phase.as_ref()));
+    with_phase_report(run, store, "Dataset", namespace, metrics, phase)
 }
 
 /// Runs every controller until `shutdown` resolves and they have drained.
@@ -69,6 +115,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     for scope in &scopes {
         tracing::info!(namespace = scope.as_deref().unwrap_or("*"), "starting the Dataset controller");
         controllers.push(dataset_controller(ctx.clone(), scope.as_deref(), shutdown.clone()));
+        tracing::info!(namespace = scope.as_deref().unwrap_or("*"), "starting the TrainingJob controller");
+        controllers.push(crate::trainingjob::controller(ctx.clone(), scope.as_deref(), shutdown.clone()));
+        tracing::info!(namespace = scope.as_deref().unwrap_or("*"), "starting the ModelVersion controller");
+        controllers.push(crate::modelversion::controller(ctx.clone(), scope.as_deref(), shutdown.clone()));
     }
     join_all(controllers).await;
 }

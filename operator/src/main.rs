@@ -3,12 +3,15 @@
 
 use std::io::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures::FutureExt;
 use hone_operator::config::{OperatorConfig, RunArgs};
 use hone_operator::context::Context;
+use hone_operator::leader::{self, Election};
 use hone_operator::metrics::Metrics;
 use hone_operator::server::{self, ServerState};
 use hone_operator::{controllers, telemetry};
@@ -58,6 +61,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         predictor_image = %config.predictor_image,
         default_output = config.default_output.as_ref().map(|o| o.uri.as_str()).unwrap_or(""),
         namespaces = %config.namespaces.join(","),
+        leader_election = args.leader.enabled,
         "starting hone-operator"
     );
     let client = kube::Client::try_default().await.context("building a Kubernetes client")?;
@@ -67,13 +71,69 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(ServerState::new(metrics.clone()));
     let shutdown = shutdown_signal().shared();
-
-    let server = tokio::spawn(server::serve(args.metrics_addr, state.clone(), shutdown.clone()));
-    let ctx = Arc::new(Context::new(client, config, metrics, std::env::var("POD_NAME").ok()));
+    let election = match args.leader.enabled {
+        true => Some(leader::start(client.clone(), &args.leader).await.context("starting leader election")?),
+        false => None,
+    };
+    // Losing the Lease stops the controllers (and then the process) like a signal does.
+    let lost = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let (shutdown, lost) = (shutdown.clone(), lost.clone());
+        let receiver = election.as_ref().map(|e| e.is_leader.clone());
+        async move {
+            let lost_lease = async {
+                match receiver {
+                    Some(receiver) => Election::lost(receiver).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown => {}
+                () = lost_lease => lost.store(true, Ordering::SeqCst),
+            }
+        }
+        .shared()
+    };
+    let server = tokio::spawn(server::serve(args.metrics_addr, state.clone(), stop.clone()));
+    // A standby replica is ready: it serves metrics and takes over when the leader goes.
     state.set_ready(true);
-    controllers::run(ctx, shutdown.clone()).await;
+
+    let leading = match election {
+        Some(mut election) => {
+            tracing::info!(lease = %args.leader.lease, namespace = %args.leader.namespace, "waiting for the leader Lease");
+            let acquired = tokio::select! {
+                acquired = election.acquired() => acquired,
+                () = shutdown.clone() => false,
+            };
+            if !acquired {
+                tracing::info!("stopping before becoming the leader");
+                election.release(LEASE_RELEASE_TIMEOUT).await;
+                return finish(server).await;
+            }
+            tracing::info!("acquired the leader Lease");
+            Some(election)
+        }
+        None => None,
+    };
+    metrics.set_leader(true);
+    let ctx = Arc::new(Context::new(client, config, metrics.clone(), std::env::var("POD_NAME").ok()));
+    controllers::run(ctx, stop.clone()).await;
+    metrics.set_leader(false);
     state.set_ready(false);
+    if let Some(election) = leading {
+        election.release(LEASE_RELEASE_TIMEOUT).await;
+    }
+    if lost.load(Ordering::SeqCst) {
+        anyhow::bail!("lost the leader Lease: stopped the controllers; exiting to restart as a candidate");
+    }
     tracing::info!("controllers stopped; stopping the HTTP server");
+    finish(server).await
+}
+
+/// Longest wait for the Lease to be handed back on the way out.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn finish(server: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
     server.await.context("HTTP server task")?.context("HTTP server")?;
     tracing::info!("stopped");
     Ok(())

@@ -1,10 +1,13 @@
 //! Prometheus metrics (`hone_operator_*`), bounded labels only.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -33,6 +36,15 @@ pub struct ErrorLabels {
     pub category: &'static str,
 }
 
+/// Labels of the objects-by-phase gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `Dataset`, `TrainingJob`, `ModelVersion` or `InferenceService`.
+    pub kind: &'static str,
+    /// The status phase (`Unknown` before the first status).
+    pub phase: String,
+}
+
 type DurationFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
 
 fn duration_histogram() -> Histogram {
@@ -47,6 +59,17 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     durations: DurationFamily,
+    leader: Gauge,
+    objects: Family<PhaseLabels, Gauge>,
+    phase_counts: Mutex<PhaseBook>,
+}
+
+/// Phase counts per (kind, watch scope), whose sums the gauge shows, and every
+/// phase seen per kind.
+#[derive(Debug, Default)]
+struct PhaseBook {
+    per_scope: HashMap<(&'static str, String), BTreeMap<String, i64>>,
+    seen: HashMap<&'static str, BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -73,7 +96,15 @@ impl Metrics {
             "Time one reconcile took, by controller",
             durations.clone(),
         );
-        Self { registry, reconciles, errors, durations }
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the controllers",
+            leader.clone(),
+        );
+        let objects = Family::<PhaseLabels, Gauge>::default();
+        registry.register("objects", "Objects watched, by kind and status phase", objects.clone());
+        Self { registry, reconciles, errors, durations, leader, objects, phase_counts: Mutex::default() }
     }
 
     /// Starts timing a reconcile of `controller`.
@@ -90,6 +121,31 @@ impl Metrics {
     pub fn record_error(&self, controller: &'static str, category: &'static str) {
         self.reconciles.get_or_create(&ResultLabels { controller, result: "error" }).inc();
         self.errors.get_or_create(&ErrorLabels { controller, category }).inc();
+    }
+
+    /// Sets the leader gauge.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Records how many objects of `kind` in watch `scope` are in each phase;
+    /// phases no longer present read 0.
+    pub fn record_phases(&self, kind: &'static str, scope: &str, counts: BTreeMap<String, i64>) {
+        let Ok(mut book) = self.phase_counts.lock() else { return };
+        book.seen.entry(kind).or_default().extend(counts.keys().cloned());
+        book.per_scope.insert((kind, scope.to_owned()), counts);
+        let mut sums: BTreeMap<&str, i64> = BTreeMap::new();
+        for ((k, _), per_scope) in &book.per_scope {
+            if *k == kind {
+                for (phase, n) in per_scope {
+                    *sums.entry(phase.as_str()).or_default() += n;
+                }
+            }
+        }
+        for phase in book.seen.get(kind).into_iter().flatten() {
+            let value = sums.get(phase.as_str()).copied().unwrap_or(0);
+            self.objects.get_or_create(&PhaseLabels { kind, phase: phase.clone() }).set(value);
+        }
     }
 
     /// The metrics in the Prometheus text format.
@@ -148,5 +204,22 @@ mod tests {
             text.contains(r#"hone_operator_reconcile_duration_seconds_count{controller="dataset"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn objects_by_phase_sum_scopes_and_drop_to_zero() {
+        let metrics = Metrics::new();
+        let counts = |pairs: &[(&str, i64)]| pairs.iter().map(|(p, n)| ((*p).to_owned(), *n)).collect();
+        metrics.record_phases("TrainingJob", "a", counts(&[("Running", 2)]));
+        metrics.record_phases("TrainingJob", "b", counts(&[("Running", 1), ("Failed", 1)]));
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(r#"hone_operator_objects{kind="TrainingJob",phase="Running"} 3"#), "{text}");
+        metrics.record_phases("TrainingJob", "b", counts(&[("Succeeded", 1)]));
+        let text = metrics.encode().unwrap();
+        assert!(text.contains(r#"hone_operator_objects{kind="TrainingJob",phase="Failed"} 0"#), "{text}");
+        assert!(text.contains(r#"hone_operator_objects{kind="TrainingJob",phase="Running"} 2"#), "{text}");
+        assert!(text.contains(r#"hone_operator_objects{kind="TrainingJob",phase="Succeeded"} 1"#), "{text}");
+        metrics.set_leader(true);
+        assert!(metrics.encode().unwrap().contains("hone_operator_leader 1"));
     }
 }

@@ -13,6 +13,8 @@ const RAW_MESSAGE_MAX_CHARS: usize = 512;
 
 /// What the newest terminated container of a Job left in its termination message.
 #[derive(Clone, Debug, PartialEq)]
+// Parsed once per reconcile and dropped; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum TerminationMessage {
     /// A trainer summary.
     Summary(TerminationSummary),
@@ -90,11 +92,16 @@ pub fn pod_of_job(pod: &Pod, job_name: &str) -> bool {
 /// The termination message of container `container` in the newest pod of
 /// `pods` that has one (current state first, then the last state).
 pub fn latest_termination_message(pods: &[&Pod], container: &str) -> Option<TerminationMessage> {
+    latest_raw_termination_message(pods, container).map(parse_message)
+}
+
+/// Like [`latest_termination_message`], unparsed (for programs other than the trainer).
+pub fn latest_raw_termination_message<'a>(pods: &[&'a Pod], container: &str) -> Option<&'a str> {
     pods.iter()
         .filter_map(|pod| terminated_state(pod, container))
         .filter(|t| t.message.as_deref().is_some_and(|m| !m.trim().is_empty()))
         .max_by_key(|t| t.finished_at.as_ref().map(|f| f.0))
-        .and_then(|t| t.message.as_deref().map(parse_message))
+        .and_then(|t| t.message.as_deref())
 }
 
 fn terminated_state<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStateTerminated> {

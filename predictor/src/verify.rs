@@ -2,38 +2,10 @@
 //! the model, checks the digest, loads it and runs one forward pass on zeros
 //! of the signature shape; prints a one-line JSON summary.
 
-use serde::Serialize;
-
 use crate::config::VerifyArgs;
 use crate::model::{self, LoadError};
 
-/// The one-line JSON summary (also the termination message).
-#[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifySummary {
-    /// Whether every step passed.
-    pub ok: bool,
-    /// The model location.
-    pub model: String,
-    /// `sha256:` of model.pt, when it was read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    /// Input shape (without batch), when the card was read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub input_shape: Option<Vec<i64>>,
-    /// Classes, when the card was read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classes: Option<usize>,
-    /// Failure category (`DigestMismatch`, `Storage`, ...), on failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-    /// Failure message, on failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Milliseconds the forward pass took.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub forward_ms: Option<f64>,
-}
+pub use hone_crds::contract::VerifySummary;
 
 /// Runs every check and returns the summary (never an error: failures are in it).
 pub async fn verify(args: &VerifyArgs) -> VerifySummary {
@@ -43,19 +15,20 @@ pub async fn verify(args: &VerifyArgs) -> VerifySummary {
         digest: None,
         input_shape: None,
         classes: None,
+        size_bytes: None,
         reason: None,
         message: None,
         forward_ms: None,
     };
     let fail = |mut s: VerifySummary, e: LoadError| {
-        s.reason = Some(e.category());
+        s.reason = Some(e.category().to_owned());
         s.message = Some(e.to_string());
         s
     };
     let device = match model::parse_device(&args.device) {
         Ok(d) => d,
         Err(message) => {
-            summary.reason = Some("InvalidArgument");
+            summary.reason = Some("InvalidArgument".to_owned());
             summary.message = Some(message);
             return summary;
         }
@@ -67,6 +40,7 @@ pub async fn verify(args: &VerifyArgs) -> VerifySummary {
     summary.digest = Some(files.digest.clone());
     summary.input_shape = Some(files.card.signature.input_shape.clone());
     summary.classes = Some(files.card.signature.classes.len());
+    summary.size_bytes = Some(files.module.len() as u64);
     let checked = tokio::task::spawn_blocking(move || {
         let module = model::load_module(&files.module, device)?;
         let started = std::time::Instant::now();
@@ -82,7 +56,7 @@ pub async fn verify(args: &VerifyArgs) -> VerifySummary {
         }
         Ok(Err(e)) => fail(summary, e),
         Err(join) => {
-            summary.reason = Some("ForwardFailed");
+            summary.reason = Some("ForwardFailed".to_owned());
             summary.message = Some(format!("the forward pass crashed: {join}"));
             summary
         }

@@ -24,6 +24,23 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Print the libtorch build this binary runs on, as JSON.
     Info,
+    /// Delete a model artifact from storage (what a ModelVersion with
+    /// `hone.dev/artifact-policy: Delete` runs when it is deleted).
+    Purge(PurgeArgs),
+}
+
+/// `purge` flags.
+#[derive(Args, Debug)]
+pub struct PurgeArgs {
+    /// Objects to delete; missing ones are not an error.
+    #[arg(long = "uri", env = "HONE_PURGE_URIS", value_delimiter = ',', required = true)]
+    pub uris: Vec<String>,
+    /// Delete everything below these locations (each is a folder).
+    #[arg(long, env = "HONE_PURGE_PREFIX")]
+    pub prefix: bool,
+    #[command(flatten)]
+    /// Summary output.
+    pub summary: SummaryArgs,
 }
 
 /// Where the summary goes.

@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod log;
 pub mod model;
 pub mod optim;
+pub mod purge;
 pub mod report;
 pub mod rng;
 pub mod stats;

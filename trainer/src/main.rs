@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hone_crds::contract::{ErrorSummary, TerminationSummary};
-use hone_trainer::cli::{Cli, Command, DeviceArg, InspectArgs, TrainArgs};
+use hone_trainer::cli::{Cli, Command, DeviceArg, InspectArgs, PurgeArgs, TrainArgs};
 use hone_trainer::log::event;
 use hone_trainer::tracking::{NoTracking, Tracker};
 use hone_trainer::{dataset, termination, train};
@@ -34,6 +34,17 @@ fn main() -> ExitCode {
         }
         Command::Inspect(args) => runtime.block_on(inspect(args)),
         Command::Train(args) => runtime.block_on(train_command(*args)),
+        Command::Purge(args) => runtime.block_on(purge(args)),
+    }
+}
+
+async fn purge(args: PurgeArgs) -> ExitCode {
+    match hone_trainer::purge::purge(&args.uris, args.prefix).await {
+        Ok(deleted) => {
+            event("info", "purged", json!({"uris": args.uris, "prefix": args.prefix, "deleted": deleted}));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&args.summary.termination_log, e.category(), e.to_string()),
     }
 }
 

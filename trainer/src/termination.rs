@@ -20,6 +20,8 @@ pub fn render(summary: &TerminationSummary) -> String {
                 let kept: std::collections::BTreeSet<_> = s.classes.iter().cloned().collect();
                 s.class_counts.retain(|k, _| kept.contains(k));
             }
+            TerminationSummary::Train(s) if !s.classes.is_empty() => s.classes.clear(),
+            TerminationSummary::Train(s) if s.preprocessing.is_some() => s.preprocessing = None,
             TerminationSummary::Train(s) if !s.metrics.is_empty() => {
                 let drop = s.metrics.keys().last().cloned().unwrap_or_default();
                 s.metrics.remove(&drop);
@@ -71,6 +73,25 @@ mod tests {
         let TerminationSummary::Inspect(s) = back else { panic!("kind changed") };
         assert!(s.digest.starts_with("sha256:"));
         assert_eq!(s.classes.len(), s.class_counts.len());
+
+        let train = TerminationSummary::Train(hone_crds::contract::TrainSummary {
+            epoch: 5,
+            total_epochs: 5,
+            metrics: [("val_accuracy".to_owned(), 0.98)].into(),
+            artifact_uri: "s3://m/model.pt".into(),
+            artifact_digest: format!("sha256:{}", "b".repeat(64)),
+            artifact_size_bytes: 1,
+            dataset_digest: None,
+            input_shape: vec![3, 224, 224],
+            classes: (0..2000).map(|i| format!("class-{i:05}")).collect(),
+            preprocessing: None,
+        });
+        let json = render(&train);
+        assert!(json.len() <= TERMINATION_MESSAGE_MAX_BYTES, "{}", json.len());
+        let back: TerminationSummary = serde_json::from_str(&json).unwrap();
+        let TerminationSummary::Train(s) = back else { panic!("kind changed") };
+        assert!(s.classes.is_empty(), "a cut class list is dropped whole, never half-kept");
+        assert_eq!(s.metrics.len(), 1, "metrics survive when dropping the classes is enough");
 
         let err = TerminationSummary::Error(ErrorSummary {
             reason: "InvalidData".into(),

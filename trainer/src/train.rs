@@ -436,6 +436,8 @@ pub async fn run(opts: &TrainOptions, tracker: &mut dyn Tracker) -> Result<Train
         artifact_size_bytes: model_size,
         dataset_digest: Some(data.summary.digest.clone()),
         input_shape: data.sample_shape.clone(),
+        classes: card.signature.classes.clone(),
+        preprocessing: card.signature.preprocessing.clone(),
     };
     event(
         "info",

@@ -3,14 +3,12 @@
 
 use hone_crds::Dataset;
 use hone_crds::conditions::{ConditionStatus, DesiredCondition, find_condition, set_condition};
-use hone_crds::consts::{CONDITION_READY, FIELD_MANAGER, REASON_INVALID_SPEC};
+use hone_crds::consts::{CONDITION_READY, REASON_INVALID_SPEC};
 use hone_crds::contract::{InspectSummary, TERMINATION_LOG, TerminationSummary};
 use hone_crds::dataset::{DatasetPhase, DatasetStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Resource;
-use kube::api::{Api, Patch, PatchParams};
 
 use super::desired::INSPECT_CONTAINER;
 use crate::context::{Context, EventSpec};
@@ -274,17 +272,13 @@ pub async fn update(ctx: &Context, ds: &Dataset, next: DatasetStatus) -> Result<
     if previous == next {
         return Ok(());
     }
-    let namespace = ds.metadata.namespace.clone().unwrap_or_default();
-    let name = ds.metadata.name.clone().unwrap_or_default();
-    let patch = serde_json::json!({
-        "apiVersion": Dataset::api_version(&()),
-        "kind": Dataset::kind(&()),
-        "status": next,
-    });
-    Api::<Dataset>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::Patch { namespace: namespace.clone(), name: name.clone(), source })?;
+    crate::status_patch::apply_status(&ctx.client, ds, &previous, &next).await.map_err(|source| {
+        Error::Patch {
+            namespace: ds.metadata.namespace.clone().unwrap_or_default(),
+            name: ds.metadata.name.clone().unwrap_or_default(),
+            source,
+        }
+    })?;
     for event in events(&previous, &next) {
         ctx.publish(ds, event).await;
     }

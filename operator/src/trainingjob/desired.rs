@@ -8,17 +8,16 @@ use hone_crds::consts::{LABEL_KUEUE_QUEUE, LABEL_TRAINING_JOB};
 use hone_crds::contract::TERMINATION_LOG;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaimVolumeSource,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Container, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::validate::{GPU_RESOURCE, ValidTrainingJob, pvc_claim};
 use crate::children::{
-    batch_pod_spec, child_labels, child_name, restricted_container_security_context, scratch_mount,
-    scratch_volume, sha256_hex,
+    batch_pod_spec, child_labels, child_name, pod_volumes, restricted_container_security_context,
+    secret_env_from, sha256_hex,
 };
 use crate::dataset::desired::format_name;
 use crate::labels::{ENV_PVC_ROOT, PVC_ROOT};
@@ -247,23 +246,9 @@ fn wire_name<T: serde::Serialize>(value: &T) -> String {
 
 /// Secrets of the dataset source, the output and the pretrained weights, each once.
 fn env_from(valid: &ValidTrainingJob) -> Option<Vec<EnvFromSource>> {
-    let mut names: Vec<String> = Vec::new();
     let locations: [Option<&StorageLocation>; 3] =
         [Some(&valid.dataset.source), Some(&valid.output), valid.spec.model.pretrained.as_ref()];
-    for secret in locations.into_iter().flatten().filter_map(|l| l.secret_ref.as_ref()) {
-        if !names.contains(&secret.name) {
-            names.push(secret.name.clone());
-        }
-    }
-    (!names.is_empty()).then(|| {
-        names
-            .into_iter()
-            .map(|name| EnvFromSource {
-                secret_ref: Some(SecretEnvSource { name, optional: Some(false) }),
-                ..Default::default()
-            })
-            .collect()
-    })
+    secret_env_from(locations.into_iter().flatten().filter_map(|l| l.secret_ref.as_ref()))
 }
 
 /// Every claim the pod mounts, with whether it must be writable (the output's).
@@ -283,26 +268,8 @@ fn pvc_claims(valid: &ValidTrainingJob) -> BTreeMap<String, bool> {
 }
 
 fn volumes(valid: &ValidTrainingJob) -> (Vec<Volume>, Vec<VolumeMount>) {
-    let mut volumes = vec![scratch_volume()];
-    let mut mounts = vec![scratch_mount()];
-    for (index, (claim, writable)) in pvc_claims(valid).into_iter().enumerate() {
-        let name = format!("pvc-{index}");
-        volumes.push(Volume {
-            name: name.clone(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: Some(!writable),
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name,
-            mount_path: format!("{PVC_ROOT}/{claim}"),
-            read_only: Some(!writable),
-            ..Default::default()
-        });
-    }
-    (volumes, mounts)
+    let claims: Vec<(String, bool)> = pvc_claims(valid).into_iter().collect();
+    pod_volumes(&claims)
 }
 
 /// `spec.resources` with `spec.gpus` as the `nvidia.com/gpu` limit.

@@ -1,14 +1,301 @@
 //! The TrainingJob controller: wait for the Dataset, run the training Job,
-//! map its outcome to status.
+//! map its outcome to status, register the result as a ModelVersion.
 //!
-//! So far the pure stages: validate (with the Dataset gate), desired (Job and
-//! headless Service) and status (outcome mapping). observe, apply (server-side
-//! apply; only `suspend` may change on an existing Job) and ModelVersion
-//! registration come next.
+//! observe (Dataset, Jobs, pods, registered ModelVersion) -> validate (pure,
+//! with the Dataset gate) -> desired (pure) -> apply (create or toggle
+//! suspend, prune) -> register (exactly once) -> status (pure, one patch).
 
+pub mod apply;
 pub mod desired;
+pub mod observe;
+pub mod register;
 pub mod status;
 pub mod validate;
 
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use hone_crds::conditions::find_condition;
+use hone_crds::consts::{CONDITION_READY, LABEL_TRAINING_JOB};
+use hone_crds::contract::TerminationSummary;
+use hone_crds::trainingjob::{TrainingJobPhase, TrainingJobStatus};
+use hone_crds::{Dataset, TrainingJob};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use self::status::{DatasetGate, StatusInput};
+use crate::context::{Context, EventSpec};
+use crate::controllers::{phase_name, scoped_api, with_phase_report};
+use crate::termination::{JobOutcome, TerminationMessage, job_outcome, latest_termination_message};
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "trainingjob";
+
+/// Why a TrainingJob reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading failed.
+    #[error(transparent)]
+    Observe(#[from] observe::Error),
+    /// The object lacks metadata.
+    #[error(transparent)]
+    Validate(#[from] validate::Error),
+    /// Applying children failed.
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    /// Registering the ModelVersion failed.
+    #[error(transparent)]
+    Register(#[from] register::Error),
+    /// Writing status failed.
+    #[error("writing status of trainingjob {namespace}/{name}: {source}")]
+    Status {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Metric label and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Observe(e) => e.category(),
+            Self::Validate(e) => e.category(),
+            Self::Apply(e) => e.category(),
+            Self::Register(e) => e.category(),
+            Self::Status { .. } => "status",
+        }
+    }
+}
+
+/// One reconcile of a TrainingJob, timed and counted.
+pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start(CONTROLLER);
+    let result = reconcile_inner(&tj, &ctx).await;
+    match &result {
+        Ok(_) => {
+            ctx.metrics.record_success(CONTROLLER);
+            ctx.backoff.succeeded(&backoff_key(&tj));
+        }
+        Err(error) => ctx.metrics.record_error(CONTROLLER, error.category()),
+    }
+    result
+}
+
+async fn reconcile_inner(tj: &TrainingJob, ctx: &Context) -> Result<Action, Error> {
+    let time = Time(Timestamp::now());
+    let namespace = tj.namespace().unwrap_or_default();
+    let previous = tj.status.clone().unwrap_or_default();
+    let generation = tj.metadata.generation;
+    let observed = observe::observe(ctx, tj).await?;
+    let finished = matches!(previous.phase, Some(TrainingJobPhase::Succeeded | TrainingJobPhase::Failed));
+    let queued = tj.spec.queue_name.is_some();
+
+    let (valid, gate) = match validate::validate(tj, observed.dataset.as_ref(), &ctx.config) {
+        Ok(valid) => {
+            let gate = DatasetGate::Ready { digest: valid.dataset.digest.clone() };
+            (Some(valid), gate)
+        }
+        Err(validate::Error::InvalidSpec(message)) if observed.jobs.is_empty() => {
+            let next = status::invalid(&previous, generation, &message, &time);
+            write_status(ctx, tj, &previous, &next).await?;
+            return Ok(Action::await_change());
+        }
+        Err(validate::Error::DatasetNotReady { message, blocked }) => {
+            let gate =
+                if blocked { DatasetGate::Blocked { message } } else { DatasetGate::Waiting { message } };
+            (None, gate)
+        }
+        // A Job already runs: its outcome is reported even if the spec or the
+        // Dataset no longer validates (the spec that shaped it is immutable).
+        Err(validate::Error::InvalidSpec(_)) => {
+            (None, DatasetGate::Ready { digest: previous.dataset_digest.clone().unwrap_or_default() })
+        }
+        Err(other @ validate::Error::MissingMetadata(_)) => return Err(other.into()),
+    };
+    let desired = valid.as_ref().map(desired::build);
+    let applied = apply::apply(ctx, &namespace, desired.as_ref(), &observed, queued, finished).await?;
+    // Outcome of a Job that exists without a desired one (Dataset deleted mid-run).
+    let gate = match (&gate, &applied.job, &previous.dataset_digest) {
+        (DatasetGate::Ready { .. }, _, _) | (_, None, _) | (_, _, None) => gate,
+        (_, Some(_), Some(digest)) => DatasetGate::Ready { digest: digest.clone() },
+    };
+
+    let registered = match train_summary(applied.job.as_ref(), &applied.pods) {
+        Some(train) => {
+            let secret_ref = valid
+                .as_ref()
+                .map(|v| v.output.secret_ref.clone())
+                .unwrap_or_else(|| tj.spec.output.as_ref().and_then(|o| o.secret_ref.clone()));
+            let input = register::Registration {
+                registered: observed.registered.as_ref(),
+                train: &train,
+                dataset: observed.dataset.as_ref(),
+                secret_ref,
+            };
+            let (name, created) = register::ensure(ctx, tj, input).await?;
+            if created {
+                ctx.publish(
+                    tj,
+                    EventSpec {
+                        warning: false,
+                        reason: "Registered".to_owned(),
+                        note: format!("registered the trained model as ModelVersion {name}"),
+                        action: "Register".to_owned(),
+                    },
+                )
+                .await;
+            }
+            Some(name)
+        }
+        None => observed.registered.as_ref().map(ResourceExt::name_any),
+    };
+    let input = StatusInput {
+        generation,
+        previous: &previous,
+        dataset: &gate,
+        job: applied.job.as_ref(),
+        pods: &applied.pods,
+        model_version: registered.as_deref(),
+    };
+    let mut next = status::compute(input, &time);
+    if applied.job.is_none() && finished {
+        // The Job was removed after it finished (ttlSecondsAfterFinished): the recorded outcome stands.
+        next = previous.clone();
+    }
+    write_status(ctx, tj, &previous, &next).await?;
+    Ok(match (&gate, next.phase) {
+        // The Dataset watch brings the change; poll slowly in case it is created later.
+        (DatasetGate::Waiting { .. } | DatasetGate::Blocked { .. }, _) if applied.job.is_none() => {
+            Action::requeue(Duration::from_secs(300))
+        }
+        _ => Action::await_change(),
+    })
+}
+
+/// The training summary of a Job that completed, if its pod left one.
+fn train_summary(job: Option<&Job>, pods: &[Pod]) -> Option<hone_crds::contract::TrainSummary> {
+    if job_outcome(job?) != JobOutcome::Succeeded {
+        return None;
+    }
+    let pods: Vec<&Pod> = pods.iter().collect();
+    match latest_termination_message(&pods, desired::TRAINER_CONTAINER)? {
+        TerminationMessage::Summary(TerminationSummary::Train(train)) => Some(train),
+        _ => None,
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    tj: &TrainingJob,
+    previous: &TrainingJobStatus,
+    next: &TrainingJobStatus,
+) -> Result<(), Error> {
+    crate::status_patch::apply_status(&ctx.client, tj, previous, next).await.map_err(|source| {
+        Error::Status { namespace: tj.namespace().unwrap_or_default(), name: tj.name_any(), source }
+    })?;
+    for event in events(previous, next) {
+        ctx.publish(tj, event).await;
+    }
+    Ok(())
+}
+
+/// The Events a status change deserves: every new phase, with the Ready
+/// condition's reason and message (Warning for Failed).
+pub fn events(previous: &TrainingJobStatus, next: &TrainingJobStatus) -> Vec<EventSpec> {
+    if previous.phase == next.phase {
+        return Vec::new();
+    }
+    let Some(phase) = next.phase else { return Vec::new() };
+    let (reason, note) = find_condition(&next.conditions, CONDITION_READY)
+        .map(|c| (c.reason.clone(), c.message.clone()))
+        .unwrap_or_else(|| (format!("{phase:?}"), next.message.clone().unwrap_or_default()));
+    vec![EventSpec { warning: phase == TrainingJobPhase::Failed, reason, note, action: "Train".to_owned() }]
+}
+
+/// Transient errors retry with a per-object exponential backoff; a lost
+/// reservation race retries at once.
+pub fn error_policy(tj: Arc<TrainingJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::Register(register::Error::Conflict { .. }) = error {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    let delay = ctx.backoff.failed(&backoff_key(&tj));
+    tracing::warn!(
+        trainingjob = %tj.name_any(),
+        namespace = tj.namespace().unwrap_or_default(),
+        category = error.category(),
+        %error,
+        retry_in_s = delay.as_secs(),
+        "trainingjob reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+fn backoff_key(tj: &TrainingJob) -> String {
+    format!("{CONTROLLER}/{}/{}", tj.namespace().unwrap_or_default(), tj.name_any())
+}
+
+/// The TrainingJob controller over one scope; resolves when it has shut down.
+pub fn controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> BoxFuture<'static, ()> {
+    let client: Client = ctx.client.clone();
+    let ctx_metrics = ctx.metrics.clone();
+    let selector = watcher::Config::default().labels(LABEL_TRAINING_JOB);
+    let pod_to_tj = |pod: Pod| {
+        let name = pod.labels().get(LABEL_TRAINING_JOB)?.clone();
+        Some(ObjectRef::<TrainingJob>::new(&name).within(&pod.namespace()?))
+    };
+    let controller =
+        Controller::new(scoped_api::<TrainingJob>(&client, namespace), watcher::Config::default());
+    // A Dataset becoming Ready wakes the TrainingJobs that wait for it.
+    let store = controller.store();
+    let dataset_to_tjs = move |ds: Dataset| {
+        let namespace = ds.namespace();
+        let name = ds.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|tj| tj.namespace() == namespace && tj.spec.dataset_ref.name == name)
+            .map(|tj| ObjectRef::from_obj(&*tj))
+            .collect::<Vec<_>>()
+    };
+    let phase_store = controller.store();
+    let run = controller
+        .owns(scoped_api::<Job>(&client, namespace), selector.clone())
+        .owns(scoped_api::<Service>(&client, namespace), selector.clone())
+        .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_tj)
+        .watches(scoped_api::<Dataset>(&client, namespace), watcher::Config::default(), dataset_to_tjs)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
+            }
+        })
+        .boxed();
+    let phase = |tj: &TrainingJob| phase_name(tj.status.as_ref().and_then(|s| s.phase.as_ref()));
+    with_phase_report(run, phase_store, "TrainingJob", namespace, ctx_metrics, phase)
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod register_tests;

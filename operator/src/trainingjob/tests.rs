@@ -465,3 +465,13 @@ fn an_unchanged_world_computes_the_same_status() {
     );
     assert_eq!(again, first);
 }
+
+/// A TrainingJob `cnn` in `ml` (uid `tj-uid`) with `extra` spec YAML.
+pub(super) fn training_job_for_tests(extra: &str) -> TrainingJob {
+    training_job(extra)
+}
+
+/// A Ready `digits` Dataset.
+pub(super) fn ready_dataset_for_tests() -> Dataset {
+    ready_dataset("source: {uri: s3://data/digits/}\nimage: {width: 32, height: 32, channels: 1}")
+}

@@ -1,0 +1,255 @@
+//! ModelVersion validation and the Jobs it runs: the verify Job (predictor
+//! image, `verify`) and, on deletion under `hone.dev/artifact-policy: Delete`,
+//! the purge Job (trainer image, `purge`). Pure.
+
+use hone_crds::consts::{
+    ANNOTATION_ARTIFACT_POLICY, ARTIFACT_POLICY_DELETE, LABEL_MODEL, LABEL_MODEL_VERSION,
+    LABEL_TRAINING_JOB_UID,
+};
+use hone_crds::contract::{MODEL_CARD_FILE, MODEL_FILE, TERMINATION_LOG};
+use hone_crds::{InferenceService, ModelVersion, ModelVersionSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+
+use crate::children::{
+    batch_pod_spec, child_labels, child_name, controller_owner_ref, pod_volumes,
+    restricted_container_security_context, secret_env_from, sha256_hex,
+};
+use crate::config::OperatorConfig;
+use crate::labels::{ENV_PVC_ROOT, PVC_ROOT};
+use crate::trainingjob::validate::pvc_claim;
+
+/// Container of the verify Job (status reads its termination message).
+pub const VERIFY_CONTAINER: &str = "verify";
+/// Container of the purge Job.
+pub const PURGE_CONTAINER: &str = "purge";
+/// Retries of a verify or purge Job before it fails.
+const JOB_BACKOFF_LIMIT: i32 = 2;
+
+/// Why a ModelVersion cannot be verified.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The spec passed the schema but cannot be used.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// The object lacks metadata the apiserver always sets.
+    #[error("modelversion metadata is missing {0}")]
+    MissingMetadata(&'static str),
+}
+
+impl Error {
+    /// Metric label and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::InvalidSpec(_) => "invalid_spec",
+            Self::MissingMetadata(_) => "missing_metadata",
+        }
+    }
+}
+
+/// A ModelVersion whose Jobs can be built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidModelVersion {
+    /// Name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// UID (names the Jobs, so a recreated ModelVersion is verified again).
+    pub uid: String,
+    /// Controller reference the Jobs carry.
+    pub owner: OwnerReference,
+    /// The spec.
+    pub spec: ModelVersionSpec,
+    /// True when it was registered by a TrainingJob (its artifact is a run folder).
+    pub registered_run: bool,
+    /// Image of the verify Job.
+    pub predictor_image: String,
+    /// Image of the purge Job.
+    pub trainer_image: String,
+}
+
+/// Checks what the schema cannot: the artifact must be readable from a pod.
+pub fn validate(mv: &ModelVersion, config: &OperatorConfig) -> Result<ValidModelVersion, Error> {
+    let name = mv.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let namespace = mv.metadata.namespace.clone().ok_or(Error::MissingMetadata("namespace"))?;
+    let uid = mv.metadata.uid.clone().ok_or(Error::MissingMetadata("uid"))?;
+    let owner = controller_owner_ref(mv).ok_or(Error::MissingMetadata("uid"))?;
+    let uri = mv.spec.artifact.uri.trim();
+    let scheme = uri.split_once("://").map(|(s, _)| s).unwrap_or("");
+    match scheme {
+        "s3" | "gs" | "az" | "http" | "https" => {}
+        "pvc" if pvc_claim(uri).is_some() => {}
+        "file" => {
+            return Err(Error::InvalidSpec(format!(
+                "spec.artifact.uri {uri:?}: file:// cannot be read from a verify pod; copy the model to object \
+                 storage (s3://, gs://, az://, http(s)://) or a PersistentVolumeClaim (pvc://<claim>/<path>)"
+            )));
+        }
+        other => {
+            return Err(Error::InvalidSpec(format!(
+                "spec.artifact.uri {uri:?}: scheme {other:?} is not supported; use s3, gs, az, http(s) or pvc"
+            )));
+        }
+    }
+    if !uri.ends_with(MODEL_FILE) {
+        return Err(Error::InvalidSpec(format!(
+            "spec.artifact.uri {uri:?} must name the TorchScript file ({MODEL_FILE}); its {MODEL_CARD_FILE} lies beside it"
+        )));
+    }
+    let registered_run = mv.labels().get(LABEL_TRAINING_JOB_UID).is_some_and(|run| {
+        uri.strip_suffix(MODEL_FILE)
+            .is_some_and(|dir| dir.trim_end_matches('/').ends_with(&format!("/{run}")))
+    });
+    Ok(ValidModelVersion {
+        name,
+        namespace,
+        uid,
+        owner,
+        spec: mv.spec.clone(),
+        registered_run,
+        predictor_image: config.predictor_image.clone(),
+        trainer_image: config.trainer_image.clone(),
+    })
+}
+
+/// Name of the verify Job.
+pub fn verify_job_name(valid: &ValidModelVersion) -> String {
+    child_name(&valid.name, "verify", &sha256_hex(valid.uid.as_bytes()))
+}
+
+/// Name of the purge Job.
+pub fn purge_job_name(valid: &ValidModelVersion) -> String {
+    child_name(&valid.name, "purge", &sha256_hex(valid.uid.as_bytes()))
+}
+
+/// The verify Job: fetch, check the digest, load, one forward pass on zeros.
+pub fn verify_job(valid: &ValidModelVersion) -> Job {
+    let artifact = &valid.spec.artifact;
+    let mut env = vec![
+        env_var("HONE_MODEL_URI", artifact.uri.trim()),
+        env_var("HONE_TERMINATION_LOG", TERMINATION_LOG),
+        env_var("HONE_DEVICE", "cpu"),
+    ];
+    if let Some(digest) = &artifact.digest {
+        env.push(env_var("HONE_MODEL_DIGEST", digest));
+    }
+    let container = Container {
+        name: VERIFY_CONTAINER.to_owned(),
+        image: Some(valid.predictor_image.clone()),
+        args: Some(vec!["verify".to_owned()]),
+        ..Default::default()
+    };
+    job(valid, verify_job_name(valid), container, env, false)
+}
+
+/// What a purge deletes: the run folder of a registered training run, or the
+/// model file and its card for a hand-registered model (its folder may hold
+/// other things).
+pub fn purge_targets(valid: &ValidModelVersion) -> (Vec<String>, bool) {
+    let uri = valid.spec.artifact.uri.trim();
+    let dir = uri.strip_suffix(MODEL_FILE).unwrap_or(uri);
+    if valid.registered_run {
+        (vec![dir.trim_end_matches('/').to_owned()], true)
+    } else {
+        (vec![uri.to_owned(), format!("{dir}{MODEL_CARD_FILE}")], false)
+    }
+}
+
+/// The purge Job that deletes the artifact from storage.
+pub fn purge_job(valid: &ValidModelVersion) -> Job {
+    let (uris, prefix) = purge_targets(valid);
+    let mut args = vec!["purge".to_owned()];
+    for uri in uris {
+        args.push("--uri".to_owned());
+        args.push(uri);
+    }
+    if prefix {
+        args.push("--prefix".to_owned());
+    }
+    let container = Container {
+        name: PURGE_CONTAINER.to_owned(),
+        image: Some(valid.trainer_image.clone()),
+        args: Some(args),
+        ..Default::default()
+    };
+    let env = vec![env_var("HONE_TERMINATION_LOG", TERMINATION_LOG)];
+    job(valid, purge_job_name(valid), container, env, true)
+}
+
+/// True when deleting `mv` must also delete its artifact.
+pub fn purges_artifact(mv: &ModelVersion) -> bool {
+    mv.annotations().get(ANNOTATION_ARTIFACT_POLICY).is_some_and(|p| p == ARTIFACT_POLICY_DELETE)
+}
+
+/// The InferenceServices (sorted, distinct) that serve or are about to serve
+/// the ModelVersion `name`: named in a variant's spec, in its status, or as
+/// either side of a rollout.
+pub fn served_by(name: &str, services: &[InferenceService]) -> Vec<String> {
+    let mut out: Vec<String> = services
+        .iter()
+        .filter(|isvc| {
+            let in_spec = isvc.spec.variants.iter().any(|v| v.model_version.as_deref() == Some(name));
+            let status = isvc.status.as_ref();
+            let in_status = status.is_some_and(|s| {
+                s.variants.iter().any(|v| v.model_version.as_deref() == Some(name))
+                    || s.rollout.as_ref().is_some_and(|r| r.from_version == name || r.to_version == name)
+            });
+            in_spec || in_status
+        })
+        .map(ResourceExt::name_any)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.to_owned(), value: Some(value.to_owned()), value_from: None }
+}
+
+fn job(
+    valid: &ValidModelVersion,
+    name: String,
+    container: Container,
+    mut env: Vec<EnvVar>,
+    write: bool,
+) -> Job {
+    let artifact = &valid.spec.artifact;
+    let claims: Vec<(String, bool)> =
+        pvc_claim(&artifact.uri).map(|claim| vec![(claim.to_owned(), write)]).unwrap_or_default();
+    if !claims.is_empty() {
+        env.push(env_var(ENV_PVC_ROOT, PVC_ROOT));
+    }
+    let (volumes, mounts) = pod_volumes(&claims);
+    let mut labels = child_labels(LABEL_MODEL_VERSION, &valid.name);
+    labels.insert(LABEL_MODEL.to_owned(), valid.spec.model.clone());
+    let container = Container {
+        env: Some(env),
+        env_from: secret_env_from(artifact.secret_ref.iter()),
+        security_context: Some(restricted_container_security_context()),
+        termination_message_path: Some(TERMINATION_LOG.to_owned()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        volume_mounts: Some(mounts),
+        ..container
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(valid.namespace.clone()),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![valid.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(JOB_BACKOFF_LIMIT),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(batch_pod_spec(container, volumes)),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

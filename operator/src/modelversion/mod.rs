@@ -1,0 +1,276 @@
+//! The ModelVersion controller: verify the artifact with a short Job, keep
+//! `servedBy` current, and guard deletion with a finalizer (refused while an
+//! InferenceService serves it; with `hone.dev/artifact-policy: Delete` the
+//! artifact is purged from storage first).
+//!
+//! observe (Jobs, pods, InferenceServices) -> validate + desired (pure) ->
+//! apply (create the verify Job once) -> status (pure, one patch).
+
+pub mod desired;
+pub mod finalize;
+pub mod status;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use hone_crds::consts::{FIELD_MANAGER, LABEL_MODEL_VERSION};
+use hone_crds::{InferenceService, ModelVersion};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use self::status::StatusInput;
+use crate::children::is_controlled_by;
+use crate::context::Context;
+use crate::controllers::{phase_name, scoped_api, with_phase_report};
+use crate::termination::pod_of_job;
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "modelversion";
+
+/// Why a ModelVersion reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the apiserver failed.
+    #[error("{action} for modelversion {namespace}/{name}: {source}")]
+    Api {
+        /// What was being done.
+        action: &'static str,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The object lacks metadata.
+    #[error(transparent)]
+    Validate(#[from] desired::Error),
+}
+
+impl Error {
+    /// Metric label and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Api { action, .. } if action.starts_with("reading") || action.starts_with("listing") => {
+                "kube_api"
+            }
+            Self::Api { action, .. } if action.contains("status") => "status",
+            Self::Api { action, .. } if action.contains("finalizer") => "finalizer",
+            Self::Api { .. } => "apply",
+            Self::Validate(e) => e.category(),
+        }
+    }
+}
+
+/// What the ModelVersion controller reads.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Jobs it controls (verify and purge).
+    pub jobs: Vec<Job>,
+    /// Their pods.
+    pub pods: Vec<Pod>,
+    /// InferenceServices serving it.
+    pub served_by: Vec<String>,
+}
+
+/// One reconcile, timed and counted.
+pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start(CONTROLLER);
+    let result = reconcile_inner(&mv, &ctx).await;
+    match &result {
+        Ok(_) => {
+            ctx.metrics.record_success(CONTROLLER);
+            ctx.backoff.succeeded(&backoff_key(&mv));
+        }
+        Err(error) => ctx.metrics.record_error(CONTROLLER, error.category()),
+    }
+    result
+}
+
+pub(crate) fn api_error(mv: &ModelVersion, action: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    let (namespace, name) = (mv.namespace().unwrap_or_default(), mv.name_any());
+    move |source| Error::Api { action, namespace, name, source }
+}
+
+async fn observe(ctx: &Context, mv: &ModelVersion) -> Result<Observed, Error> {
+    let namespace = mv.namespace().unwrap_or_default();
+    let uid = mv.metadata.uid.clone().unwrap_or_default();
+    let selector = ListParams::default().labels(&format!("{LABEL_MODEL_VERSION}={}", mv.name_any()));
+    let jobs: Vec<Job> = Api::<Job>::namespaced(ctx.client.clone(), &namespace)
+        .list(&selector)
+        .await
+        .map_err(api_error(mv, "listing Jobs"))?
+        .items
+        .into_iter()
+        .filter(|job| is_controlled_by(job.metadata.owner_references.as_deref(), &uid))
+        .collect();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
+        .list(&selector)
+        .await
+        .map_err(api_error(mv, "listing pods"))?
+        .items;
+    let services = Api::<InferenceService>::namespaced(ctx.client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(api_error(mv, "listing InferenceServices"))?
+        .items;
+    let served_by = desired::served_by(&mv.name_any(), &services);
+    Ok(Observed { jobs, pods, served_by })
+}
+
+async fn reconcile_inner(mv: &ModelVersion, ctx: &Context) -> Result<Action, Error> {
+    let time = Time(Timestamp::now());
+    let observed = observe(ctx, mv).await?;
+    if mv.metadata.deletion_timestamp.is_some() {
+        return finalize::finalize(ctx, mv, &observed).await;
+    }
+    finalize::ensure_finalizer(ctx, mv).await?;
+    let previous = mv.status.clone().unwrap_or_default();
+    let valid = match desired::validate(mv, &ctx.config) {
+        Ok(valid) => valid,
+        Err(desired::Error::InvalidSpec(message)) => {
+            let input = status_input(mv, &previous, None, &[], &observed.served_by);
+            write_status(ctx, mv, &previous, &status::invalid(input, &message, &time)).await?;
+            return Ok(Action::await_change());
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let name = desired::verify_job_name(&valid);
+    let mut job = observed.jobs.iter().find(|j| j.metadata.name.as_deref() == Some(name.as_str())).cloned();
+    let verified = matches!(
+        previous.phase,
+        Some(
+            hone_crds::modelversion::ModelVersionPhase::Ready
+                | hone_crds::modelversion::ModelVersionPhase::Failed
+        )
+    );
+    if job.is_none() && !verified {
+        let wanted = desired::verify_job(&valid);
+        let created = Api::<Job>::namespaced(ctx.client.clone(), &valid.namespace)
+            .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&wanted))
+            .await
+            .map_err(api_error(mv, "applying the verify Job"))?;
+        tracing::info!(job = %name, modelversion = %valid.name, "created verify Job");
+        job = Some(created);
+    }
+    let pods: Vec<Pod> = observed.pods.iter().filter(|p| pod_of_job(p, &name)).cloned().collect();
+    let input = status_input(mv, &previous, job.as_ref(), &pods, &observed.served_by);
+    write_status(ctx, mv, &previous, &status::compute(input, &time)).await?;
+    Ok(Action::await_change())
+}
+
+fn status_input<'a>(
+    mv: &'a ModelVersion,
+    previous: &'a hone_crds::ModelVersionStatus,
+    job: Option<&'a Job>,
+    pods: &'a [Pod],
+    served_by: &'a [String],
+) -> StatusInput<'a> {
+    StatusInput {
+        generation: mv.metadata.generation,
+        previous,
+        job,
+        pods,
+        served_by,
+        spec_digest: mv.spec.artifact.digest.as_deref(),
+    }
+}
+
+pub(crate) async fn write_status(
+    ctx: &Context,
+    mv: &ModelVersion,
+    previous: &hone_crds::ModelVersionStatus,
+    next: &hone_crds::ModelVersionStatus,
+) -> Result<(), Error> {
+    crate::status_patch::apply_status(&ctx.client, mv, previous, next)
+        .await
+        .map_err(api_error(mv, "writing status"))?;
+    for event in status::events(previous, next) {
+        ctx.publish(mv, event).await;
+    }
+    Ok(())
+}
+
+/// Transient errors retry with a per-object exponential backoff.
+pub fn error_policy(mv: Arc<ModelVersion>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay: Duration = ctx.backoff.failed(&backoff_key(&mv));
+    tracing::warn!(
+        modelversion = %mv.name_any(),
+        namespace = mv.namespace().unwrap_or_default(),
+        category = error.category(),
+        %error,
+        retry_in_s = delay.as_secs(),
+        "modelversion reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+fn backoff_key(mv: &ModelVersion) -> String {
+    format!("{CONTROLLER}/{}/{}", mv.namespace().unwrap_or_default(), mv.name_any())
+}
+
+/// The ModelVersion controller over one scope; resolves when it has shut down.
+pub fn controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> BoxFuture<'static, ()> {
+    let client: Client = ctx.client.clone();
+    let ctx_metrics = ctx.metrics.clone();
+    let selector = watcher::Config::default().labels(LABEL_MODEL_VERSION);
+    let pod_to_mv = |pod: Pod| {
+        let name = pod.labels().get(LABEL_MODEL_VERSION)?.clone();
+        Some(ObjectRef::<ModelVersion>::new(&name).within(&pod.namespace()?))
+    };
+    let controller =
+        Controller::new(scoped_api::<ModelVersion>(&client, namespace), watcher::Config::default());
+    // An InferenceService change may start or stop serving any version it names
+    // now or named before (recorded in that version's servedBy).
+    let store = controller.store();
+    let isvc_to_mvs = move |isvc: InferenceService| {
+        let namespace = isvc.namespace();
+        let isvc_name = isvc.name_any();
+        store
+            .state()
+            .into_iter()
+            .filter(|mv| mv.namespace() == namespace)
+            .filter(|mv| {
+                let named =
+                    desired::served_by(&mv.name_any(), std::slice::from_ref(&isvc)).contains(&isvc_name);
+                let recorded = mv.status.as_ref().is_some_and(|s| s.served_by.contains(&isvc_name));
+                named || recorded
+            })
+            .map(|mv| ObjectRef::from_obj(&*mv))
+            .collect::<Vec<_>>()
+    };
+    let phase_store = controller.store();
+    let run = controller
+        .owns(scoped_api::<Job>(&client, namespace), selector.clone())
+        .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_mv)
+        .watches(scoped_api::<InferenceService>(&client, namespace), watcher::Config::default(), isvc_to_mvs)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
+            }
+        })
+        .boxed();
+    let phase = |mv: &ModelVersion| phase_name(mv.status.as_ref().and_then(|s| s.phase.as_ref()));
+    with_phase_report(run, phase_store, "ModelVersion", namespace, ctx_metrics, phase)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! ModelVersion status from its verify Job and the verifier's one-line JSON
+//! summary (the pod's termination message). Pure.
+
+use hone_crds::ModelVersionStatus;
+use hone_crds::conditions::{ConditionStatus, DesiredCondition, find_condition, set_condition};
+use hone_crds::consts::{CONDITION_READY, REASON_INVALID_SPEC};
+use hone_crds::contract::VerifySummary;
+use hone_crds::modelversion::ModelVersionPhase;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::desired::VERIFY_CONTAINER;
+use crate::context::EventSpec;
+use crate::termination::{JobOutcome, job_outcome, latest_raw_termination_message};
+
+/// What status is computed from.
+#[derive(Clone, Copy, Debug)]
+pub struct StatusInput<'a> {
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The status as it is.
+    pub previous: &'a ModelVersionStatus,
+    /// The verify Job, once created (`None` after it was removed).
+    pub job: Option<&'a Job>,
+    /// Its pods.
+    pub pods: &'a [Pod],
+    /// InferenceServices serving it.
+    pub served_by: &'a [String],
+    /// The spec's digest, if it names one.
+    pub spec_digest: Option<&'a str>,
+}
+
+/// The status the ModelVersion should have; `now` only moves a flipping condition.
+pub fn compute(input: StatusInput<'_>, now: &Time) -> ModelVersionStatus {
+    let mut status = input.previous.clone();
+    status.observed_generation = input.generation;
+    status.served_by = input.served_by.to_vec();
+    let Some(job) = input.job else {
+        // Verified earlier and the Job is gone: the recorded outcome stands.
+        if matches!(status.phase, Some(ModelVersionPhase::Ready | ModelVersionPhase::Failed)) {
+            return status;
+        }
+        return with_ready(
+            status,
+            ModelVersionPhase::Pending,
+            "Creating",
+            "creating the verify Job",
+            input,
+            now,
+        );
+    };
+    status.verify_job_name = job.metadata.name.clone();
+    let job_name = status.verify_job_name.clone().unwrap_or_default();
+    let pods: Vec<&Pod> = input.pods.iter().collect();
+    let raw = latest_raw_termination_message(&pods, VERIFY_CONTAINER);
+    let summary = raw.and_then(|m| serde_json::from_str::<VerifySummary>(m.trim()).ok());
+    match (job_outcome(job), summary) {
+        (JobOutcome::Running { .. }, _) => {
+            let message = format!("Job {job_name} is fetching, digesting and loading the artifact");
+            with_ready(status, ModelVersionPhase::Verifying, "Verifying", &message, input, now)
+        }
+        (JobOutcome::Succeeded, Some(summary)) if summary.ok => {
+            status.verified_digest = summary.digest.clone();
+            status.size_bytes = summary.size_bytes.and_then(|s| i64::try_from(s).ok());
+            if let (Some(expected), Some(found)) = (input.spec_digest, summary.digest.as_deref())
+                && !expected.eq_ignore_ascii_case(found)
+            {
+                let message =
+                    format!("the artifact's digest is {found}, spec.artifact.digest says {expected}");
+                return with_ready(status, ModelVersionPhase::Failed, "DigestMismatch", &message, input, now);
+            }
+            let message = format!(
+                "verified {}: loaded and ran one forward pass{}",
+                summary.digest.as_deref().unwrap_or("the artifact"),
+                summary.forward_ms.map(|ms| format!(" in {ms} ms")).unwrap_or_default()
+            );
+            with_ready(status, ModelVersionPhase::Ready, "Verified", &message, input, now)
+        }
+        (_, Some(summary)) if !summary.ok => {
+            let reason = summary.reason.clone().unwrap_or_else(|| "VerifyFailed".to_owned());
+            let message = summary.message.clone().unwrap_or_else(|| format!("Job {job_name} failed"));
+            with_ready(status, ModelVersionPhase::Failed, &reason, &message, input, now)
+        }
+        (JobOutcome::Failed { reason, message }, _) => {
+            let tail = raw.map(|m| format!("; last output: {}", shorten(m))).unwrap_or_default();
+            let message = format!(
+                "verify Job {job_name} failed ({reason}: {message}){tail}; see `kubectl logs job/{job_name}`"
+            );
+            with_ready(status, ModelVersionPhase::Failed, "VerifyFailed", &message, input, now)
+        }
+        (JobOutcome::Succeeded, _) => {
+            let message = format!(
+                "verify Job {job_name} succeeded but left no verify summary in its termination message; \
+                 is the predictor image a hone-predictor?"
+            );
+            with_ready(status, ModelVersionPhase::Failed, "VerifyFailed", &message, input, now)
+        }
+    }
+}
+
+/// Status of a ModelVersion whose spec cannot be verified.
+pub fn invalid(input: StatusInput<'_>, message: &str, now: &Time) -> ModelVersionStatus {
+    let mut status = input.previous.clone();
+    status.observed_generation = input.generation;
+    status.served_by = input.served_by.to_vec();
+    with_ready(status, ModelVersionPhase::Failed, REASON_INVALID_SPEC, message, input, now)
+}
+
+fn with_ready(
+    mut status: ModelVersionStatus,
+    phase: ModelVersionPhase,
+    reason: &str,
+    message: &str,
+    input: StatusInput<'_>,
+    now: &Time,
+) -> ModelVersionStatus {
+    status.phase = Some(phase);
+    let ready = ConditionStatus::from(phase == ModelVersionPhase::Ready);
+    let condition = DesiredCondition::new(CONDITION_READY, ready, reason, message, input.generation);
+    set_condition(&mut status.conditions, condition, now);
+    status
+}
+
+fn shorten(text: &str) -> String {
+    let trimmed = text.trim();
+    let mut out: String = trimmed.chars().take(300).collect();
+    if out.len() < trimmed.len() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Events for a changed Ready reason (Warning when Failed) and a changed servedBy.
+pub fn events(previous: &ModelVersionStatus, next: &ModelVersionStatus) -> Vec<EventSpec> {
+    let mut events = Vec::new();
+    let ready = |s: &ModelVersionStatus| {
+        find_condition(&s.conditions, CONDITION_READY).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    if ready(previous) != ready(next)
+        && let Some(condition) = find_condition(&next.conditions, CONDITION_READY)
+    {
+        events.push(EventSpec {
+            warning: next.phase == Some(ModelVersionPhase::Failed),
+            reason: condition.reason.clone(),
+            note: condition.message.clone(),
+            action: "Verify".to_owned(),
+        });
+    }
+    if previous.served_by != next.served_by {
+        events.push(EventSpec {
+            warning: false,
+            reason: "ServedByChanged".to_owned(),
+            note: if next.served_by.is_empty() {
+                "no InferenceService serves this version".to_owned()
+            } else {
+                format!("served by {}", next.served_by.join(", "))
+            },
+            action: "Serve".to_owned(),
+        });
+    }
+    events
+}

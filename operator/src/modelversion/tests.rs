@@ -1,0 +1,219 @@
+//! Unit tests of the ModelVersion validation, Jobs, status and deletion steps.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use hone_crds::conditions::find_condition;
+use hone_crds::modelversion::ModelVersionPhase;
+use hone_crds::{InferenceService, ModelVersion, ModelVersionStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+
+use super::desired::{self, Error, VERIFY_CONTAINER};
+use super::finalize::{Step, step};
+use super::status::{self, StatusInput};
+use crate::config::OperatorConfig;
+use crate::testutil::{job_with_condition, pod_terminated};
+
+const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn model_version(uri: &str, labels: serde_json::Value) -> ModelVersion {
+    serde_json::from_value(json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
+        "metadata": {"name": "digits-v3", "namespace": "ml", "uid": "mv-uid", "generation": 1, "labels": labels},
+        "spec": {
+            "model": "digits", "version": 3,
+            "artifact": {"uri": uri, "format": "TorchScript", "digest": DIGEST, "secretRef": {"name": "s3"}},
+            "signature": {"inputShape": [1, 32, 32], "classes": ["0", "1"]}
+        }
+    }))
+    .unwrap()
+}
+
+fn now() -> Time {
+    Time(Timestamp::from_second(1_700_000_000).unwrap())
+}
+
+#[test]
+fn artifact_locations_a_pod_cannot_read_are_invalid_with_a_fix() {
+    let config = OperatorConfig::default();
+    for (uri, needle) in [
+        ("file:///models/model.pt", "file:// cannot be read"),
+        ("ftp://host/model.pt", "scheme \"ftp\""),
+        ("s3://models/run/", "must name the TorchScript file"),
+        ("pvc:///model.pt", "scheme \"pvc\""),
+    ] {
+        let err = desired::validate(&model_version(uri, json!({})), &config).unwrap_err();
+        let Error::InvalidSpec(message) = err else { panic!("{uri}: not InvalidSpec") };
+        assert!(message.contains(needle), "{uri}: {message}");
+    }
+    assert!(desired::validate(&model_version("s3://m/a/model.pt", json!({})), &config).is_ok());
+    assert!(desired::validate(&model_version("pvc://claim/a/model.pt", json!({})), &config).is_ok());
+}
+
+#[test]
+fn verify_job_runs_the_predictor_restricted_with_digest_and_credentials() {
+    let valid = desired::validate(&model_version("s3://m/a/model.pt", json!({})), &OperatorConfig::default())
+        .unwrap();
+    let job = desired::verify_job(&valid);
+    assert_eq!(job.metadata.name.as_deref(), Some(desired::verify_job_name(&valid).as_str()));
+    assert_eq!(job.metadata.labels.as_ref().unwrap()["hone.dev/modelversion"], "digits-v3");
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.controller), ("ModelVersion", Some(true)));
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let c = &pod.containers[0];
+    assert_eq!(c.name, VERIFY_CONTAINER);
+    assert_eq!(c.image.as_deref(), Some(OperatorConfig::default().predictor_image.as_str()));
+    assert_eq!(c.args.as_deref(), Some(&["verify".to_owned()][..]));
+    let env: Vec<(String, String)> =
+        c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+    assert!(env.contains(&("HONE_MODEL_URI".into(), "s3://m/a/model.pt".into())));
+    assert!(env.contains(&("HONE_MODEL_DIGEST".into(), DIGEST.into())));
+    assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3");
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+}
+
+#[test]
+fn purge_deletes_the_run_folder_of_a_training_run_and_only_the_files_otherwise() {
+    let config = OperatorConfig::default();
+    let run = model_version("s3://m/out/cnn/tj-uid/model.pt", json!({"hone.dev/trainingjob-uid": "tj-uid"}));
+    let valid = desired::validate(&run, &config).unwrap();
+    assert_eq!(desired::purge_targets(&valid), (vec!["s3://m/out/cnn/tj-uid".to_owned()], true));
+    let args =
+        desired::purge_job(&valid).spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(args, ["purge", "--uri", "s3://m/out/cnn/tj-uid", "--prefix"]);
+
+    let by_hand = desired::validate(&model_version("s3://m/shared/model.pt", json!({})), &config).unwrap();
+    let (uris, prefix) = desired::purge_targets(&by_hand);
+    assert_eq!(uris, ["s3://m/shared/model.pt", "s3://m/shared/model.json"]);
+    assert!(!prefix);
+    // A uid label whose folder does not match the URI is not trusted with a prefix delete.
+    let odd = model_version("s3://m/shared/model.pt", json!({"hone.dev/trainingjob-uid": "tj-uid"}));
+    assert!(!desired::purge_targets(&desired::validate(&odd, &config).unwrap()).1);
+}
+
+#[test]
+fn served_by_reads_spec_status_and_both_sides_of_a_rollout() {
+    let isvc = |name: &str, spec_mv: &str, status: serde_json::Value| -> InferenceService {
+        serde_json::from_value(json!({
+            "apiVersion": "hone.dev/v1alpha1", "kind": "InferenceService",
+            "metadata": {"name": name, "namespace": "ml"},
+            "spec": {"variants": [{"name": "a", "modelVersion": spec_mv, "weight": 100}]},
+            "status": status
+        }))
+        .unwrap()
+    };
+    let services = vec![
+        isvc("z-spec", "digits-v3", json!({})),
+        isvc(
+            "b-status",
+            "digits-v4",
+            json!({"variants": [{"name": "a", "modelVersion": "digits-v3", "weight": 100, "replicas": 1, "readyReplicas": 1}]}),
+        ),
+        isvc(
+            "a-rollout",
+            "digits-v4",
+            json!({"rollout": {"variant": "a", "fromVersion": "digits-v3", "toVersion": "digits-v4", "step": 0, "canaryWeight": 10}}),
+        ),
+        isvc("other", "digits-v5", json!({})),
+    ];
+    assert_eq!(desired::served_by("digits-v3", &services), ["a-rollout", "b-status", "z-spec"]);
+    assert!(desired::served_by("digits-v9", &services).is_empty());
+}
+
+fn input<'a>(
+    previous: &'a ModelVersionStatus,
+    job: Option<&'a k8s_openapi::api::batch::v1::Job>,
+    pods: &'a [k8s_openapi::api::core::v1::Pod],
+) -> StatusInput<'a> {
+    StatusInput { generation: Some(1), previous, job, pods, served_by: &[], spec_digest: Some(DIGEST) }
+}
+
+#[test]
+fn status_follows_the_verify_job_and_its_summary() {
+    let previous = ModelVersionStatus::default();
+    let pending = status::compute(input(&previous, None, &[]), &now());
+    assert_eq!(pending.phase, Some(ModelVersionPhase::Pending));
+
+    let running = job_with_condition("Suspended", None, None);
+    let verifying = status::compute(input(&previous, Some(&running), &[]), &now());
+    assert_eq!(verifying.phase, Some(ModelVersionPhase::Verifying));
+
+    let done = job_with_condition("Complete", None, None);
+    let ok = format!(
+        r#"{{"ok":true,"model":"s3://m/model.pt","digest":"{DIGEST}","sizeBytes":1234,"forwardMs":1.5}}"#
+    );
+    let pods = [pod_terminated("j", VERIFY_CONTAINER, "2024-01-01T00:09:00Z", &ok)];
+    let ready = status::compute(input(&previous, Some(&done), &pods), &now());
+    assert_eq!(ready.phase, Some(ModelVersionPhase::Ready));
+    assert_eq!(ready.verified_digest.as_deref(), Some(DIGEST));
+    assert_eq!(ready.size_bytes, Some(1234));
+    assert_eq!(find_condition(&ready.conditions, "Ready").unwrap().status, "True");
+    assert_eq!(ready.verify_job_name.as_deref(), Some("j"));
+
+    // The recorded outcome stands when the Job is gone.
+    assert_eq!(status::compute(input(&ready, None, &[]), &now()).phase, Some(ModelVersionPhase::Ready));
+}
+
+#[test]
+fn each_failure_has_a_reason_and_a_message() {
+    let previous = ModelVersionStatus::default();
+    let failed = job_with_condition("Failed", Some("BackoffLimitExceeded"), Some("too many"));
+    let mismatch = r#"{"ok":false,"model":"s3://m/model.pt","reason":"DigestMismatch","message":"expected sha256:1, found sha256:2"}"#;
+    let pods = [pod_terminated("j", VERIFY_CONTAINER, "2024-01-01T00:09:00Z", mismatch)];
+    let s = status::compute(input(&previous, Some(&failed), &pods), &now());
+    let ready = find_condition(&s.conditions, "Ready").unwrap();
+    assert_eq!((s.phase, ready.reason.as_str()), (Some(ModelVersionPhase::Failed), "DigestMismatch"));
+    assert!(ready.message.contains("found sha256:2"));
+
+    let crash = [pod_terminated("j", VERIFY_CONTAINER, "2024-01-01T00:09:00Z", "Segmentation fault")];
+    let s = status::compute(input(&previous, Some(&failed), &crash), &now());
+    let ready = find_condition(&s.conditions, "Ready").unwrap();
+    assert_eq!(ready.reason, "VerifyFailed");
+    assert!(
+        ready.message.contains("Segmentation fault") && ready.message.contains("kubectl logs"),
+        "{}",
+        ready.message
+    );
+
+    let done = job_with_condition("Complete", None, None);
+    let s = status::compute(input(&previous, Some(&done), &[]), &now());
+    assert_eq!(find_condition(&s.conditions, "Ready").unwrap().reason, "VerifyFailed");
+
+    // A verifier that read other bytes than the spec pins fails even if it says ok.
+    let other = r#"{"ok":true,"model":"m","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222"}"#;
+    let pods = [pod_terminated("j", VERIFY_CONTAINER, "2024-01-01T00:09:00Z", other)];
+    let s = status::compute(input(&previous, Some(&done), &pods), &now());
+    assert_eq!(find_condition(&s.conditions, "Ready").unwrap().reason, "DigestMismatch");
+
+    let s = status::invalid(input(&previous, None, &[]), "bad uri", &now());
+    assert_eq!(find_condition(&s.conditions, "Ready").unwrap().reason, "InvalidSpec");
+}
+
+#[test]
+fn served_by_changes_and_new_outcomes_publish_events() {
+    let previous = ModelVersionStatus::default();
+    let mut next = previous.clone();
+    next.served_by = vec!["web".into()];
+    let events = status::events(&previous, &next);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "ServedByChanged");
+    assert!(status::events(&next, &next).is_empty(), "an unchanged status publishes nothing");
+}
+
+#[test]
+fn deletion_waits_for_servers_then_purges_then_releases() {
+    let served = vec!["web".to_owned()];
+    assert_eq!(step(&served, true, None), Step::Blocked(served.clone()));
+    assert_eq!(step(&[], false, None), Step::Release);
+    assert_eq!(step(&[], true, None), Step::StartPurge);
+    let running = job_with_condition("Suspended", None, None);
+    assert_eq!(step(&[], true, Some(&running)), Step::Purging);
+    let done = job_with_condition("Complete", None, None);
+    assert_eq!(step(&[], true, Some(&done)), Step::Release);
+    let failed = job_with_condition("Failed", Some("BackoffLimitExceeded"), Some("no creds"));
+    assert!(matches!(step(&[], true, Some(&failed)), Step::PurgeFailed(m) if m.contains("no creds")));
+}

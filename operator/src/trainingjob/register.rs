@@ -1,0 +1,243 @@
+//! Registers a finished training run as a ModelVersion `<model>-v<N>`,
+//! N = 1 + the highest existing version of that model.
+//!
+//! Exactly one ModelVersion per TrainingJob, across operator restarts and
+//! racing replicas:
+//! 1. a ModelVersion labelled with the TrainingJob's uid is the registration;
+//! 2. otherwise the name is first reserved in `status.modelVersion` with a
+//!    resourceVersion precondition, so only one writer can reserve it;
+//! 3. then the ModelVersion is created (a plain create: AlreadyExists is an
+//!    answer, never an overwrite). A name taken by someone else meanwhile is
+//!    given up and a new one reserved.
+//!
+//! Registered ModelVersions carry no ownerReference: a registry entry outlives
+//! the TrainingJob that produced it.
+
+use std::collections::BTreeMap;
+
+use hone_crds::consts::{
+    FIELD_MANAGER, LABEL_DATASET, LABEL_MANAGED_BY, LABEL_MODEL, LABEL_PART_OF, LABEL_TRAINING_JOB,
+    LABEL_TRAINING_JOB_UID, LABEL_VALUE_HONE,
+};
+use hone_crds::contract::TrainSummary;
+use hone_crds::modelversion::{Artifact, ArtifactFormat, Lineage, ModelVersionSpec, Signature};
+use hone_crds::{Dataset, ModelVersion, SecretRef, TrainingJob};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+use crate::context::Context;
+
+/// Why registration did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A read or write of the apiserver failed.
+    #[error("{action} for trainingjob {namespace}/{name}: {source}")]
+    Api {
+        /// What was being done.
+        action: &'static str,
+        /// Namespace of the TrainingJob.
+        namespace: String,
+        /// Name of the TrainingJob.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Another writer changed the TrainingJob while a name was being reserved; retry.
+    #[error("trainingjob {namespace}/{name} changed while reserving ModelVersion {model_version}; retrying")]
+    Conflict {
+        /// Namespace of the TrainingJob.
+        namespace: String,
+        /// Name of the TrainingJob.
+        name: String,
+        /// The name that was being reserved.
+        model_version: String,
+    },
+}
+
+impl Error {
+    /// Metric label and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Api { .. } => "register",
+            Self::Conflict { .. } => "conflict",
+        }
+    }
+}
+
+/// The ModelVersion name of version `version` of `model`.
+pub fn model_version_name(model: &str, version: i64) -> String {
+    format!("{model}-v{version}")
+}
+
+/// 1 + the highest version of `model` among `existing` (1 when there is none).
+pub fn next_version(existing: &[ModelVersion], model: &str) -> i64 {
+    existing.iter().filter(|mv| mv.spec.model == model).map(|mv| mv.spec.version).max().unwrap_or(0) + 1
+}
+
+/// The version a reserved name stands for, when it is `<model>-v<N>`.
+pub fn reserved_version(name: &str, model: &str) -> Option<i64> {
+    name.strip_prefix(model)?.strip_prefix("-v")?.parse().ok().filter(|v| *v > 0)
+}
+
+/// The ModelVersion a successful run registers. Pure.
+///
+/// Classes come from the summary, or (when the trainer cut them to fit the
+/// termination log) from the Dataset it verified, whose classes are in the
+/// same sorted order.
+pub fn desired_model_version(
+    tj: &TrainingJob,
+    train: &TrainSummary,
+    dataset: Option<&Dataset>,
+    secret_ref: Option<SecretRef>,
+    version: i64,
+) -> ModelVersion {
+    let model = tj.spec.register_as.model.clone();
+    let tj_name = tj.name_any();
+    let classes = if train.classes.is_empty() {
+        dataset.and_then(|d| d.status.as_ref()).and_then(|s| s.classes.clone()).unwrap_or_default()
+    } else {
+        train.classes.clone()
+    };
+    let mut labels: BTreeMap<String, String> = tj.spec.register_as.labels.clone().unwrap_or_default();
+    labels.extend([
+        (LABEL_MANAGED_BY.to_owned(), LABEL_VALUE_HONE.to_owned()),
+        (LABEL_PART_OF.to_owned(), LABEL_VALUE_HONE.to_owned()),
+        (LABEL_MODEL.to_owned(), model.clone()),
+        (LABEL_TRAINING_JOB.to_owned(), tj_name.clone()),
+        (LABEL_TRAINING_JOB_UID.to_owned(), tj.metadata.uid.clone().unwrap_or_default()),
+        (LABEL_DATASET.to_owned(), tj.spec.dataset_ref.name.clone()),
+    ]);
+    let spec = ModelVersionSpec {
+        model: model.clone(),
+        version,
+        artifact: Artifact {
+            uri: train.artifact_uri.clone(),
+            format: ArtifactFormat::TorchScript,
+            digest: Some(train.artifact_digest.clone()),
+            secret_ref,
+        },
+        signature: Signature {
+            input_shape: train.input_shape.clone(),
+            classes,
+            preprocessing: train.preprocessing.clone(),
+        },
+        lineage: Some(Lineage {
+            training_job: Some(tj_name),
+            dataset: Some(tj.spec.dataset_ref.name.clone()),
+            dataset_digest: train
+                .dataset_digest
+                .clone()
+                .or_else(|| tj.status.as_ref().and_then(|s| s.dataset_digest.clone())),
+        }),
+        metrics: (!train.metrics.is_empty()).then(|| train.metrics.clone()),
+    };
+    let mut mv = ModelVersion::new(&model_version_name(&model, version), spec);
+    mv.metadata.namespace = tj.metadata.namespace.clone();
+    mv.metadata.labels = Some(labels);
+    mv
+}
+
+/// What registration needs besides the TrainingJob.
+pub struct Registration<'a> {
+    /// The ModelVersion already carrying this TrainingJob's uid, if any.
+    pub registered: Option<&'a ModelVersion>,
+    /// The training summary from the pod.
+    pub train: &'a TrainSummary,
+    /// The Dataset (for class names the summary had to cut).
+    pub dataset: Option<&'a Dataset>,
+    /// Credentials for the artifact's storage.
+    pub secret_ref: Option<SecretRef>,
+}
+
+/// Makes sure the ModelVersion of this run exists; returns its name and whether it was created now.
+pub async fn ensure(
+    ctx: &Context,
+    tj: &TrainingJob,
+    input: Registration<'_>,
+) -> Result<(String, bool), Error> {
+    if let Some(mv) = input.registered {
+        return Ok((mv.name_any(), false));
+    }
+    let namespace = tj.namespace().unwrap_or_default();
+    let name = tj.name_any();
+    let uid = tj.metadata.uid.clone().unwrap_or_default();
+    let model = &tj.spec.register_as.model;
+    let api_error = |action: &'static str| {
+        let (namespace, name) = (namespace.clone(), name.clone());
+        move |source| Error::Api { action, namespace, name, source }
+    };
+    let mvs = Api::<ModelVersion>::namespaced(ctx.client.clone(), &namespace);
+    let reserved =
+        tj.status.as_ref().and_then(|s| s.model_version.as_deref()).and_then(|n| reserved_version(n, model));
+    let version = match reserved {
+        Some(version) => version,
+        None => {
+            // A fresh list (not a cache): the highest version right now.
+            let existing = mvs
+                .list(&ListParams::default().labels(&format!("{LABEL_MODEL}={model}")))
+                .await
+                .map_err(api_error("listing ModelVersions"))?
+                .items;
+            // Hand-registered ModelVersions may lack the label; count them too.
+            let all =
+                mvs.list(&ListParams::default()).await.map_err(api_error("listing ModelVersions"))?.items;
+            let version = next_version(&existing, model).max(next_version(&all, model));
+            reserve(ctx, tj, &model_version_name(model, version)).await?;
+            version
+        }
+    };
+    let desired = desired_model_version(tj, input.train, input.dataset, input.secret_ref, version);
+    let mv_name = desired.name_any();
+    match mvs.create(&PostParams::default(), &desired).await {
+        Ok(_) => Ok((mv_name, true)),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = mvs.get_opt(&mv_name).await.map_err(api_error("reading ModelVersion"))?;
+            let ours = existing.as_ref().and_then(|mv| mv.labels().get(LABEL_TRAINING_JOB_UID)) == Some(&uid);
+            if ours {
+                return Ok((mv_name, false));
+            }
+            // Someone registered that name by hand since the reservation: reserve the next one.
+            tracing::info!(model_version = %mv_name, "reserved ModelVersion name was taken; reserving another");
+            unreserve(ctx, tj).await?;
+            Err(Error::Conflict { namespace, name, model_version: mv_name })
+        }
+        Err(source) => Err(api_error("creating ModelVersion")(source)),
+    }
+}
+
+/// Writes `model_version` into the status, guarded by the resourceVersion the
+/// reconcile read: a concurrent writer makes this fail with Conflict.
+async fn reserve(ctx: &Context, tj: &TrainingJob, model_version: &str) -> Result<(), Error> {
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": tj.resource_version()},
+        "status": {"modelVersion": model_version},
+    });
+    patch_status(ctx, tj, &patch, model_version).await
+}
+
+async fn unreserve(ctx: &Context, tj: &TrainingJob) -> Result<(), Error> {
+    let patch = serde_json::json!({"status": {"modelVersion": null}});
+    patch_status(ctx, tj, &patch, "").await
+}
+
+async fn patch_status(
+    ctx: &Context,
+    tj: &TrainingJob,
+    patch: &serde_json::Value,
+    model_version: &str,
+) -> Result<(), Error> {
+    let namespace = tj.namespace().unwrap_or_default();
+    let name = tj.name_any();
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..Default::default() };
+    match Api::<TrainingJob>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&name, &params, &Patch::Merge(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            Err(Error::Conflict { namespace, name, model_version: model_version.to_owned() })
+        }
+        Err(source) => Err(Error::Api { action: "reserving a ModelVersion name", namespace, name, source }),
+    }
+}

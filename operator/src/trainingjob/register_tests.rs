@@ -1,0 +1,142 @@
+//! Unit tests of ModelVersion registration (pure parts), the Job actions and
+//! the TrainingJob Events.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use hone_crds::contract::TrainSummary;
+use hone_crds::trainingjob::{TrainingJobPhase, TrainingJobStatus};
+use hone_crds::{ModelVersion, SecretRef};
+use k8s_openapi::api::batch::v1::Job;
+use serde_json::json;
+
+use super::apply::{JobAction, job_action};
+use super::register::{desired_model_version, model_version_name, next_version, reserved_version};
+use super::tests::{ready_dataset_for_tests, training_job_for_tests};
+
+fn mv(model: &str, version: i64) -> ModelVersion {
+    serde_json::from_value(json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
+        "metadata": {"name": model_version_name(model, version)},
+        "spec": {"model": model, "version": version,
+            "artifact": {"uri": "s3://m/model.pt", "format": "TorchScript"},
+            "signature": {"inputShape": [4], "classes": ["a"]}}
+    }))
+    .unwrap()
+}
+
+fn summary(classes: &[&str]) -> TrainSummary {
+    TrainSummary {
+        epoch: 5,
+        total_epochs: 5,
+        metrics: [("val_accuracy".to_owned(), 0.97)].into(),
+        artifact_uri: "s3://models/cnn/tj-uid/model.pt".into(),
+        artifact_digest: "sha256:abc".into(),
+        artifact_size_bytes: 10,
+        dataset_digest: Some("sha256:data".into()),
+        input_shape: vec![1, 32, 32],
+        classes: classes.iter().map(|c| (*c).to_owned()).collect(),
+        preprocessing: None,
+    }
+}
+
+#[test]
+fn the_next_version_is_one_above_the_highest_of_that_model() {
+    assert_eq!(next_version(&[], "digits"), 1);
+    let existing = [mv("digits", 1), mv("digits", 7), mv("iris", 9)];
+    assert_eq!(next_version(&existing, "digits"), 8);
+    assert_eq!(next_version(&existing, "iris"), 10);
+    assert_eq!(model_version_name("digits", 8), "digits-v8");
+}
+
+#[test]
+fn a_reserved_name_is_trusted_only_when_it_is_this_models() {
+    assert_eq!(reserved_version("digits-v12", "digits"), Some(12));
+    assert_eq!(reserved_version("digits-cnn-v2", "digits"), None);
+    assert_eq!(reserved_version("digits-v0", "digits"), None);
+    assert_eq!(reserved_version("iris-v2", "digits"), None);
+}
+
+#[test]
+fn the_registered_model_version_carries_lineage_metrics_and_labels() {
+    let mut tj = training_job_for_tests("");
+    tj.spec.register_as.labels = Some([("team".to_owned(), "vision".to_owned())].into());
+    let ds = ready_dataset_for_tests();
+    let secret = Some(SecretRef { name: "s3-creds".into() });
+    let out = desired_model_version(&tj, &summary(&["zero", "one"]), Some(&ds), secret.clone(), 3);
+    assert_eq!(out.metadata.name.as_deref(), Some("digits-cnn-v3"));
+    assert_eq!(out.metadata.namespace.as_deref(), Some("ml"));
+    assert!(out.metadata.owner_references.is_none(), "a registry entry outlives its TrainingJob");
+    let labels = out.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["hone.dev/trainingjob-uid"], "tj-uid");
+    assert_eq!(labels["hone.dev/model"], "digits-cnn");
+    assert_eq!(labels["team"], "vision");
+    assert_eq!(out.spec.version, 3);
+    assert_eq!(out.spec.artifact.uri, "s3://models/cnn/tj-uid/model.pt");
+    assert_eq!(out.spec.artifact.digest.as_deref(), Some("sha256:abc"));
+    assert_eq!(out.spec.artifact.secret_ref, secret);
+    assert_eq!(out.spec.signature.classes, ["zero", "one"]);
+    let lineage = out.spec.lineage.as_ref().unwrap();
+    assert_eq!(lineage.training_job.as_deref(), Some("cnn"));
+    assert_eq!(lineage.dataset.as_deref(), Some("digits"));
+    assert_eq!(lineage.dataset_digest.as_deref(), Some("sha256:data"));
+    assert_eq!(out.spec.metrics.as_ref().unwrap()["val_accuracy"], 0.97);
+}
+
+#[test]
+fn classes_cut_from_the_summary_come_from_the_dataset() {
+    let tj = training_job_for_tests("");
+    let mut ds = ready_dataset_for_tests();
+    ds.status.as_mut().unwrap().classes = Some(vec!["a".into(), "b".into(), "c".into()]);
+    let out = desired_model_version(&tj, &summary(&[]), Some(&ds), None, 1);
+    assert_eq!(out.spec.signature.classes, ["a", "b", "c"]);
+}
+
+fn job(suspend: bool, condition: Option<&str>) -> Job {
+    serde_json::from_value(json!({
+        "metadata": {"name": "j"},
+        "spec": {"suspend": suspend, "template": {}},
+        "status": {"conditions": condition.map(|c| vec![json!({"type": c, "status": "True"})]).unwrap_or_default()}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn an_existing_job_only_ever_changes_suspend() {
+    let want_running = job(false, None);
+    let want_suspended = job(true, None);
+    assert_eq!(job_action(&want_running, None, false, false), JobAction::Create);
+    assert_eq!(
+        job_action(&want_running, None, false, true),
+        JobAction::Finished,
+        "TTL removed a finished run"
+    );
+    assert_eq!(
+        job_action(&want_suspended, Some(&job(false, None)), false, false),
+        JobAction::SetSuspend(true)
+    );
+    assert_eq!(job_action(&want_running, Some(&job(true, None)), false, false), JobAction::SetSuspend(false));
+    assert_eq!(job_action(&want_running, Some(&job(false, None)), false, false), JobAction::Keep);
+    assert_eq!(
+        job_action(&want_running, Some(&job(true, None)), true, false),
+        JobAction::Keep,
+        "Kueue owns suspend"
+    );
+    assert_eq!(
+        job_action(&want_suspended, Some(&job(false, Some("Complete"))), false, false),
+        JobAction::Keep
+    );
+}
+
+#[test]
+fn every_new_phase_is_an_event_and_failures_are_warnings() {
+    let running = TrainingJobStatus { phase: Some(TrainingJobPhase::Running), ..Default::default() };
+    let failed = TrainingJobStatus {
+        phase: Some(TrainingJobPhase::Failed),
+        message: Some("OOMKilled".into()),
+        ..Default::default()
+    };
+    let events = super::events(&running, &failed);
+    assert_eq!(events.len(), 1);
+    assert!(events[0].warning);
+    assert!(super::events(&running, &running).is_empty());
+    assert!(!super::events(&TrainingJobStatus::default(), &running)[0].warning);
+}
