@@ -32,7 +32,8 @@ unit-test: ## Unit and integration tests of every crate (real training, MinIO an
 	  $(CARGO) test --workspace --exclude hone-cluster-tests
 
 .PHONY: cluster-test
-cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at
+cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (runs the real hone-operator binary)
+	$(WITH_TORCH) $(CARGO) build -p hone-operator
 	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests -- --test-threads=4
 
 .PHONY: test

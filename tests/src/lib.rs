@@ -6,8 +6,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hone_crds::consts::FIELD_MANAGER;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 /// A client for the cluster in `KUBECONFIG`, with a clear error when there is none.
@@ -82,3 +84,32 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Installs (or updates) every CRD with server-side apply and waits until
+/// each is Established. Safe to run from several tests at once.
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for crd in hone_crds::all_crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
+        wait_for(&format!("CRD {name} Established"), Duration::from_secs(60), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await?;
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(established.then_some(()))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+pub mod operator;

@@ -5,46 +5,15 @@
 // Test code: a failed step fails the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
-
-use hone_cluster_tests::{TestNamespace, client, wait_for};
-use hone_crds::consts::FIELD_MANAGER;
+use hone_cluster_tests::{TestNamespace, client, install_crds};
 use hone_crds::{
     InferenceService, ModelVersion, TrainingJob, inferenceservice as isvc, modelversion as mv,
     trainingjob as tj,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-
-/// Installs (or updates) every CRD with server-side apply and waits until
-/// each is Established. Safe to run from several tests at once.
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    for crd in hone_crds::all_crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &params, &Patch::Apply(&crd)).await?;
-        wait_for(&format!("CRD {name} Established"), Duration::from_secs(60), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok(established.then_some(()))
-            }
-        })
-        .await?;
-    }
-    Ok(())
-}
 
 fn sample<T: DeserializeOwned>(file: &str) -> T {
     let path = format!("{}/../config/samples/{file}", env!("CARGO_MANIFEST_DIR"));

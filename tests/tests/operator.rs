@@ -1,0 +1,394 @@
+//! The operator's controllers on a real apiserver: the real `hone-operator`
+//! binary runs with exactly the chart's RBAC (impersonating its
+//! ServiceAccount) in a namespace that enforces Pod Security "restricted".
+//!
+//! KWOK runs the pods and completes Job pods, but nothing runs inside them:
+//! where a step needs the trainer's or the verifier's result, the test writes
+//! that pod's termination message itself (as the kubelet would from
+//! /dev/termination-log), and says so in the step.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use hone_cluster_tests::operator::{OperatorProcess, grant, revoke};
+use hone_cluster_tests::{TestNamespace, client, install_crds, wait_for};
+use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+const DIGEST: &str = "sha256:3f1a7b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90";
+const ARTIFACT_DIGEST: &str = "sha256:aa11bb22cc33dd44ee55ff66aa11bb22cc33dd44ee55ff66aa11bb22cc33dd44";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Env {
+    client: Client,
+    ns: TestNamespace,
+}
+
+impl Env {
+    async fn new(prefix: &str) -> Self {
+        let client = client().await.unwrap();
+        install_crds(&client).await.unwrap();
+        let labels = [
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ];
+        let ns = TestNamespace::create(&client, prefix, &labels).await.unwrap();
+        grant(&client, &ns.name).await.unwrap();
+        Self { client, ns }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    async fn create(&self, body: Value) {
+        let kind = body["kind"].as_str().unwrap().to_owned();
+        let obj: kube::api::DynamicObject = serde_json::from_value(body).unwrap();
+        let resource = match kind.as_str() {
+            "Dataset" => kube::api::ApiResource::erase::<Dataset>(&()),
+            "TrainingJob" => kube::api::ApiResource::erase::<TrainingJob>(&()),
+            "ModelVersion" => kube::api::ApiResource::erase::<ModelVersion>(&()),
+            "InferenceService" => kube::api::ApiResource::erase::<InferenceService>(&()),
+            other => panic!("unexpected kind {other}"),
+        };
+        Api::<kube::api::DynamicObject>::namespaced_with(self.client.clone(), &self.ns.name, &resource)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("creating {kind}: {e}"));
+    }
+
+    async fn cleanup(self) {
+        revoke(&self.client, &self.ns.name).await.unwrap();
+        self.ns.cleanup().await.unwrap();
+    }
+
+    /// The one Job labelled `label=value`, once it exists.
+    async fn job(&self, label: &str, value: &str) -> Job {
+        let api = self.api::<Job>();
+        let selector = format!("{label}={value}");
+        wait_for(&format!("a Job with {selector}"), WAIT, || {
+            let (api, selector) = (api.clone(), selector.clone());
+            async move { Ok(api.list(&ListParams::default().labels(&selector)).await?.items.into_iter().next()) }
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits for the pod of `job` to be completed by KWOK, then writes
+    /// `message` as its container's termination message (standing in for the
+    /// program that would have run in it).
+    async fn finish_pod(&self, job: &Job, container: &str, message: &str) {
+        let pods = self.api::<Pod>();
+        let selector = format!("batch.kubernetes.io/job-name={}", job.name_any());
+        let pod = wait_for(&format!("a completed pod of {}", job.name_any()), WAIT, || {
+            let (pods, selector) = (pods.clone(), selector.clone());
+            async move {
+                let list = pods.list(&ListParams::default().labels(&selector)).await?;
+                Ok(list
+                    .items
+                    .into_iter()
+                    .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")))
+            }
+        })
+        .await
+        .unwrap();
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let patch = json!({"status": {"containerStatuses": [{
+            "name": container, "image": "hone.local/test", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
+                "message": message}}
+        }]}});
+        pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+
+    /// Waits until `check` holds for the named object, returning it.
+    async fn until<K>(&self, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let obj = api.get_opt(name).await.unwrap();
+            if let Some(obj) = obj.as_ref().filter(|o| check(o)) {
+                return obj.clone();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("timed out waiting for {name}: {what}; last seen: {obj:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn gone<K>(&self, name: &str)
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        wait_for(&format!("{name} to be deleted"), WAIT, || {
+            let api = api.clone();
+            async move { Ok(api.get_opt(name).await?.is_none().then_some(())) }
+        })
+        .await
+        .unwrap();
+    }
+}
+
+fn dataset(name: &str) -> Value {
+    json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": name},
+        "spec": {"source": {"uri": "s3://hone-datasets/digits/", "secretRef": {"name": "s3"}},
+                 "format": "ImageFolder", "image": {"width": 32, "height": 32, "channels": 1}}
+    })
+}
+
+fn training_job(name: &str, dataset: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "datasetRef": {"name": dataset}, "model": {"architecture": "simple-cnn"},
+        "hyperparameters": {"epochs": 3}, "output": {"uri": "s3://hone-models/", "secretRef": {"name": "s3"}},
+        "registerAs": {"model": "digits", "labels": {"team": "vision"}}
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({"apiVersion": "hone.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec})
+}
+
+fn is_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
+    conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Creates Dataset `name` and plays its inspect pod: Ready with [`DIGEST`].
+async fn ready_dataset(env: &Env, name: &str) -> Dataset {
+    env.create(dataset(name)).await;
+    let job = env.job("hone.dev/dataset", name).await;
+    // The test writes the inspect summary hone-trainer would have written.
+    let summary = json!({"kind": "inspect", "digest": DIGEST, "samples": 1797, "sizeBytes": 1_200_000,
+        "classes": ["0", "1"], "classCounts": {"0": 900, "1": 897}});
+    env.finish_pod(&job, "inspect", &summary.to_string()).await;
+    env.until::<Dataset>(name, "Ready", |d| d.status.as_ref().is_some_and(|s| is_ready(&s.conditions))).await
+}
+
+#[tokio::test]
+async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion() {
+    let env = Env::new("hone-op-life").await;
+    let operator = OperatorProcess::start(&env.ns.name, "op-a", &[]).unwrap();
+    operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+
+    let ds = ready_dataset(&env, "digits").await;
+    assert_eq!(ds.status.as_ref().unwrap().digest.as_deref(), Some(DIGEST));
+
+    // Training: the Job trains on the pinned digest, in a restricted pod.
+    env.create(training_job("cnn", "digits", json!({}))).await;
+    let job = env.job("hone.dev/trainingjob", "cnn").await;
+    let pod_spec = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let env_vars: Vec<(String, String)> = pod_spec.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    assert!(env_vars.contains(&("HONE_DATASET_DIGEST".into(), DIGEST.into())), "{env_vars:?}");
+    assert!(env_vars.contains(&("HONE_EPOCHS".into(), "3".into())), "{env_vars:?}");
+    let tj_uid = env.api::<TrainingJob>().get("cnn").await.unwrap().uid().unwrap();
+    // The test writes the training summary hone-trainer would have written.
+    let artifact = format!("s3://hone-models/cnn/{tj_uid}/model.pt");
+    let summary = json!({"kind": "train", "epoch": 3, "totalEpochs": 3,
+        "metrics": {"val_accuracy": 0.97, "test_accuracy": 0.96}, "artifactUri": artifact,
+        "artifactDigest": ARTIFACT_DIGEST, "artifactSizeBytes": 4096, "datasetDigest": DIGEST,
+        "inputShape": [1, 32, 32], "classes": ["0", "1"]});
+    env.finish_pod(&job, "trainer", &summary.to_string()).await;
+    let tj = env
+        .until::<TrainingJob>("cnn", "Succeeded with a ModelVersion", |t| {
+            t.status.as_ref().is_some_and(|s| s.model_version.is_some() && is_ready(&s.conditions))
+        })
+        .await;
+    let status = tj.status.unwrap();
+    assert_eq!(status.model_version.as_deref(), Some("digits-v1"));
+    assert_eq!(status.dataset_digest.as_deref(), Some(DIGEST));
+    assert_eq!(status.metrics.as_ref().and_then(|m| m.get("val_accuracy")).copied(), Some(0.97));
+
+    // Registration: lineage, metrics, labels; then the verify Job.
+    let mv = env.api::<ModelVersion>().get("digits-v1").await.unwrap();
+    assert_eq!(mv.spec.version, 1);
+    assert_eq!(mv.spec.artifact.uri, artifact);
+    assert_eq!(mv.spec.artifact.digest.as_deref(), Some(ARTIFACT_DIGEST));
+    let lineage = mv.spec.lineage.clone().unwrap();
+    assert_eq!(
+        (lineage.training_job.as_deref(), lineage.dataset_digest.as_deref()),
+        (Some("cnn"), Some(DIGEST))
+    );
+    assert_eq!(mv.labels().get("team").map(String::as_str), Some("vision"));
+    let verify = env.job("hone.dev/modelversion", "digits-v1").await;
+    // The test writes the one-line summary `hone-predictor verify` would have written.
+    let ok = json!({"ok": true, "model": artifact, "digest": ARTIFACT_DIGEST, "sizeBytes": 4096, "forwardMs": 2.0});
+    env.finish_pod(&verify, "verify", &ok.to_string()).await;
+    let mv = env
+        .until::<ModelVersion>("digits-v1", "Ready", |m| {
+            m.status.as_ref().is_some_and(|s| is_ready(&s.conditions))
+        })
+        .await;
+    assert_eq!(mv.status.as_ref().unwrap().verified_digest.as_deref(), Some(ARTIFACT_DIGEST));
+    assert!(mv.finalizers().iter().any(|f| f == "hone.dev/model-version"));
+
+    // A restarted operator (and a nudged TrainingJob) registers nothing twice.
+    assert_eq!(operator.stop().await.unwrap(), Some(0), "a SIGTERM stop is clean");
+    let operator = OperatorProcess::start(&env.ns.name, "op-b", &[]).unwrap();
+    operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let nudge = json!({"metadata": {"annotations": {"test.hone.dev/nudge": "1"}}});
+    env.api::<TrainingJob>().patch("cnn", &PatchParams::default(), &Patch::Merge(&nudge)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all = env.api::<ModelVersion>().list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(all.iter().map(|m| m.name_any()).collect::<Vec<_>>(), ["digits-v1"]);
+
+    // A second run of the same model is version 2.
+    env.create(training_job("cnn-2", "digits", json!({}))).await;
+    let job2 = env.job("hone.dev/trainingjob", "cnn-2").await;
+    let uid2 = env.api::<TrainingJob>().get("cnn-2").await.unwrap().uid().unwrap();
+    let mut summary2 = summary.clone();
+    summary2["artifactUri"] = json!(format!("s3://hone-models/cnn-2/{uid2}/model.pt"));
+    env.finish_pod(&job2, "trainer", &summary2.to_string()).await;
+    env.until::<TrainingJob>("cnn-2", "registered as v2", |t| {
+        t.status.as_ref().and_then(|s| s.model_version.as_deref()) == Some("digits-v2")
+    })
+    .await;
+
+    // Deletion guard: served by an InferenceService, digits-v1 is not deleted.
+    env.create(
+        json!({"apiVersion": "hone.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": "web"},
+        "spec": {"variants": [{"name": "main", "modelVersion": "digits-v1", "weight": 100}]}}),
+    )
+    .await;
+    env.until::<ModelVersion>("digits-v1", "servedBy web", |m| {
+        m.status.as_ref().is_some_and(|s| s.served_by == ["web"])
+    })
+    .await;
+    env.api::<ModelVersion>().delete("digits-v1", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = env.api::<ModelVersion>().get("digits-v1").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some(), "deletion is pending, not done");
+    env.api::<InferenceService>().delete("web", &DeleteParams::default()).await.unwrap();
+    env.gone::<ModelVersion>("digits-v1").await;
+
+    // artifact-policy Delete: a purge Job (trainer image) runs before the ModelVersion goes.
+    let annotate = json!({"metadata": {"annotations": {"hone.dev/artifact-policy": "Delete"}}});
+    env.api::<ModelVersion>()
+        .patch("digits-v2", &PatchParams::default(), &Patch::Merge(&annotate))
+        .await
+        .unwrap();
+    env.api::<ModelVersion>().delete("digits-v2", &DeleteParams::default()).await.unwrap();
+    let purge = wait_for("the purge Job", WAIT, || {
+        let api = env.api::<Job>();
+        async move {
+            let jobs =
+                api.list(&ListParams::default().labels("hone.dev/modelversion=digits-v2")).await?.items;
+            Ok(jobs.into_iter().find(|j| j.name_any().contains("purge")))
+        }
+    })
+    .await
+    .unwrap();
+    let args = purge.spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(args, ["purge", "--uri", &format!("s3://hone-models/cnn-2/{uid2}"), "--prefix"]);
+    env.gone::<ModelVersion>("digits-v2").await;
+
+    // Cascade: deleting the TrainingJob removes its Job (garbage collector).
+    env.api::<TrainingJob>().delete("cnn", &DeleteParams::background()).await.unwrap();
+    env.gone::<Job>(&job.name_any()).await;
+
+    operator.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn failed_training_reports_the_reason_and_what_to_do() {
+    let env = Env::new("hone-op-fail").await;
+    let operator = OperatorProcess::start(&env.ns.name, "op", &[]).unwrap();
+    operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    // A TrainingJob before its Dataset exists waits with a reason.
+    env.create(training_job("early", "later", json!({}))).await;
+    let waiting = env
+        .until::<TrainingJob>("early", "waiting for its Dataset", |t| {
+            t.status.as_ref().is_some_and(|s| s.message.as_deref().unwrap_or("").contains("does not exist"))
+        })
+        .await;
+    assert_eq!(waiting.status.unwrap().phase, Some(hone_crds::trainingjob::TrainingJobPhase::Pending));
+
+    ready_dataset(&env, "digits").await;
+    // No node matches, so the pod never starts and the deadline fails the Job.
+    let extra = json!({"nodeSelector": {"hone.dev/none": "true"}, "runPolicy": {"activeDeadlineSeconds": 2, "backoffLimit": 0}});
+    env.create(training_job("slow", "digits", extra)).await;
+    let tj = env
+        .until::<TrainingJob>("slow", "Failed", |t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(hone_crds::trainingjob::TrainingJobPhase::Failed))
+        })
+        .await;
+    let status = tj.status.unwrap();
+    assert_eq!(status.failure_reason, Some(hone_crds::trainingjob::FailureReason::DeadlineExceeded));
+    assert!(status.message.unwrap().contains("activeDeadlineSeconds"));
+    assert!(env.api::<ModelVersion>().list(&ListParams::default()).await.unwrap().items.is_empty());
+
+    // A trainer error: the message from its summary reaches the status.
+    env.create(training_job("bad", "digits", json!({}))).await;
+    let job = env.job("hone.dev/trainingjob", "bad").await;
+    // The test writes the error summary hone-trainer would have written.
+    let error = json!({"kind": "error", "reason": "InvalidData", "message": "train/3/x.png: not a PNG"});
+    env.finish_pod(&job, "trainer", &error.to_string()).await;
+    let tj = env
+        .until::<TrainingJob>("bad", "Failed: TrainerError", |t| {
+            t.status.as_ref().is_some_and(|s| {
+                s.failure_reason == Some(hone_crds::trainingjob::FailureReason::TrainerError)
+            })
+        })
+        .await;
+    assert!(tj.status.unwrap().message.unwrap().contains("not a PNG"));
+
+    operator.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_replicas_one_leader_and_a_takeover() {
+    let env = Env::new("hone-op-ha").await;
+    let a = OperatorProcess::start(&env.ns.name, "replica-a", &[]).unwrap();
+    a.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", a.log()));
+    let b = OperatorProcess::start(&env.ns.name, "replica-b", &[]).unwrap();
+    // b is up (serving metrics) but stands by.
+    wait_for("replica-b's metrics", WAIT, || async { Ok(b.metric("hone_operator_leader").await) })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.metric("hone_operator_leader").await, Some(0.0));
+    assert_eq!(a.metric("hone_operator_leader").await, Some(1.0));
+    let lease = env.api::<Lease>().get("hone-operator").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-a"));
+    env.create(dataset("one")).await;
+    env.job("hone.dev/dataset", "one").await;
+
+    // The leader stops (rolling update): the standby takes over and reconciles.
+    a.stop().await.unwrap();
+    b.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
+    let lease = env.api::<Lease>().get("hone-operator").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-b"));
+    env.create(dataset("two")).await;
+    env.job("hone.dev/dataset", "two").await;
+
+    b.stop().await.unwrap();
+    env.cleanup().await;
+}
