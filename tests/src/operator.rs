@@ -243,6 +243,11 @@ impl OperatorProcess {
         bail!("the operator did not stop within 30 s of SIGTERM:\n{}", self.log())
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// True while the process runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
