@@ -37,7 +37,7 @@ cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (
 	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests -- --test-threads=4
 
 .PHONY: test
-test: lint generate-check unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
+test: lint chart-lint generate-check unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
 	hack/with-cluster.sh $(MAKE) --no-print-directory cluster-test
 
 .PHONY: data
@@ -56,6 +56,15 @@ bench-predictor: ## hone-predictor vs KServe vs FastAPI at concurrency 1/8/32/64
 lint: ## cargo fmt --check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check
 	$(WITH_TORCH) $(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: chart-lint
+chart-lint: ## helm lint --strict the chart (helm built once from its Go module) and check that a typo in values fails
+	@helm=$$(hack/build-helm.sh | tail -n 1) && \
+	  $$helm lint --strict charts/hone && \
+	  $$helm template hone charts/hone --namespace hone-system >/dev/null && \
+	  $$helm template hone charts/hone --namespace hone-system --set 'watchNamespaces={a,b}' >/dev/null && \
+	  if $$helm template hone charts/hone --set replicaCont=1 >/dev/null 2>&1; then \
+	    echo "chart-lint: a misspelt value was accepted; values.schema.json must reject it" >&2; exit 1; fi
 
 .PHONY: fmt
 fmt: ## Format the code

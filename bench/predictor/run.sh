@@ -6,7 +6,7 @@
 # batched forward ceiling. Benchmarks print figures; they assert nothing.
 #
 #   bench/predictor/run.sh                # simple-cnn 3x32x32, 10 s per run
-#   MODEL=resnet18 DURATION=20 bench/predictor/run.sh   (needs torchvision)
+#   MODEL=resnet18 DURATION=20 bench/predictor/run.sh   (ResNet-18 at 3x224x224)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
