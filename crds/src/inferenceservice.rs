@@ -339,7 +339,7 @@ fn default_min_requests() -> i64 {
 }
 
 /// What splits traffic between variants.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.provider != 'GatewayAPI' || has(self.gateway)").message("traffic.provider GatewayAPI needs traffic.gateway.parentRefs"))]
 pub struct Traffic {

@@ -1,0 +1,1 @@
+//! Mock-API tests.
