@@ -1,8 +1,8 @@
 //! Unit tests of the InferenceService controller's pure stages, from YAML fixtures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod canary;
 mod desired;
-mod rollout;
 mod status;
 mod validate;
 
