@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 
 use hone_crds::consts::LABEL_INFERENCE_SERVICE;
-use hone_crds::inferenceservice::{ANNOTATION_ROUTER_METRICS_URL, RolloutStrategy};
+use hone_crds::inferenceservice::{ANNOTATION_ROUTER_METRICS_URL, RolloutStrategy, TrafficProvider};
 use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -116,11 +116,17 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed,
         .items;
     let canary = isvc.spec.rollout.as_ref().is_some_and(|r| r.strategy == RolloutStrategy::Canary);
     let rolling_out = isvc.status.as_ref().is_some_and(|s| s.rollout.is_some());
-    let router_metrics = if canary && rolling_out {
-        let url = isvc.annotations().get(ANNOTATION_ROUTER_METRICS_URL);
-        Some(scrape::router_metrics(&ctx.client, &namespace, &name, url.map(String::as_str)).await?)
-    } else {
-        None
+    let url = isvc.annotations().get(ANNOTATION_ROUTER_METRICS_URL).map(String::as_str);
+    let gateway_provider =
+        isvc.spec.traffic.as_ref().is_some_and(|t| t.provider == TrafficProvider::GatewayApi);
+    let router_metrics = match (canary && rolling_out, url) {
+        (false, _) => None,
+        // No router runs under the GatewayAPI provider: only an explicit URL has its metrics.
+        (true, None) if gateway_provider => Some(Err(format!(
+            "with traffic.provider GatewayAPI there are no router pods to read; set the annotation \
+             {ANNOTATION_ROUTER_METRICS_URL} to a page with the hone_router_* series of the canary"
+        ))),
+        (true, url) => Some(scrape::router_metrics(&ctx.client, &namespace, &name, url).await?),
     };
     Ok(Observed {
         deployments,
