@@ -205,6 +205,32 @@ async fn a_canary_step_reads_the_metrics_url_and_moves_traffic() {
     assert_ne!(action, Action::await_change(), "a canary step looks again");
 }
 
+#[tokio::test]
+async fn an_invalid_spec_leaves_the_children_alone_and_waits() {
+    let isvc =
+        isvc("variants: [{name: a, modelVersion: digits-v1, weight: 100}]\nrollout: {stepInterval: soon}");
+    let deployments = vec![owned_deployment("digits-a-v1", 1)];
+    let (action, seen) = reconcile(isvc, BTreeMap::from([(DEPLOYMENTS.to_owned(), deployments)])).await;
+
+    assert_eq!(action, Action::await_change());
+    let writes: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method != Method::GET)
+        .map(|s| (s.method.clone(), s.path.as_str()))
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert_eq!(writes[0], (Method::PATCH, STATUS), "no apply, no prune: traffic keeps flowing");
+    assert_eq!(writes[1].0, Method::POST);
+    let patch = &find(&seen, Method::PATCH, STATUS).unwrap().body["status"];
+    assert_eq!(patch["conditions"][0]["reason"], "InvalidSpec");
+    assert!(patch["conditions"][0]["message"].as_str().unwrap().contains("stepInterval"));
+    let event = seen.iter().find(|s| s.path.contains("/events")).unwrap();
+    assert_eq!(
+        (event.body["reason"].as_str(), event.body["type"].as_str()),
+        (Some("InvalidSpec"), Some("Warning"))
+    );
+}
+
 /// Serves `body` as a router's /metrics, once, from a plain thread.
 fn serve_metrics(body: &'static str) -> String {
     use std::io::{Read, Write};
