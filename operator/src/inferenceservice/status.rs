@@ -123,7 +123,7 @@ pub fn compute(input: StatusInput<'_>, now: &Time) -> InferenceServiceStatus {
     } else if !unready.is_empty() {
         (false, "PredictorsStarting".to_owned(), unready.join("; "))
     } else {
-        (true, "PredictorsReady".to_owned(), format!("all {} variants have ready predictors", variants.len()))
+        (true, "PredictorsReady".to_owned(), "every variant has ready predictors".to_owned())
     };
     let route = route_check(&input);
     let progress: Check = match &input.plan.progress {
