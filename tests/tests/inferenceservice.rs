@@ -73,22 +73,20 @@ fn canary_page(backend: &str, requests: u32, errors: u32) -> String {
     )
 }
 
-async fn create_ready_model_versions(client: &Client, ns: &str) -> anyhow::Result<()> {
+async fn create_ready_model_version(client: &Client, ns: &str, version: u32) -> anyhow::Result<()> {
     let api: Api<ModelVersion> = Api::namespaced(client.clone(), ns);
-    for version in 1..=3 {
-        let name = format!("digits-v{version}");
-        let mv: ModelVersion = serde_json::from_value(json!({
-            "apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
-            "metadata": {"name": name},
-            "spec": {"model": "digits", "version": version,
-                "artifact": {"uri": format!("s3://models/{name}/model.pt")},
-                "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]}},
-        }))?;
-        api.create(&PostParams::default(), &mv).await?;
-        let status = json!({"apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
-            "status": {"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64))}});
-        api.patch_status(&name, &PatchParams::apply("test-verifier").force(), &Patch::Apply(&status)).await?;
-    }
+    let name = format!("digits-v{version}");
+    let mv: ModelVersion = serde_json::from_value(json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
+        "metadata": {"name": name},
+        "spec": {"model": "digits", "version": version,
+            "artifact": {"uri": format!("s3://models/{name}/model.pt")},
+            "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]}},
+    }))?;
+    api.create(&PostParams::default(), &mv).await?;
+    let status = json!({"apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
+        "status": {"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64))}});
+    api.patch_status(&name, &PatchParams::apply("test-verifier").force(), &Patch::Apply(&status)).await?;
     Ok(())
 }
 
@@ -132,7 +130,9 @@ async fn canary_promotes_on_good_metrics_and_aborts_on_bad() -> anyhow::Result<(
 }
 
 async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
-    create_ready_model_versions(client, ns).await?;
+    for version in 1..=3 {
+        create_ready_model_version(client, ns, version).await?;
+    }
     let body = Arc::new(Mutex::new(String::new()));
     let url = metrics_page(body.clone());
     let isvc: InferenceService = serde_json::from_value(json!({
@@ -190,6 +190,27 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     assert_eq!(api.get("digits").await?.spec.variants[0].model_version.as_deref(), Some("digits-v3"));
     let config = Api::<ConfigMap>::namespaced(client.clone(), ns).get("digits-router").await?;
     assert!(!config.data.unwrap()["router.yaml"].contains("a-v3"), "the canary has no traffic left");
+
+    // A tracking service follows a newer ModelVersion without any change of
+    // its own: the ModelVersion watch maps the new version to it.
+    let tracker: InferenceService = serde_json::from_value(json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": "tracker"},
+        "spec": {"variants": [{"name": "t", "track": {"model": "digits"}, "weight": 100}]},
+    }))?;
+    api.create(&PostParams::default(), &tracker).await?;
+    let tracking = |version: &'static str| {
+        let api = api.clone();
+        move || {
+            let api = api.clone();
+            async move {
+                let status = api.get("tracker").await?.status.unwrap_or_default();
+                Ok(status.variants.first().and_then(|v| v.model_version.clone()).filter(|mv| mv == version))
+            }
+        }
+    };
+    wait_for("tracker on digits-v3", TIMEOUT, tracking("digits-v3")).await?;
+    create_ready_model_version(client, ns, 4).await?;
+    wait_for("tracker on digits-v4", TIMEOUT, tracking("digits-v4")).await?;
 
     let settled = successes(&metrics);
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -98,3 +98,23 @@ pub(crate) fn serving(variants: &[(&str, &str)]) -> InferenceServiceStatus {
     }))
     .unwrap()
 }
+
+#[test]
+fn model_versions_map_to_the_services_that_reference_them() {
+    use super::references;
+    let by_name = isvc("variants: [{name: a, modelVersion: digits-v2, weight: 100}]");
+    let tracking = isvc("variants: [{name: a, track: {model: digits}, weight: 100}]");
+    let v1 = model_version("digits-v1", "digits", 1, true, &[]);
+    let v2 = model_version("digits-v2", "digits", 2, true, &[]);
+    let other = model_version("iris-v1", "iris", 1, true, &[]);
+    assert!(references(&by_name, &v2));
+    assert!(!references(&by_name, &v1));
+    assert!(references(&tracking, &v1) && references(&tracking, &v2));
+    assert!(!references(&tracking, &other));
+    let mut serving_v1 = by_name.clone();
+    serving_v1.status = Some(serving(&[("a", "digits-v1")]));
+    assert!(references(&serving_v1, &v1), "what status serves counts too");
+    let mut elsewhere = v2.clone();
+    elsewhere.metadata.namespace = Some("other".into());
+    assert!(!references(&by_name, &elsewhere));
+}
