@@ -20,6 +20,26 @@ pub const VARIANT_COUNT_MESSAGE: &str = "an InferenceService has 1 to 5 variants
 /// Message of the rule that a variant names exactly one model source.
 pub const ONE_SOURCE_MESSAGE: &str = "set exactly one of modelVersion and track";
 
+/// Annotation naming one URL that serves the router's Prometheus metrics,
+/// read for canary analysis instead of the router pods (for tests, or a
+/// metrics proxy).
+pub const ANNOTATION_ROUTER_METRICS_URL: &str = "hone.dev/router-metrics-url";
+
+/// Condition: every variant has ready predictors.
+pub const CONDITION_PREDICTORS_READY: &str = "PredictorsReady";
+/// Condition: the router (or HTTPRoute) is in place.
+pub const CONDITION_ROUTE_READY: &str = "RouteReady";
+/// Condition: a rollout is moving traffic.
+pub const CONDITION_ROLLOUT_PROGRESSING: &str = "RolloutProgressing";
+/// Condition: serving, but something is wrong (e.g. a rollout was aborted).
+pub const CONDITION_DEGRADED: &str = "Degraded";
+/// PredictorsReady reason while a referenced ModelVersion is missing or not Ready.
+pub const REASON_MODEL_VERSION_NOT_READY: &str = "ModelVersionNotReady";
+/// Degraded reason after canary analysis failed.
+pub const REASON_ROLLOUT_ABORTED: &str = "RolloutAborted";
+/// RouteReady reason when the GatewayAPI provider is chosen but the Gateway API CRDs are missing.
+pub const REASON_GATEWAY_API_NOT_INSTALLED: &str = "GatewayAPINotInstalled";
+
 /// Serves one or more ModelVersions behind one stable endpoint, with
 /// autoscaling, A/B traffic splits and canary rollouts that promote or roll
 /// back on live metrics.
@@ -180,6 +200,17 @@ pub struct Autoscaling {
     pub target_requests_per_second: Option<i32>,
 }
 
+impl Default for Autoscaling {
+    fn default() -> Self {
+        Self {
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_cpu_utilization_percentage: default_cpu_target(),
+            target_requests_per_second: None,
+        }
+    }
+}
+
 fn default_min_replicas() -> i32 {
     1
 }
@@ -207,6 +238,12 @@ pub struct Routing {
     pub variant_header: String,
 }
 
+impl Default for Routing {
+    fn default() -> Self {
+        Self { sticky_header: None, variant_header: default_variant_header() }
+    }
+}
+
 fn default_variant_header() -> String {
     crate::consts::DEFAULT_VARIANT_HEADER.to_owned()
 }
@@ -230,6 +267,17 @@ pub struct Rollout {
     /// What the canary must meet at each step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Self {
+            strategy: RolloutStrategy::default(),
+            steps: default_steps(),
+            step_interval: default_step_interval(),
+            analysis: None,
+        }
+    }
 }
 
 fn default_steps() -> Vec<i32> {
@@ -268,6 +316,16 @@ pub struct Analysis {
     pub min_requests: i64,
 }
 
+impl Default for Analysis {
+    fn default() -> Self {
+        Self {
+            max_error_rate: default_max_error_rate(),
+            max_p99_latency_ms: default_max_p99_latency_ms(),
+            min_requests: default_min_requests(),
+        }
+    }
+}
+
 fn default_max_error_rate() -> f64 {
     0.01
 }
@@ -281,7 +339,7 @@ fn default_min_requests() -> i64 {
 }
 
 /// What splits traffic between variants.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.provider != 'GatewayAPI' || has(self.gateway)").message("traffic.provider GatewayAPI needs traffic.gateway.parentRefs"))]
 pub struct Traffic {
@@ -363,10 +421,14 @@ pub struct VariantStatus {
     /// Ready predictor replicas.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Ready ModelVersions of a tracked model, newer than the one served,
+    /// that fail a `minMetrics` gate and are therefore not rolled out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gate_failures: Vec<String>,
 }
 
-/// State of an ongoing (or the last) canary rollout; lives in status so a
-/// restarted operator resumes it.
+/// State of an ongoing rollout (Canary, or Immediate waiting for its new
+/// predictors); lives in status so a restarted operator resumes it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
@@ -389,6 +451,59 @@ pub struct RolloutStatus {
     /// Result of the latest analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_analysis: Option<AnalysisResult>,
+    /// The canary's router counters when the current step started:
+    /// analysis judges only the requests that came after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<MetricsBaseline>,
+}
+
+/// Cumulative router counters of one backend at a point in time.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsBaseline {
+    /// Requests answered.
+    pub requests: i64,
+    /// Requests that failed (5xx answers, transport errors included).
+    pub failures: i64,
+    /// Cumulative latency histogram buckets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub latency_buckets: Vec<LatencyBucket>,
+}
+
+/// One cumulative histogram bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatencyBucket {
+    /// Upper bound in seconds as the router prints it (`0.0005`, `+Inf`).
+    pub le: String,
+    /// Requests at or below the bound.
+    pub count: i64,
+}
+
+/// A rollout whose analysis failed; its `toVersion` is not retried for the
+/// variant until the spec changes again.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortedRollout {
+    /// Variant that was rolled out.
+    pub variant: String,
+    /// ModelVersion that failed.
+    pub to_version: String,
+    /// `metadata.generation` when it was aborted.
+    pub generation: i64,
+    /// Why analysis failed.
+    pub message: String,
+}
+
+/// Predictors that lost their traffic (after a promotion or an abort) and are
+/// kept until every router has reloaded its config.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainingPredictor {
+    /// Name of the Deployment (and of its Service, HPA and PodDisruptionBudget).
+    pub name: String,
+    /// When it is deleted.
+    pub until: Time,
 }
 
 /// One canary analysis.
@@ -419,9 +534,15 @@ pub struct InferenceServiceStatus {
     /// Each variant's state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<VariantStatus>,
-    /// The ongoing or last rollout.
+    /// The ongoing rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// Rollouts aborted at the current generation (not retried until the spec changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aborted_rollouts: Vec<AbortedRollout>,
+    /// Predictors kept, without traffic, until the routers have reloaded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<DrainingPredictor>,
     /// Standard conditions: Ready, PredictorsReady, RouteReady,
     /// RolloutProgressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -8,6 +8,7 @@ pub mod context;
 pub mod controllers;
 pub mod dataset;
 pub mod duration;
+pub mod inferenceservice;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

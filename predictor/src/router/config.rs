@@ -1,51 +1,26 @@
 //! The router's config: the file the operator writes into a ConfigMap from
-//! the InferenceService (variants, backends, weights, headers).
+//! the InferenceService (variants, backends, weights, headers). The types
+//! live in `hone_crds::router`; the validation lives here.
 
-use serde::{Deserialize, Serialize};
+pub use hone_crds::router::{MAX_WEIGHT, RouterConfig, VariantBackend};
 
-/// Most weight a variant may have (weights are relative; the operator uses percent).
-pub const MAX_WEIGHT: u32 = 10_000;
-
-/// The router config file (YAML or JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RouterConfig {
-    /// The backends and their shares.
-    pub variants: Vec<VariantBackend>,
-    /// A request with this header always lands on the same variant for the same value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sticky_header: Option<String>,
-    /// A request with this header goes to the variant it names.
-    #[serde(default = "default_variant_header")]
-    pub variant_header: String,
-}
-
-/// One variant's backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VariantBackend {
-    /// Variant name.
-    pub name: String,
-    /// Base URL of its predictor Service, e.g. `http://iris-a.ns.svc:8080`.
-    pub url: String,
-    /// Relative share of traffic (0 = only reachable through the variant header).
-    pub weight: u32,
-}
-
-fn default_variant_header() -> String {
-    hone_crds::consts::DEFAULT_VARIANT_HEADER.to_owned()
-}
-
-impl RouterConfig {
+/// Parsing and validation of [`RouterConfig`], which lives in `hone-crds`
+/// as plain serde types so the operator can write it without this crate.
+pub trait RouterConfigExt: Sized {
     /// Parses YAML (a superset of JSON) and validates.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, String>;
+    /// Checks names, URLs, weights and header names.
+    fn validate(&self) -> Result<(), String>;
+}
+
+impl RouterConfigExt for RouterConfig {
+    fn parse(text: &str) -> Result<Self, String> {
         let config: Self = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks names, URLs, weights and header names.
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         if self.variants.is_empty() {
             return Err("no variants".into());
         }

@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use self::balance::Balancer;
-use self::config::RouterConfig;
+use self::config::{RouterConfig, RouterConfigExt};
 use self::metrics::{ReloadResult, RouterMetrics, VariantLabel};
 use crate::config::RouterArgs;
 

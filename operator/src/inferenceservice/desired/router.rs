@@ -1,0 +1,145 @@
+//! The `Router` provider: the router config (a ConfigMap the router reloads
+//! on change), the router Deployment, its Service (the stable endpoint) and
+//! its PodDisruptionBudget, all named `<isvc>-router`.
+
+use std::collections::BTreeMap;
+
+use hone_crds::consts::LABEL_INFERENCE_SERVICE;
+use hone_crds::router::{CONFIG_FILE, RouterConfig, VariantBackend};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::super::names::{
+    COMPONENT_ROUTER, LABEL_COMPONENT, LIVE_PATH, PORT, PORT_NAME, READY_PATH, ROUTER_CONFIG_DIR,
+    ROUTER_CONFIG_VOLUME, ROUTER_CONTAINER, ROUTER_REPLICAS, TERMINATION_GRACE_SECONDS, env, router_name,
+};
+use super::super::validate::ValidService;
+use super::Backend;
+use super::scaling::{disruption_budget, http_probe, meta, pre_stop_sleep, selector};
+use crate::children::{restricted_container_security_context, restricted_pod_security_context};
+
+/// The router's objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouterObjects {
+    /// What the router routes by.
+    pub config: RouterConfig,
+    /// The config file.
+    pub config_map: ConfigMap,
+    /// The router pods.
+    pub deployment: Deployment,
+    /// The stable endpoint.
+    pub service: k8s_openapi::api::core::v1::Service,
+    /// The router's disruption budget.
+    pub disruption_budget: k8s_openapi::api::policy::v1::PodDisruptionBudget,
+}
+
+/// The labels that select the router pods of an InferenceService.
+pub fn router_selector(isvc: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_INFERENCE_SERVICE.to_owned(), isvc.to_owned()),
+        (LABEL_COMPONENT.to_owned(), COMPONENT_ROUTER.to_owned()),
+    ])
+}
+
+/// The router config for `backends` (relative weights, headers from `spec.routing`).
+pub fn router_config(valid: &ValidService, backends: &[Backend]) -> RouterConfig {
+    RouterConfig {
+        variants: backends
+            .iter()
+            .map(|b| VariantBackend { name: b.name.clone(), url: b.url.clone(), weight: b.weight })
+            .collect(),
+        sticky_header: valid.routing.sticky_header.clone(),
+        variant_header: valid.routing.variant_header.clone(),
+    }
+}
+
+/// Builds the router objects routing to `backends`.
+pub fn router_objects(valid: &ValidService, backends: &[Backend]) -> RouterObjects {
+    let name = router_name(&valid.name);
+    let pods = router_selector(&valid.name);
+    let config = router_config(valid, backends);
+    // Serialising plain structs of strings and integers cannot fail; an empty
+    // file would make the router keep its last good config.
+    let text = serde_yaml::to_string(&config).unwrap_or_default();
+    let config_map = ConfigMap {
+        metadata: meta(valid, &name, &pods),
+        data: Some(BTreeMap::from([(CONFIG_FILE.to_owned(), text)])),
+        ..Default::default()
+    };
+    // The config's hash is deliberately not in the pod template: the router
+    // reloads the mounted file, so a weight change restarts no pod.
+    let container = Container {
+        name: ROUTER_CONTAINER.to_owned(),
+        image: Some(valid.image.clone()),
+        args: Some(vec!["router".to_owned()]),
+        ports: Some(vec![ContainerPort {
+            name: Some(PORT_NAME.to_owned()),
+            container_port: PORT,
+            protocol: Some("TCP".to_owned()),
+            ..Default::default()
+        }]),
+        env: Some(vec![EnvVar {
+            name: env::ROUTER_CONFIG.to_owned(),
+            value: Some(format!("{ROUTER_CONFIG_DIR}/{CONFIG_FILE}")),
+            value_from: None,
+        }]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_owned(), Quantity("100m".to_owned())),
+                ("memory".to_owned(), Quantity("64Mi".to_owned())),
+            ])),
+            limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".to_owned()))])),
+            ..Default::default()
+        }),
+        readiness_probe: Some(http_probe(READY_PATH, 5)),
+        liveness_probe: Some(http_probe(LIVE_PATH, 10)),
+        lifecycle: Some(pre_stop_sleep()),
+        security_context: Some(restricted_container_security_context()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: ROUTER_CONFIG_VOLUME.to_owned(),
+            mount_path: ROUTER_CONFIG_DIR.to_owned(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        volumes: Some(vec![Volume {
+            name: ROUTER_CONFIG_VOLUME.to_owned(),
+            config_map: Some(ConfigMapVolumeSource { name: name.clone(), ..Default::default() }),
+            ..Default::default()
+        }]),
+        security_context: Some(restricted_pod_security_context()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: meta(valid, &name, &pods),
+        spec: Some(DeploymentSpec {
+            replicas: Some(ROUTER_REPLICAS),
+            selector: selector(&pods),
+            revision_history_limit: Some(3),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: meta(valid, &name, &pods).labels, ..Default::default() }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    };
+    RouterObjects {
+        config,
+        config_map,
+        deployment,
+        service: super::scaling::service(valid, &name, &pods, &pods),
+        disruption_budget: disruption_budget(valid, &name, &pods, &pods),
+    }
+}

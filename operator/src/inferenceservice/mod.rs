@@ -1,0 +1,239 @@
+//! The InferenceService controller: per-variant predictors, a router (or an
+//! HTTPRoute) that splits traffic, and guarded rollouts.
+//!
+//! observe (children, ModelVersions, router metrics) -> validate (pure,
+//! resolves each variant's ModelVersion) -> rollout (pure state machine, its
+//! state in status) -> desired (pure) -> apply (server-side apply, prune after
+//! a drain) -> status (pure compute, one patch).
+
+pub mod analysis;
+pub mod apply;
+pub mod desired;
+pub mod drain;
+pub mod names;
+pub mod observe;
+pub mod promtext;
+pub mod rollout;
+pub mod scrape;
+pub mod status;
+pub mod track;
+pub mod validate;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use hone_crds::consts::LABEL_INFERENCE_SERVICE;
+use hone_crds::{InferenceService, ModelVersion};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use crate::context::Context;
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "inferenceservice";
+
+/// Why an InferenceService reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the children, ModelVersions or metrics failed.
+    #[error(transparent)]
+    Observe(#[from] observe::Error),
+    /// The object itself is unusable (missing metadata).
+    #[error(transparent)]
+    Validate(#[from] validate::Error),
+    /// Applying or pruning children failed.
+    #[error(transparent)]
+    Apply(#[from] apply::Error),
+    /// Writing status failed.
+    #[error(transparent)]
+    Status(#[from] status::Error),
+}
+
+impl Error {
+    /// Metric label and Event reason.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Observe(e) => e.category(),
+            Self::Validate(e) => e.category(),
+            Self::Apply(e) => e.category(),
+            Self::Status(e) => e.category(),
+        }
+    }
+}
+
+/// One reconcile of an InferenceService, timed and counted.
+pub async fn reconcile(isvc: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start(CONTROLLER);
+    let result = reconcile_inner(&isvc, &ctx, Timestamp::now()).await;
+    match &result {
+        Ok(_) => {
+            ctx.metrics.record_success(CONTROLLER);
+            ctx.backoff.succeeded(&backoff_key(&isvc));
+        }
+        Err(error) => ctx.metrics.record_error(CONTROLLER, error.category()),
+    }
+    result
+}
+
+async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
+    let time = Time(now);
+    let namespace = isvc.namespace().unwrap_or_default();
+    let previous = isvc.status.clone().unwrap_or_default();
+
+    let observed = observe::observe(ctx, isvc).await?;
+    let valid = match validate::validate(isvc, &observed.model_versions, &ctx.config.predictor_image) {
+        Ok(valid) => valid,
+        Err(validate::Error::InvalidSpec(message)) => {
+            // The children stay as they are: traffic keeps flowing while the spec is fixed.
+            let next = status::invalid(&previous, isvc.metadata.generation, &message, &time);
+            status::update(ctx, isvc, next, Vec::new()).await?;
+            return Ok(Action::await_change());
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let ready = observed.ready_deployments();
+    let plan = rollout::plan(&rollout::Input {
+        valid: &valid,
+        previous: &previous,
+        ready: &ready,
+        metrics: observed.router_metrics.as_ref(),
+        now,
+    });
+    let desired = desired::build(&valid, &plan, observed.gateway_api);
+    let router = names::router_name(&valid.name);
+    let present: BTreeSet<String> = observed
+        .deployments
+        .iter()
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .filter_map(|d| d.metadata.name.clone())
+        .filter(|name| *name != router)
+        .collect();
+    let wanted: BTreeSet<String> = desired.predictor_names(&valid.name).into_iter().collect();
+    let draining = drain::update(&previous.draining, &present, &wanted, now);
+    let keep: BTreeSet<String> = draining.iter().map(|d| d.name.clone()).collect();
+    let applied = apply::apply(ctx, &namespace, &desired, &observed, &keep).await?;
+
+    let input = status::StatusInput {
+        valid: &valid,
+        plan: &plan,
+        desired: &desired,
+        deployments: &applied.deployments,
+        route: applied.route.as_ref(),
+        gateway_api: observed.gateway_api,
+        draining: &draining,
+        previous: &previous,
+    };
+    status::update(ctx, isvc, status::compute(input, &time), plan.events.clone()).await?;
+    let next = [plan.requeue_after, drain::next_deadline(&draining, now)].into_iter().flatten().min();
+    Ok(next.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Transient errors retry with a per-object exponential backoff; an invalid
+/// spec never gets here (it is reported in status and waits for a change).
+pub fn error_policy(isvc: Arc<InferenceService>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay: Duration = ctx.backoff.failed(&backoff_key(&isvc));
+    tracing::warn!(
+        inferenceservice = %isvc.name_any(),
+        namespace = isvc.namespace().unwrap_or_default(),
+        category = error.category(),
+        %error,
+        retry_in_s = delay.as_secs(),
+        "inferenceservice reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+fn backoff_key(isvc: &InferenceService) -> String {
+    format!("{CONTROLLER}/{}/{}", isvc.namespace().unwrap_or_default(), isvc.name_any())
+}
+
+/// True when `isvc` serves, rolls out or tracks `mv` (the same test the
+/// ModelVersion controller's `servedBy` makes, plus `track` by model name).
+pub fn references(isvc: &InferenceService, mv: &ModelVersion) -> bool {
+    if isvc.namespace() != mv.namespace() {
+        return false;
+    }
+    let name = mv.name_any();
+    let in_spec = isvc.spec.variants.iter().any(|v| {
+        v.model_version.as_deref() == Some(name.as_str())
+            || v.track.as_ref().is_some_and(|t| t.model == mv.spec.model)
+    });
+    let in_status = isvc.status.as_ref().is_some_and(|s| {
+        s.variants.iter().any(|v| v.model_version.as_deref() == Some(name.as_str()))
+            || s.rollout.as_ref().is_some_and(|r| r.from_version == name || r.to_version == name)
+    });
+    in_spec || in_status
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The InferenceService controller over one scope (a namespace, or all with
+/// `None`); resolves when it has shut down after `shutdown`.
+pub fn controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> BoxFuture<'static, ()> {
+    let client = ctx.client.clone();
+    let children = watcher::Config::default().labels(LABEL_INFERENCE_SERVICE);
+    let controller =
+        Controller::new(scoped::<InferenceService>(&client, namespace), watcher::Config::default());
+    let store: Store<InferenceService> = controller.store();
+    // A ModelVersion changing (turning Ready, a new version of a tracked
+    // model) concerns every InferenceService that references it.
+    let model_version_to_services = move |mv: ModelVersion| {
+        store
+            .state()
+            .into_iter()
+            .filter(|isvc| references(isvc, &mv))
+            .map(|isvc| ObjectRef::from_obj(isvc.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    controller
+        .owns(scoped::<Deployment>(&client, namespace), children.clone())
+        .owns(scoped::<Service>(&client, namespace), children.clone())
+        .owns(scoped::<HorizontalPodAutoscaler>(&client, namespace), children.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, namespace), children.clone())
+        .owns(scoped::<ConfigMap>(&client, namespace), children)
+        .watches(
+            scoped::<ModelVersion>(&client, namespace),
+            watcher::Config::default(),
+            model_version_to_services,
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
+            }
+        })
+        .boxed()
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+#[cfg(test)]
+mod mock_tests;

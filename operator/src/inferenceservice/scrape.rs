@@ -1,0 +1,132 @@
+//! Reading the router's metrics for canary analysis: every router pod's
+//! `/metrics`, summed, or one URL named by the `hone.dev/router-metrics-url`
+//! annotation (KWOK pods have no network; a metrics proxy is one URL).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+
+use super::desired::router::router_selector;
+use super::names::{METRICS_PATH, PORT, SCRAPE_MAX_BYTES, SCRAPE_TIMEOUT};
+use super::promtext::{self, RouterMetrics};
+
+/// The router pods could not be listed.
+#[derive(Debug, thiserror::Error)]
+#[error("listing router pods of inferenceservice {namespace}/{name}: {source}")]
+pub struct ListPodsError {
+    /// Namespace of the InferenceService.
+    pub namespace: String,
+    /// Name of the InferenceService.
+    pub name: String,
+    /// The API error.
+    #[source]
+    pub source: kube::Error,
+}
+
+/// The router's counters per backend; the inner error says why they are not
+/// available (no router pod running, a pod not answering), which makes the
+/// rollout wait rather than fail.
+pub async fn router_metrics(
+    client: &kube::Client,
+    namespace: &str,
+    isvc: &str,
+    url_override: Option<&str>,
+) -> Result<Result<RouterMetrics, String>, ListPodsError> {
+    let http: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    if let Some(url) = url_override {
+        return Ok(fetch(&http, url).await.map(|text| promtext::router_metrics(&text)));
+    }
+    let selector =
+        router_selector(isvc).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| ListPodsError { namespace: namespace.to_owned(), name: isvc.to_owned(), source })?;
+    let addresses: Vec<String> = pods
+        .items
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            (status.phase.as_deref() == Some("Running")).then_some(status.pod_ip.clone()?)
+        })
+        .collect();
+    if addresses.is_empty() {
+        return Ok(Err("no router pod is running".to_owned()));
+    }
+    let mut pages = Vec::new();
+    for ip in addresses {
+        // Every pod counts: a sum without one of them would look like a counter reset.
+        match fetch(&http, &format!("http://{ip}:{PORT}{METRICS_PATH}")).await {
+            Ok(text) => pages.push(promtext::router_metrics(&text)),
+            Err(error) => return Ok(Err(error)),
+        }
+    }
+    Ok(Ok(promtext::sum(pages)))
+}
+
+async fn fetch(http: &Client<HttpConnector, Empty<Bytes>>, url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let read = async {
+        let response = http.get(uri).await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: HTTP {}", response.status()));
+        }
+        let body = Limited::new(response.into_body(), SCRAPE_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading {url}: {e}"))?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(SCRAPE_TIMEOUT, read)
+        .await
+        .map_err(|_| format!("GET {url}: no answer within {} s", SCRAPE_TIMEOUT.as_secs()))?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Serves `body` once on a local port, as a router would (a plain thread:
+    /// the test needs no more of tokio than the client does).
+    fn serve_once(status: &'static str, body: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).unwrap();
+            let response = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(response.as_bytes()).unwrap();
+        });
+        format!("http://{address}/metrics")
+    }
+
+    #[tokio::test]
+    async fn an_override_url_is_read_and_parsed() {
+        let url =
+            serve_once("200 OK", "hone_router_requests_total{variant=\"a-v2\",status_class=\"2xx\"} 7\n");
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        let text = fetch(&http, &url).await.unwrap();
+        assert_eq!(promtext::router_metrics(&text)["a-v2"].requests, 7.0);
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_is_unavailable_not_empty() {
+        let url = serve_once("503 Service Unavailable", "");
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        let error = fetch(&http, &url).await.unwrap_err();
+        assert!(error.contains("503"), "{error}");
+        assert!(fetch(&http, "not a url").await.is_err());
+    }
+}

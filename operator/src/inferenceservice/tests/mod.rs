@@ -1,0 +1,120 @@
+//! Unit tests of the InferenceService controller's pure stages, from YAML fixtures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod canary;
+mod desired;
+mod status;
+mod validate;
+
+use std::collections::BTreeSet;
+
+use hone_crds::inferenceservice::InferenceServiceStatus;
+use hone_crds::{InferenceService, ModelVersion};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
+use serde_json::json;
+
+use super::rollout::{self, Plan};
+use super::validate::{ValidService, validate};
+
+/// An InferenceService `ml/digits` (uid `uid-1`, generation 2) with the spec in `yaml`.
+pub(crate) fn isvc(yaml: &str) -> InferenceService {
+    let spec = serde_yaml::from_str(yaml).expect("fixture spec parses");
+    let mut isvc = InferenceService::new("digits", spec);
+    isvc.metadata = ObjectMeta {
+        name: Some("digits".into()),
+        namespace: Some("ml".into()),
+        uid: Some("uid-1".into()),
+        generation: Some(2),
+        ..Default::default()
+    };
+    isvc
+}
+
+/// A ModelVersion `ml/<name>` of `model` at `version`, Ready or Verifying, with `metrics`.
+pub(crate) fn model_version(
+    name: &str,
+    model: &str,
+    version: i64,
+    ready: bool,
+    metrics: &[(&str, f64)],
+) -> ModelVersion {
+    serde_json::from_value(json!({
+        "apiVersion": "hone.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": name, "namespace": "ml"},
+        "spec": {
+            "model": model,
+            "version": version,
+            "artifact": {"uri": format!("s3://models/{name}/model.pt"), "secretRef": {"name": "s3"}},
+            "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]},
+            "metrics": metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+        },
+        "status": {"phase": if ready { "Ready" } else { "Verifying" }, "verifiedDigest": format!("sha256:{}", "a".repeat(64))},
+    }))
+    .unwrap()
+}
+
+/// `digits-v1` .. `digits-v3`, all Ready, of model `digits`.
+pub(crate) fn three_versions() -> Vec<ModelVersion> {
+    (1..=3)
+        .map(|v| {
+            model_version(
+                &format!("digits-v{v}"),
+                "digits",
+                v,
+                true,
+                &[("val_accuracy", 0.9 + v as f64 / 100.0)],
+            )
+        })
+        .collect()
+}
+
+/// `seconds` after a fixed instant.
+pub(crate) fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_700_000_000 + seconds).unwrap()
+}
+
+/// The validated `yaml` against `mvs`.
+pub(crate) fn valid(yaml: &str, mvs: &[ModelVersion]) -> ValidService {
+    validate(&isvc(yaml), mvs, "hone.local/predictor:dev").unwrap()
+}
+
+/// One run of the state machine without metrics.
+pub(crate) fn plan_of(
+    valid: &ValidService,
+    previous: &InferenceServiceStatus,
+    ready: &[&str],
+    now: Timestamp,
+) -> Plan {
+    let ready: BTreeSet<String> = ready.iter().map(|s| (*s).to_owned()).collect();
+    rollout::plan(&rollout::Input { valid, previous, ready: &ready, metrics: None, now })
+}
+
+/// A status serving `digits-v1` on variant `a`.
+pub(crate) fn serving(variants: &[(&str, &str)]) -> InferenceServiceStatus {
+    serde_json::from_value(json!({
+        "variants": variants.iter().map(|(name, mv)| json!({"name": name, "modelVersion": mv, "weight": 0})).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+#[test]
+fn model_versions_map_to_the_services_that_reference_them() {
+    use super::references;
+    let by_name = isvc("variants: [{name: a, modelVersion: digits-v2, weight: 100}]");
+    let tracking = isvc("variants: [{name: a, track: {model: digits}, weight: 100}]");
+    let v1 = model_version("digits-v1", "digits", 1, true, &[]);
+    let v2 = model_version("digits-v2", "digits", 2, true, &[]);
+    let other = model_version("iris-v1", "iris", 1, true, &[]);
+    assert!(references(&by_name, &v2));
+    assert!(!references(&by_name, &v1));
+    assert!(references(&tracking, &v1) && references(&tracking, &v2));
+    assert!(!references(&tracking, &other));
+    let mut serving_v1 = by_name.clone();
+    serving_v1.status = Some(serving(&[("a", "digits-v1")]));
+    assert!(references(&serving_v1, &v1), "what status serves counts too");
+    let mut elsewhere = v2.clone();
+    elsewhere.metadata.namespace = Some("other".into());
+    assert!(!references(&by_name, &elsewhere));
+}
