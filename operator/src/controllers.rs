@@ -119,6 +119,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         controllers.push(crate::trainingjob::controller(ctx.clone(), scope.as_deref(), shutdown.clone()));
         tracing::info!(namespace = scope.as_deref().unwrap_or("*"), "starting the ModelVersion controller");
         controllers.push(crate::modelversion::controller(ctx.clone(), scope.as_deref(), shutdown.clone()));
+        tracing::info!(
+            namespace = scope.as_deref().unwrap_or("*"),
+            "starting the InferenceService controller"
+        );
+        controllers.push(crate::inferenceservice::controller(
+            ctx.clone(),
+            scope.as_deref(),
+            shutdown.clone(),
+        ));
     }
     join_all(controllers).await;
 }

@@ -112,4 +112,24 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A page on loopback that answers every request with the current `body`
+/// (a router's metrics, for rollout analysis); returns its URL.
+pub fn serve_text(body: std::sync::Arc<std::sync::Mutex<String>>) -> String {
+    let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else { return String::new() };
+    let Ok(address) = listener.local_addr() else { return String::new() };
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { continue };
+            let mut request = [0u8; 2048];
+            let _ = std::io::Read::read(&mut socket, &mut request);
+            let text = body.lock().map(|b| b.clone()).unwrap_or_default();
+            let head =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", text.len());
+            let _ = std::io::Write::write_all(&mut socket, head.as_bytes())
+                .and_then(|()| std::io::Write::write_all(&mut socket, text.as_bytes()));
+        }
+    });
+    format!("http://{address}/metrics")
+}
+
 pub mod operator;

@@ -8,12 +8,10 @@
 // Test code: a failed step fails the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hone_cluster_tests::{TestNamespace, client, wait_for};
-use hone_crds::consts::FIELD_MANAGER;
+use hone_cluster_tests::{TestNamespace, client, install_crds, serve_text, wait_for};
 use hone_crds::inferenceservice::{InferenceServicePhase, InferenceServiceStatus};
 use hone_crds::{InferenceService, ModelVersion};
 use hone_operator::config::OperatorConfig;
@@ -21,47 +19,11 @@ use hone_operator::context::Context;
 use hone_operator::metrics::Metrics;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in hone_crds::all_crds() {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd)).await?;
-        wait_for(&format!("CRD {name} Established"), TIMEOUT, || {
-            let (api, name) = (api.clone(), name.clone());
-            async move {
-                let conditions = api.get(&name).await?.status.and_then(|s| s.conditions).unwrap_or_default();
-                Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
-            }
-        })
-        .await?;
-    }
-    Ok(())
-}
-
-/// A local page that answers every GET with the current `body`.
-fn metrics_page(body: Arc<Mutex<String>>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for socket in listener.incoming() {
-            let Ok(mut socket) = socket else { continue };
-            let mut request = [0u8; 2048];
-            let _ = socket.read(&mut request);
-            let text = body.lock().unwrap().clone();
-            let head =
-                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", text.len());
-            let _ = socket.write_all(head.as_bytes()).and_then(|()| socket.write_all(text.as_bytes()));
-        }
-    });
-    format!("http://{address}/metrics")
-}
 
 fn canary_page(backend: &str, requests: u32, errors: u32) -> String {
     format!(
@@ -134,7 +96,7 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         create_ready_model_version(client, ns, version).await?;
     }
     let body = Arc::new(Mutex::new(String::new()));
-    let url = metrics_page(body.clone());
+    let url = serve_text(body.clone());
     let isvc: InferenceService = serde_json::from_value(json!({
         "apiVersion": "hone.dev/v1alpha1", "kind": "InferenceService",
         "metadata": {"name": "digits", "annotations": {"hone.dev/router-metrics-url": url}},

@@ -274,6 +274,14 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
         "spec": {"variants": [{"name": "main", "modelVersion": "digits-v1", "weight": 100}]}}),
     )
     .await;
+    let predictor = env
+        .until::<k8s_openapi::api::apps::v1::Deployment>("web-main-v1", "the predictor Deployment", |_| true)
+        .await;
+    let container = &predictor.spec.unwrap().template.spec.unwrap().containers[0];
+    assert!(
+        container.env.iter().flatten().any(|e| e.value.as_deref() == Some(artifact.as_str())),
+        "{container:?}"
+    );
     env.until::<ModelVersion>("digits-v1", "servedBy web", |m| {
         m.status.as_ref().is_some_and(|s| s.served_by == ["web"])
     })
@@ -390,5 +398,104 @@ async fn two_replicas_one_leader_and_a_takeover() {
     env.job("hone.dev/dataset", "two").await;
 
     b.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Creates ModelVersion `digits-v<version>` and plays its verify pod: Ready.
+async fn ready_model_version(env: &Env, version: u32) {
+    let name = format!("digits-v{version}");
+    let uri = format!("s3://hone-models/{name}/model.pt");
+    env.create(json!({"apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": name},
+        "spec": {"model": "digits", "version": version, "artifact": {"uri": uri, "format": "TorchScript"},
+                 "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]}}}))
+        .await;
+    let verify = env.job("hone.dev/modelversion", &name).await;
+    // The test writes the summary `hone-predictor verify` would have written.
+    let ok = json!({"ok": true, "model": uri, "digest": ARTIFACT_DIGEST});
+    env.finish_pod(&verify, "verify", &ok.to_string()).await;
+    env.until::<ModelVersion>(&name, "Ready", |m| m.status.as_ref().is_some_and(|s| is_ready(&s.conditions)))
+        .await;
+}
+
+/// Router metrics for `backend` with `requests` requests, all fast and successful.
+fn healthy_router_page(backend: &str, requests: u64) -> String {
+    format!(
+        "hone_router_requests_total{{variant=\"{backend}\",status_class=\"2xx\"}} {requests}\n\
+         hone_router_request_duration_seconds_bucket{{variant=\"{backend}\",le=\"0.01\"}} {requests}\n\
+         hone_router_request_duration_seconds_bucket{{variant=\"{backend}\",le=\"+Inf\"}} {requests}\n"
+    )
+}
+
+#[tokio::test]
+async fn operator_restart_in_the_middle_of_a_canary_resumes_from_status() {
+    use hone_crds::inferenceservice::InferenceServicePhase;
+    use std::sync::{Arc, Mutex};
+
+    let env = Env::new("hone-op-canary").await;
+    let operator = OperatorProcess::start(&env.ns.name, "op-1", &[]).unwrap();
+    operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    ready_model_version(&env, 1).await;
+    ready_model_version(&env, 2).await;
+
+    // The router's metrics: KWOK pods have no network, so the page is served
+    // here and named by the annotation; its counters grow like live traffic.
+    let body = Arc::new(Mutex::new(String::new()));
+    let url = hone_cluster_tests::serve_text(body.clone());
+    let traffic = {
+        let body = body.clone();
+        tokio::spawn(async move {
+            for requests in (0u64..).step_by(5) {
+                *body.lock().unwrap() = healthy_router_page("main-v2", requests);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    env.create(json!({"apiVersion": "hone.dev/v1alpha1", "kind": "InferenceService",
+        "metadata": {"name": "web", "annotations": {"hone.dev/router-metrics-url": url}},
+        "spec": {"variants": [{"name": "main", "modelVersion": "digits-v1", "weight": 100}],
+                 "rollout": {"strategy": "Canary", "steps": [20, 50, 80], "stepInterval": "4s",
+                             "analysis": {"minRequests": 10, "maxErrorRate": 0.05, "maxP99LatencyMs": 200}}}}))
+    .await;
+    env.until::<InferenceService>("web", "Ready on digits-v1", |s| {
+        s.status.as_ref().is_some_and(|s| s.phase == Some(InferenceServicePhase::Ready))
+    })
+    .await;
+
+    let patch = json!({"spec": {"variants": [{"name": "main", "modelVersion": "digits-v2", "weight": 100}]}});
+    env.api::<InferenceService>().patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let mid = env
+        .until::<InferenceService>("web", "the canary past its first step", |s| {
+            s.status.as_ref().and_then(|s| s.rollout.as_ref()).is_some_and(|r| r.step >= 1)
+        })
+        .await;
+    let before = mid.status.unwrap().rollout.unwrap();
+
+    // Stop the operator mid-rollout and start another: the rollout goes on
+    // from the step in status, never back to the first one.
+    assert_eq!(operator.stop().await.unwrap(), Some(0));
+    let operator = OperatorProcess::start(&env.ns.name, "op-2", &[]).unwrap();
+    operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let mut lowest_step = before.step;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let promoted = loop {
+        let isvc = env.api::<InferenceService>().get("web").await.unwrap();
+        let status = isvc.status.clone().unwrap_or_default();
+        match &status.rollout {
+            Some(r) => {
+                assert_eq!(r.started_at, before.started_at, "the same rollout, not a new one");
+                lowest_step = lowest_step.min(r.step);
+            }
+            None if status.variants.first().and_then(|v| v.model_version.as_deref()) == Some("digits-v2") => {
+                break status;
+            }
+            None => {}
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no promotion: {status:#?}\n{}", operator.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(lowest_step, before.step, "the restarted operator resumed at step {} ", before.step);
+    assert_eq!(promoted.variants[0].weight, 100);
+    traffic.abort();
+    operator.stop().await.unwrap();
     env.cleanup().await;
 }

@@ -196,10 +196,12 @@ pub fn controller(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> BoxFuture<'static, ()> {
     let client = ctx.client.clone();
+    let metrics = ctx.metrics.clone();
     let children = watcher::Config::default().labels(LABEL_INFERENCE_SERVICE);
     let controller =
         Controller::new(scoped::<InferenceService>(&client, namespace), watcher::Config::default());
     let store: Store<InferenceService> = controller.store();
+    let phase_store = store.clone();
     // A ModelVersion changing (turning Ready, a new version of a tracked
     // model) concerns every InferenceService that references it.
     let model_version_to_services = move |mv: ModelVersion| {
@@ -210,7 +212,7 @@ pub fn controller(
             .map(|isvc| ObjectRef::from_obj(isvc.as_ref()))
             .collect::<Vec<_>>()
     };
-    controller
+    let run = controller
         .owns(scoped::<Deployment>(&client, namespace), children.clone())
         .owns(scoped::<Service>(&client, namespace), children.clone())
         .owns(scoped::<HorizontalPodAutoscaler>(&client, namespace), children.clone())
@@ -229,7 +231,11 @@ pub fn controller(
                 Err(error) => tracing::debug!(%error, "reconcile did not finish"),
             }
         })
-        .boxed()
+        .boxed();
+    let phase = |isvc: &InferenceService| {
+        crate::controllers::phase_name(isvc.status.as_ref().and_then(|s| s.phase.as_ref()))
+    };
+    crate::controllers::with_phase_report(run, phase_store, "InferenceService", namespace, metrics, phase)
 }
 
 #[cfg(test)]
