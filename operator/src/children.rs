@@ -176,6 +176,43 @@ pub fn secret_env_from<'a>(secrets: impl Iterator<Item = &'a SecretRef>) -> Opti
     })
 }
 
+/// Annotation holding the hash of the object as the operator last applied it.
+pub const ANNOTATION_DESIRED_HASH: &str = "hone.dev/desired-hash";
+
+/// Stamps `object` with the hash of its desired form (before the stamp).
+pub fn stamp_desired_hash<K: Resource + serde::Serialize>(object: &mut K) -> String {
+    let hash = sha256_hex(&serde_json::to_vec(&*object).unwrap_or_default())[..16].to_owned();
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_DESIRED_HASH.to_owned(), hash.clone());
+    hash
+}
+
+/// Whether the child must be applied again: it is missing, its desired form
+/// changed (hash), or someone else now owns part of its spec or data (an edit
+/// by hand is drift to undo). Status writers and subresources (`scale`,
+/// `status`) do not count. Skipping unchanged children keeps a reconcile that
+/// a child's status change triggered from re-sending every object.
+pub fn needs_apply<K: Resource>(observed: Option<&K>, hash: &str) -> bool {
+    let Some(observed) = observed else { return true };
+    let meta = observed.meta();
+    if meta.annotations.as_ref().and_then(|a| a.get(ANNOTATION_DESIRED_HASH)).map(String::as_str)
+        != Some(hash)
+    {
+        return true;
+    }
+    meta.managed_fields.iter().flatten().any(|entry| {
+        let main_resource = entry.subresource.as_deref().unwrap_or("").is_empty();
+        let foreign = entry.manager.as_deref() != Some(hone_crds::consts::FIELD_MANAGER);
+        let owns_content = entry.fields_v1.as_ref().is_some_and(|fields| {
+            fields.0.as_object().is_some_and(|f| f.contains_key("f:spec") || f.contains_key("f:data"))
+        });
+        main_resource && foreign && owns_content
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +250,45 @@ mod tests {
         assert_eq!(owner.controller, Some(true));
         assert!(is_controlled_by(Some(&[owner]), "u1"));
         assert!(!is_controlled_by(None, "u1"));
+    }
+
+    #[test]
+    fn unchanged_children_are_skipped_and_drift_is_not() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let desired = || {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some("c".into());
+            cm.data = Some([("k".to_owned(), "v".to_owned())].into());
+            cm
+        };
+        let mut wanted = desired();
+        let hash = stamp_desired_hash(&mut wanted);
+        assert!(needs_apply::<ConfigMap>(None, &hash), "missing");
+        let mut observed = wanted.clone();
+        let entry = |manager: &str, subresource: Option<&str>, fields: serde_json::Value| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                subresource: subresource.map(Into::into),
+                fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(fields)),
+                ..Default::default()
+            }
+        };
+        observed.metadata.managed_fields = Some(vec![
+            entry(hone_crds::consts::FIELD_MANAGER, None, serde_json::json!({"f:data": {}})),
+            entry("kube-controller-manager", Some("status"), serde_json::json!({"f:status": {}})),
+            entry("kube-controller-manager", None, serde_json::json!({"f:metadata": {}})),
+        ]);
+        assert!(!needs_apply(Some(&observed), &hash), "unchanged: skipped");
+        let mut changed = desired();
+        changed.data = Some([("k".to_owned(), "w".to_owned())].into());
+        let new_hash = stamp_desired_hash(&mut changed);
+        assert_ne!(new_hash, hash);
+        assert!(needs_apply(Some(&observed), &new_hash), "desired changed");
+        observed.metadata.managed_fields.get_or_insert_with(Vec::new).push(entry(
+            "kubectl-edit",
+            None,
+            serde_json::json!({"f:data": {}}),
+        ));
+        assert!(needs_apply(Some(&observed), &hash), "edited by hand: applied again");
     }
 }

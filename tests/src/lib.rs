@@ -45,8 +45,18 @@ impl TestNamespace {
         Ok(Self { name, client: client.clone() })
     }
 
-    /// Deletes the namespace (and with it everything the test made).
+    /// Deletes the namespace (and with it everything the test made). The
+    /// operator that would release ModelVersion finalizers has stopped by
+    /// then, so they are removed here, or the namespace would never go.
     pub async fn cleanup(self) -> anyhow::Result<()> {
+        let versions: Api<hone_crds::ModelVersion> = Api::namespaced(self.client.clone(), &self.name);
+        if let Ok(list) = versions.list(&Default::default()).await {
+            let release = serde_json::json!({"metadata": {"finalizers": null}});
+            for mv in list.items {
+                let name = mv.metadata.name.unwrap_or_default();
+                let _ = versions.patch(&name, &PatchParams::default(), &Patch::Merge(&release)).await;
+            }
+        }
         Api::<Namespace>::all(self.client)
             .delete(&self.name, &DeleteParams::background())
             .await

@@ -214,10 +214,15 @@ impl OperatorProcess {
         std::fs::read_to_string(self._dir.0.join("operator.log")).unwrap_or_default()
     }
 
+    /// The operator's metrics page, when the server answers.
+    pub async fn metrics_text(&self) -> Option<String> {
+        let addr = self.metrics_url.trim_start_matches("http://").to_owned();
+        tokio::task::spawn_blocking(move || http_get(&addr, "/metrics")).await.ok()?
+    }
+
     /// The value of an unlabelled metric, when the server answers.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let addr = self.metrics_url.trim_start_matches("http://").to_owned();
-        let text = tokio::task::spawn_blocking(move || http_get(&addr, "/metrics")).await.ok()??;
+        let text = self.metrics_text().await?;
         text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 

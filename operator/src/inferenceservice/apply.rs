@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use super::desired::Desired;
 use super::desired::gateway::http_route_resource;
 use super::observe::Observed;
+use crate::children::{needs_apply, stamp_desired_hash};
 use crate::context::Context;
 
 /// Why applying failed.
@@ -87,15 +88,18 @@ pub async fn apply(
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
     let routes = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &http_route_resource());
 
-    apply_each(&services, &desired.services, "Service").await?;
-    let applied_deployments = apply_each(&deployments, &desired.deployments, "Deployment").await?;
-    apply_each(&autoscalers, &desired.autoscalers, "HorizontalPodAutoscaler").await?;
-    apply_each(&budgets, &desired.disruption_budgets, "PodDisruptionBudget").await?;
-    apply_each(&config_maps, &desired.config_maps, "ConfigMap").await?;
+    apply_each(&services, &desired.services, &observed.services, "Service").await?;
+    let applied_deployments =
+        apply_each(&deployments, &desired.deployments, &observed.deployments, "Deployment").await?;
+    apply_each(&autoscalers, &desired.autoscalers, &observed.autoscalers, "HorizontalPodAutoscaler").await?;
+    apply_each(&budgets, &desired.disruption_budgets, &observed.disruption_budgets, "PodDisruptionBudget")
+        .await?;
+    apply_each(&config_maps, &desired.config_maps, &observed.config_maps, "ConfigMap").await?;
     let route = match &desired.route {
-        Some(route) => {
-            apply_each(&routes, std::slice::from_ref(route), "HTTPRoute").await?.into_iter().next()
-        }
+        Some(route) => apply_each(&routes, std::slice::from_ref(route), &observed.routes, "HTTPRoute")
+            .await?
+            .into_iter()
+            .next(),
         None => None,
     };
 
@@ -116,7 +120,13 @@ fn names<'a, K: Resource + 'a>(objects: impl Iterator<Item = &'a K>) -> BTreeSet
     objects.filter_map(|o| o.meta().name.clone()).collect()
 }
 
-async fn apply_each<K>(api: &Api<K>, objects: &[K], kind: &'static str) -> Result<Vec<K>, Error>
+/// Applies each object that [`needs_apply`]; an unchanged one is taken as observed.
+async fn apply_each<K>(
+    api: &Api<K>,
+    objects: &[K],
+    observed: &[K],
+    kind: &'static str,
+) -> Result<Vec<K>, Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
@@ -124,6 +134,14 @@ where
     let mut applied = Vec::with_capacity(objects.len());
     for object in objects {
         let name = object.name_any();
+        let mut object = object.clone();
+        let hash = stamp_desired_hash(&mut object);
+        let current = observed.iter().find(|o| o.meta().name.as_deref() == Some(name.as_str()));
+        if let Some(current) = current.filter(|c| !needs_apply(Some(*c), &hash)) {
+            applied.push(current.clone());
+            continue;
+        }
+        let object = &object;
         let result =
             api.patch(&name, &params, &Patch::Apply(object)).await.map_err(|source| Error::Apply {
                 kind,

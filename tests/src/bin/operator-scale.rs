@@ -232,6 +232,11 @@ async fn main() {
         "operator peak RSS {rss_peak:.0} MiB (before the burst {rss_before:.0} MiB), CPU {:.1} s for the burst",
         cpu_after - cpu_before
     );
+    if let Some(text) = operator.metrics_text().await {
+        for line in text.lines().filter(|l| l.starts_with("hone_operator_reconciles_total{")) {
+            println!("  {line}");
+        }
+    }
     w1.abort();
     w2.abort();
     drop(operator);
