@@ -200,6 +200,20 @@ pub struct Autoscaling {
     pub target_requests_per_second: Option<i32>,
 }
 
+impl InferenceService {
+    /// True when the ModelVersion `name` is served or about to be: named by a
+    /// variant's spec, by the status, or on either side of a rollout. The
+    /// ModelVersion deletion guard (`servedBy`) rests on this.
+    pub fn serves(&self, name: &str) -> bool {
+        let in_spec = self.spec.variants.iter().any(|v| v.model_version.as_deref() == Some(name));
+        let in_status = self.status.as_ref().is_some_and(|s| {
+            s.variants.iter().any(|v| v.model_version.as_deref() == Some(name))
+                || s.rollout.as_ref().is_some_and(|r| r.from_version == name || r.to_version == name)
+        });
+        in_spec || in_status
+    }
+}
+
 impl Default for Autoscaling {
     fn default() -> Self {
         Self {

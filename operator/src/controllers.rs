@@ -13,7 +13,7 @@ use hone_crds::consts::LABEL_DATASET;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -31,6 +31,74 @@ where
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// The key of `obj` in the per-object retry backoff.
+pub fn backoff_key<K: kube::Resource>(controller: &str, obj: &K) -> String {
+    format!("{controller}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Runs one reconcile of `obj`, timed and counted under `controller`; a
+/// success resets the object's backoff.
+pub async fn instrumented<K, E>(
+    ctx: &Context,
+    controller: &'static str,
+    obj: &K,
+    category: fn(&E) -> &'static str,
+    reconcile: impl Future<Output = Result<Action, E>>,
+) -> Result<Action, E>
+where
+    K: kube::Resource,
+{
+    let _timer = ctx.metrics.start(controller);
+    let result = reconcile.await;
+    match &result {
+        Ok(_) => {
+            ctx.metrics.record_success(controller);
+            ctx.backoff.succeeded(&backoff_key(controller, obj));
+        }
+        Err(error) => ctx.metrics.record_error(controller, category(error)),
+    }
+    result
+}
+
+/// The error policy of every controller: log, then retry after the object's
+/// next exponential backoff delay.
+pub fn retry_later<K: kube::Resource>(
+    ctx: &Context,
+    controller: &'static str,
+    obj: &K,
+    category: &'static str,
+    error: &dyn std::fmt::Display,
+) -> Action {
+    let delay: Duration = ctx.backoff.failed(&backoff_key(controller, obj));
+    tracing::warn!(
+        controller,
+        object = %obj.name_any(),
+        namespace = obj.namespace().unwrap_or_default(),
+        category,
+        %error,
+        retry_in_s = delay.as_secs(),
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Drives a controller's result stream to its end, logging each result.
+pub fn drain_results<S, T, E>(results: S) -> BoxFuture<'static, ()>
+where
+    S: futures::Stream<Item = Result<T, E>> + Send + 'static,
+    T: std::fmt::Debug + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    results
+        .for_each(|result| async move {
+            match result {
+                Ok(reconciled) => tracing::debug!(?reconciled, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
+            }
+        })
+        .boxed()
 }
 
 /// How often the objects-by-phase gauge is refreshed from a controller's cache.
@@ -92,14 +160,8 @@ fn dataset_controller(
         .owns(scoped_api::<Job>(&client, namespace), selector.clone())
         .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_dataset)
         .graceful_shutdown_on(shutdown)
-        .run(dataset::reconcile, dataset::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
-            }
-        })
-        .boxed();
+        .run(dataset::reconcile, dataset::error_policy, ctx);
+    let run = drain_results(run);
     let phase = |ds: &Dataset| phase_name(ds.status.as_ref().and_then(|s| s.phase.as_ref()));
     with_phase_report(run, store, "Dataset", namespace, metrics, phase)
 }

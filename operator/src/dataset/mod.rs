@@ -10,7 +10,6 @@ pub mod status;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hone_crds::Dataset;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -54,16 +53,8 @@ impl Error {
 
 /// One reconcile of a Dataset, timed and counted.
 pub async fn reconcile(ds: Arc<Dataset>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    let result = reconcile_inner(&ds, &ctx).await;
-    match &result {
-        Ok(_) => {
-            ctx.metrics.record_success(CONTROLLER);
-            ctx.backoff.succeeded(&backoff_key(&ds));
-        }
-        Err(error) => ctx.metrics.record_error(CONTROLLER, error.category()),
-    }
-    result
+    crate::controllers::instrumented(&ctx, CONTROLLER, &*ds, Error::category, reconcile_inner(&ds, &ctx))
+        .await
 }
 
 async fn reconcile_inner(ds: &Dataset, ctx: &Context) -> Result<Action, Error> {
@@ -102,20 +93,7 @@ async fn reconcile_inner(ds: &Dataset, ctx: &Context) -> Result<Action, Error> {
 
 /// Transient errors retry with a per-object exponential backoff.
 pub fn error_policy(ds: Arc<Dataset>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay: Duration = ctx.backoff.failed(&backoff_key(&ds));
-    tracing::warn!(
-        dataset = %ds.name_any(),
-        namespace = ds.namespace().unwrap_or_default(),
-        category = error.category(),
-        %error,
-        retry_in_s = delay.as_secs(),
-        "dataset reconcile failed"
-    );
-    Action::requeue(delay)
-}
-
-fn backoff_key(ds: &Dataset) -> String {
-    format!("{CONTROLLER}/{}/{}", ds.namespace().unwrap_or_default(), ds.name_any())
+    crate::controllers::retry_later(&ctx, CONTROLLER, &*ds, error.category(), error)
 }
 
 #[cfg(test)]

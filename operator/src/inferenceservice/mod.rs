@@ -22,10 +22,8 @@ pub mod validate;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use hone_crds::consts::LABEL_INFERENCE_SERVICE;
 use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -34,11 +32,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
 use crate::context::Context;
 
@@ -76,16 +73,14 @@ impl Error {
 
 /// One reconcile of an InferenceService, timed and counted.
 pub async fn reconcile(isvc: Arc<InferenceService>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    let result = reconcile_inner(&isvc, &ctx, Timestamp::now()).await;
-    match &result {
-        Ok(_) => {
-            ctx.metrics.record_success(CONTROLLER);
-            ctx.backoff.succeeded(&backoff_key(&isvc));
-        }
-        Err(error) => ctx.metrics.record_error(CONTROLLER, error.category()),
-    }
-    result
+    crate::controllers::instrumented(
+        &ctx,
+        CONTROLLER,
+        &*isvc,
+        Error::category,
+        reconcile_inner(&isvc, &ctx, Timestamp::now()),
+    )
+    .await
 }
 
 async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
@@ -144,20 +139,7 @@ async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp)
 /// Transient errors retry with a per-object exponential backoff; an invalid
 /// spec never gets here (it is reported in status and waits for a change).
 pub fn error_policy(isvc: Arc<InferenceService>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay: Duration = ctx.backoff.failed(&backoff_key(&isvc));
-    tracing::warn!(
-        inferenceservice = %isvc.name_any(),
-        namespace = isvc.namespace().unwrap_or_default(),
-        category = error.category(),
-        %error,
-        retry_in_s = delay.as_secs(),
-        "inferenceservice reconcile failed"
-    );
-    Action::requeue(delay)
-}
-
-fn backoff_key(isvc: &InferenceService) -> String {
-    format!("{CONTROLLER}/{}/{}", isvc.namespace().unwrap_or_default(), isvc.name_any())
+    crate::controllers::retry_later(&ctx, CONTROLLER, &*isvc, error.category(), error)
 }
 
 /// True when `isvc` serves, rolls out or tracks `mv` (the same test the
@@ -166,26 +148,9 @@ pub fn references(isvc: &InferenceService, mv: &ModelVersion) -> bool {
     if isvc.namespace() != mv.namespace() {
         return false;
     }
-    let name = mv.name_any();
-    let in_spec = isvc.spec.variants.iter().any(|v| {
-        v.model_version.as_deref() == Some(name.as_str())
-            || v.track.as_ref().is_some_and(|t| t.model == mv.spec.model)
-    });
-    let in_status = isvc.status.as_ref().is_some_and(|s| {
-        s.variants.iter().any(|v| v.model_version.as_deref() == Some(name.as_str()))
-            || s.rollout.as_ref().is_some_and(|r| r.from_version == name || r.to_version == name)
-    });
-    in_spec || in_status
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+    let tracked =
+        isvc.spec.variants.iter().any(|v| v.track.as_ref().is_some_and(|t| t.model == mv.spec.model));
+    tracked || isvc.serves(&mv.name_any())
 }
 
 /// The InferenceService controller over one scope (a namespace, or all with
@@ -198,8 +163,10 @@ pub fn controller(
     let client = ctx.client.clone();
     let metrics = ctx.metrics.clone();
     let children = watcher::Config::default().labels(LABEL_INFERENCE_SERVICE);
-    let controller =
-        Controller::new(scoped::<InferenceService>(&client, namespace), watcher::Config::default());
+    let controller = Controller::new(
+        crate::controllers::scoped_api::<InferenceService>(&client, namespace),
+        watcher::Config::default(),
+    );
     let store: Store<InferenceService> = controller.store();
     let phase_store = store.clone();
     // A ModelVersion changing (turning Ready, a new version of a tracked
@@ -213,25 +180,19 @@ pub fn controller(
             .collect::<Vec<_>>()
     };
     let run = controller
-        .owns(scoped::<Deployment>(&client, namespace), children.clone())
-        .owns(scoped::<Service>(&client, namespace), children.clone())
-        .owns(scoped::<HorizontalPodAutoscaler>(&client, namespace), children.clone())
-        .owns(scoped::<PodDisruptionBudget>(&client, namespace), children.clone())
-        .owns(scoped::<ConfigMap>(&client, namespace), children)
+        .owns(crate::controllers::scoped_api::<Deployment>(&client, namespace), children.clone())
+        .owns(crate::controllers::scoped_api::<Service>(&client, namespace), children.clone())
+        .owns(crate::controllers::scoped_api::<HorizontalPodAutoscaler>(&client, namespace), children.clone())
+        .owns(crate::controllers::scoped_api::<PodDisruptionBudget>(&client, namespace), children.clone())
+        .owns(crate::controllers::scoped_api::<ConfigMap>(&client, namespace), children)
         .watches(
-            scoped::<ModelVersion>(&client, namespace),
+            crate::controllers::scoped_api::<ModelVersion>(&client, namespace),
             watcher::Config::default(),
             model_version_to_services,
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
-            }
-        })
-        .boxed();
+        .run(reconcile, error_policy, ctx);
+    let run = crate::controllers::drain_results(run);
     let phase = |isvc: &InferenceService| {
         crate::controllers::phase_name(isvc.status.as_ref().and_then(|s| s.phase.as_ref()))
     };

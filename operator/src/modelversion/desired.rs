@@ -187,19 +187,8 @@ pub fn purges_artifact(mv: &ModelVersion) -> bool {
 /// the ModelVersion `name`: named in a variant's spec, in its status, or as
 /// either side of a rollout.
 pub fn served_by(name: &str, services: &[InferenceService]) -> Vec<String> {
-    let mut out: Vec<String> = services
-        .iter()
-        .filter(|isvc| {
-            let in_spec = isvc.spec.variants.iter().any(|v| v.model_version.as_deref() == Some(name));
-            let status = isvc.status.as_ref();
-            let in_status = status.is_some_and(|s| {
-                s.variants.iter().any(|v| v.model_version.as_deref() == Some(name))
-                    || s.rollout.as_ref().is_some_and(|r| r.from_version == name || r.to_version == name)
-            });
-            in_spec || in_status
-        })
-        .map(ResourceExt::name_any)
-        .collect();
+    let mut out: Vec<String> =
+        services.iter().filter(|isvc| isvc.serves(name)).map(ResourceExt::name_any).collect();
     out.sort();
     out.dedup();
     out

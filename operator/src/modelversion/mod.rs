@@ -12,10 +12,8 @@ pub mod status;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use hone_crds::consts::{FIELD_MANAGER, LABEL_MODEL_VERSION};
 use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::api::batch::v1::Job;
@@ -86,16 +84,8 @@ pub struct Observed {
 
 /// One reconcile, timed and counted.
 pub async fn reconcile(mv: Arc<ModelVersion>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    let result = reconcile_inner(&mv, &ctx).await;
-    match &result {
-        Ok(_) => {
-            ctx.metrics.record_success(CONTROLLER);
-            ctx.backoff.succeeded(&backoff_key(&mv));
-        }
-        Err(error) => ctx.metrics.record_error(CONTROLLER, error.category()),
-    }
-    result
+    crate::controllers::instrumented(&ctx, CONTROLLER, &*mv, Error::category, reconcile_inner(&mv, &ctx))
+        .await
 }
 
 pub(crate) fn api_error(mv: &ModelVersion, action: &'static str) -> impl FnOnce(kube::Error) -> Error {
@@ -204,20 +194,7 @@ pub(crate) async fn write_status(
 
 /// Transient errors retry with a per-object exponential backoff.
 pub fn error_policy(mv: Arc<ModelVersion>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay: Duration = ctx.backoff.failed(&backoff_key(&mv));
-    tracing::warn!(
-        modelversion = %mv.name_any(),
-        namespace = mv.namespace().unwrap_or_default(),
-        category = error.category(),
-        %error,
-        retry_in_s = delay.as_secs(),
-        "modelversion reconcile failed"
-    );
-    Action::requeue(delay)
-}
-
-fn backoff_key(mv: &ModelVersion) -> String {
-    format!("{CONTROLLER}/{}/{}", mv.namespace().unwrap_or_default(), mv.name_any())
+    crate::controllers::retry_later(&ctx, CONTROLLER, &*mv, error.category(), error)
 }
 
 /// The ModelVersion controller over one scope; resolves when it has shut down.
@@ -260,14 +237,8 @@ pub fn controller(
         .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_mv)
         .watches(scoped_api::<InferenceService>(&client, namespace), watcher::Config::default(), isvc_to_mvs)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
-            }
-        })
-        .boxed();
+        .run(reconcile, error_policy, ctx);
+    let run = crate::controllers::drain_results(run);
     let phase = |mv: &ModelVersion| phase_name(mv.status.as_ref().and_then(|s| s.phase.as_ref()));
     with_phase_report(run, phase_store, "ModelVersion", namespace, ctx_metrics, phase)
 }

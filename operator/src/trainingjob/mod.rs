@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
 use hone_crds::conditions::find_condition;
 use hone_crds::consts::{CONDITION_READY, LABEL_TRAINING_JOB};
 use hone_crds::contract::TerminationSummary;
@@ -83,16 +82,8 @@ impl Error {
 
 /// One reconcile of a TrainingJob, timed and counted.
 pub async fn reconcile(tj: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.start(CONTROLLER);
-    let result = reconcile_inner(&tj, &ctx).await;
-    match &result {
-        Ok(_) => {
-            ctx.metrics.record_success(CONTROLLER);
-            ctx.backoff.succeeded(&backoff_key(&tj));
-        }
-        Err(error) => ctx.metrics.record_error(CONTROLLER, error.category()),
-    }
-    result
+    crate::controllers::instrumented(&ctx, CONTROLLER, &*tj, Error::category, reconcile_inner(&tj, &ctx))
+        .await
 }
 
 async fn reconcile_inner(tj: &TrainingJob, ctx: &Context) -> Result<Action, Error> {
@@ -232,20 +223,7 @@ pub fn error_policy(tj: Arc<TrainingJob>, error: &Error, ctx: Arc<Context>) -> A
     if let Error::Register(register::Error::Conflict { .. }) = error {
         return Action::requeue(Duration::from_millis(200));
     }
-    let delay = ctx.backoff.failed(&backoff_key(&tj));
-    tracing::warn!(
-        trainingjob = %tj.name_any(),
-        namespace = tj.namespace().unwrap_or_default(),
-        category = error.category(),
-        %error,
-        retry_in_s = delay.as_secs(),
-        "trainingjob reconcile failed"
-    );
-    Action::requeue(delay)
-}
-
-fn backoff_key(tj: &TrainingJob) -> String {
-    format!("{CONTROLLER}/{}/{}", tj.namespace().unwrap_or_default(), tj.name_any())
+    crate::controllers::retry_later(&ctx, CONTROLLER, &*tj, error.category(), error)
 }
 
 /// The TrainingJob controller over one scope; resolves when it has shut down.
@@ -282,14 +260,8 @@ pub fn controller(
         .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_tj)
         .watches(scoped_api::<Dataset>(&client, namespace), watcher::Config::default(), dataset_to_tjs)
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, action)) => tracing::debug!(%object, ?action, "reconciled"),
-                Err(error) => tracing::debug!(%error, "reconcile did not finish"),
-            }
-        })
-        .boxed();
+        .run(reconcile, error_policy, ctx);
+    let run = crate::controllers::drain_results(run);
     let phase = |tj: &TrainingJob| phase_name(tj.status.as_ref().and_then(|s| s.phase.as_ref()));
     with_phase_report(run, phase_store, "TrainingJob", namespace, ctx_metrics, phase)
 }
