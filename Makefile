@@ -100,8 +100,8 @@ realnode-test: ## Tier 2 tests: a locally built image runs, a Service routes by 
 	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests --test realnode
 
 .PHONY: demo
-demo: ## Not yet: the end-to-end demo lands with the real-node cluster and the operator (issues 3, 6, 8)
-	@echo "make demo is not implemented yet: it needs the operator (issue 6) and the real-node cluster (issue 3, tier 2)." >&2
+demo: ## Not yet: the scripted lifecycle on the real-node cluster lands with issue 8
+	@echo "make demo is not implemented yet: the scripted lifecycle on the real-node cluster comes with issue 8." >&2
 	@echo "Today: 'make test' builds everything and runs the unit and cluster tests; 'make cluster-up' starts a local control plane." >&2
 	@exit 2
 
