@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, join_all};
 use futures::{FutureExt, StreamExt};
-use hone_crds::Dataset;
-use hone_crds::consts::LABEL_DATASET;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
@@ -19,7 +17,6 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::context::Context;
-use crate::dataset;
 use crate::metrics::Metrics;
 
 /// The scope of one set of watches: a namespace, or the whole cluster.
@@ -139,32 +136,38 @@ where
     futures::future::select(controller, Box::pin(report)).map(|_| ()).boxed()
 }
 
-/// The Dataset controller over one scope; resolves when it has shut down.
-fn dataset_controller(
-    ctx: Arc<Context>,
+/// Adds the watches of a controller that runs Jobs: its Jobs (owned), and
+/// their pods mapped to the owner named in `label`. Pods matter because the
+/// termination message lands on the pod, after which the Job may not change.
+pub fn with_jobs_and_pods<K>(
+    controller: Controller<K>,
+    client: &Client,
     namespace: Option<&str>,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> BoxFuture<'static, ()> {
-    let client = ctx.client.clone();
-    let selector = watcher::Config::default().labels(LABEL_DATASET);
-    // Pods are watched for their termination messages, which land on the pod
-    // (the Job may not change again after them).
-    let pod_to_dataset = |pod: Pod| {
-        let name = pod.labels().get(LABEL_DATASET)?.clone();
-        Some(ObjectRef::<Dataset>::new(&name).within(&pod.namespace()?))
+    label: &'static str,
+) -> Controller<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let selector = watcher::Config::default().labels(label);
+    let pod_to_owner = move |pod: Pod| {
+        let name = pod.labels().get(label)?.clone();
+        Some(ObjectRef::<K>::new(&name).within(&pod.namespace()?))
     };
-    let metrics = ctx.metrics.clone();
-    let controller = Controller::new(scoped_api::<Dataset>(&client, namespace), watcher::Config::default());
-    let store = controller.store();
-    let run = controller
-        .owns(scoped_api::<Job>(&client, namespace), selector.clone())
-        .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_dataset)
-        .graceful_shutdown_on(shutdown)
-        .run(dataset::reconcile, dataset::error_policy, ctx);
-    let run = drain_results(run);
-    let phase = |ds: &Dataset| phase_name(ds.status.as_ref().and_then(|s| s.phase.as_ref()));
-    with_phase_report(run, store, "Dataset", namespace, metrics, phase)
+    controller.owns(scoped_api::<Job>(client, namespace), selector.clone()).watches(
+        scoped_api::<Pod>(client, namespace),
+        selector,
+        pod_to_owner,
+    )
 }
+
+type ControllerFn =
+    fn(Arc<Context>, Option<&str>, futures::future::Shared<BoxFuture<'static, ()>>) -> BoxFuture<'static, ()>;
 
 /// Runs every controller until `shutdown` resolves and they have drained.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static) {
@@ -173,23 +176,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     } else {
         ctx.config.namespaces.iter().cloned().map(Some).collect()
     };
+    let shutdown: futures::future::Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
+    let kinds: [(&str, ControllerFn); 4] = [
+        ("Dataset", |c, n, s| crate::dataset::controller(c, n, s)),
+        ("TrainingJob", |c, n, s| crate::trainingjob::controller(c, n, s)),
+        ("ModelVersion", |c, n, s| crate::modelversion::controller(c, n, s)),
+        ("InferenceService", |c, n, s| crate::inferenceservice::controller(c, n, s)),
+    ];
     let mut controllers = Vec::new();
     for scope in &scopes {
-        tracing::info!(namespace = scope.as_deref().unwrap_or("*"), "starting the Dataset controller");
-        controllers.push(dataset_controller(ctx.clone(), scope.as_deref(), shutdown.clone()));
-        tracing::info!(namespace = scope.as_deref().unwrap_or("*"), "starting the TrainingJob controller");
-        controllers.push(crate::trainingjob::controller(ctx.clone(), scope.as_deref(), shutdown.clone()));
-        tracing::info!(namespace = scope.as_deref().unwrap_or("*"), "starting the ModelVersion controller");
-        controllers.push(crate::modelversion::controller(ctx.clone(), scope.as_deref(), shutdown.clone()));
-        tracing::info!(
-            namespace = scope.as_deref().unwrap_or("*"),
-            "starting the InferenceService controller"
-        );
-        controllers.push(crate::inferenceservice::controller(
-            ctx.clone(),
-            scope.as_deref(),
-            shutdown.clone(),
-        ));
+        for (kind, start) in kinds {
+            tracing::info!(namespace = scope.as_deref().unwrap_or("*"), kind, "starting a controller");
+            controllers.push(start(ctx.clone(), scope.as_deref(), shutdown.clone()));
+        }
     }
     join_all(controllers).await;
 }

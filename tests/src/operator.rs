@@ -17,6 +17,40 @@ use kube::{Api, Client};
 
 use crate::wait_for;
 
+/// Stands in for the program a Job pod would have run: waits until KWOK has
+/// completed a pod matching `selector`, then writes `message` as the
+/// termination message of its container `container`, as the kubelet would
+/// from /dev/termination-log.
+pub async fn write_termination_message(
+    client: &Client,
+    namespace: &str,
+    selector: &str,
+    container: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    let pod = wait_for(&format!("a completed pod with {selector}"), Duration::from_secs(120), || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&kube::api::ListParams::default().labels(selector)).await?;
+            Ok(list
+                .items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")))
+        }
+    })
+    .await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = serde_json::json!({"status": {"containerStatuses": [{
+        "name": container, "image": "hone.local/test", "imageID": "", "ready": false, "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
+            "message": message}}
+    }]}});
+    let name = pod.metadata.name.unwrap_or_default();
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
 /// Name of the operator's ServiceAccount in the tests.
 pub const SERVICE_ACCOUNT: &str = "hone-operator";
 

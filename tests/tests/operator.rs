@@ -11,12 +11,11 @@
 
 use std::time::Duration;
 
-use hone_cluster_tests::operator::{OperatorProcess, grant, revoke};
+use hone_cluster_tests::operator::{OperatorProcess, grant, revoke, write_termination_message};
 use hone_cluster_tests::{TestNamespace, client, install_crds, wait_for};
 use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -87,27 +86,8 @@ impl Env {
     /// `message` as its container's termination message (standing in for the
     /// program that would have run in it).
     async fn finish_pod(&self, job: &Job, container: &str, message: &str) {
-        let pods = self.api::<Pod>();
         let selector = format!("batch.kubernetes.io/job-name={}", job.name_any());
-        let pod = wait_for(&format!("a completed pod of {}", job.name_any()), WAIT, || {
-            let (pods, selector) = (pods.clone(), selector.clone());
-            async move {
-                let list = pods.list(&ListParams::default().labels(&selector)).await?;
-                Ok(list
-                    .items
-                    .into_iter()
-                    .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")))
-            }
-        })
-        .await
-        .unwrap();
-        let now = k8s_openapi::jiff::Timestamp::now().to_string();
-        let patch = json!({"status": {"containerStatuses": [{
-            "name": container, "image": "hone.local/test", "imageID": "", "ready": false, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
-                "message": message}}
-        }]}});
-        pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        write_termination_message(&self.client, &self.ns.name, &selector, container, message).await.unwrap();
     }
 
     /// Waits until `check` holds for the named object, returning it.
@@ -252,7 +232,14 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
     operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     let nudge = json!({"metadata": {"annotations": {"test.hone.dev/nudge": "1"}}});
     env.api::<TrainingJob>().patch("cnn", &PatchParams::default(), &Patch::Merge(&nudge)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait until the new operator has reconciled the TrainingJob twice (at
+    // start and after the nudge), so the check below sees its decisions.
+    let series = r#"hone_operator_reconciles_total{controller="trainingjob",result="success"}"#;
+    wait_for("two TrainingJob reconciles by the new operator", WAIT, || async {
+        Ok(operator.metric(series).await.filter(|n| *n >= 2.0).map(|_| ()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     let all = env.api::<ModelVersion>().list(&ListParams::default()).await.unwrap().items;
     assert_eq!(all.iter().map(|m| m.name_any()).collect::<Vec<_>>(), ["digits-v1"]);
 
@@ -287,7 +274,20 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
     })
     .await;
     env.api::<ModelVersion>().delete("digits-v1", &DeleteParams::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The operator has looked at the deletion and refused it (its Warning Event).
+    wait_for("the DeletionBlocked Event", WAIT, || async {
+        let events = env.api::<k8s_openapi::api::events::v1::Event>().list(&ListParams::default()).await?;
+        Ok(events
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("DeletionBlocked")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("digits-v1")
+            })
+            .map(|_| ()))
+    })
+    .await
+    .unwrap();
     let held = env.api::<ModelVersion>().get("digits-v1").await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some(), "deletion is pending, not done");
     env.api::<InferenceService>().delete("web", &DeleteParams::default()).await.unwrap();

@@ -9,13 +9,19 @@ pub mod observe;
 pub mod status;
 pub mod validate;
 
+use std::future::Future;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use hone_crds::Dataset;
+use hone_crds::consts::LABEL_DATASET;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+
+use crate::controllers::{drain_results, phase_name, scoped_api, with_jobs_and_pods, with_phase_report};
 
 use crate::context::Context;
 
@@ -94,6 +100,23 @@ async fn reconcile_inner(ds: &Dataset, ctx: &Context) -> Result<Action, Error> {
 /// Transient errors retry with a per-object exponential backoff.
 pub fn error_policy(ds: Arc<Dataset>, error: &Error, ctx: Arc<Context>) -> Action {
     crate::controllers::retry_later(&ctx, CONTROLLER, &*ds, error.category(), error)
+}
+
+/// The Dataset controller over one scope; resolves when it has shut down.
+pub fn controller(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> BoxFuture<'static, ()> {
+    let client = ctx.client.clone();
+    let metrics = ctx.metrics.clone();
+    let controller = Controller::new(scoped_api::<Dataset>(&client, namespace), watcher::Config::default());
+    let store = controller.store();
+    let run = with_jobs_and_pods(controller, &client, namespace, LABEL_DATASET)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx);
+    let phase = |ds: &Dataset| phase_name(ds.status.as_ref().and_then(|s| s.phase.as_ref()));
+    with_phase_report(drain_results(run), store, "Dataset", namespace, metrics, phase)
 }
 
 #[cfg(test)]

@@ -192,11 +192,17 @@ pub fn controller(
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
-    let run = crate::controllers::drain_results(run);
     let phase = |isvc: &InferenceService| {
         crate::controllers::phase_name(isvc.status.as_ref().and_then(|s| s.phase.as_ref()))
     };
-    crate::controllers::with_phase_report(run, phase_store, "InferenceService", namespace, metrics, phase)
+    crate::controllers::with_phase_report(
+        crate::controllers::drain_results(run),
+        phase_store,
+        "InferenceService",
+        namespace,
+        metrics,
+        phase,
+    )
 }
 
 #[cfg(test)]

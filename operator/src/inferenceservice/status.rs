@@ -3,7 +3,7 @@
 
 use hone_crds::InferenceService;
 use hone_crds::conditions::{ConditionStatus, DesiredCondition, find_condition, set_conditions};
-use hone_crds::consts::{CONDITION_READY, FIELD_MANAGER, REASON_INVALID_SPEC};
+use hone_crds::consts::{CONDITION_READY, REASON_INVALID_SPEC};
 use hone_crds::inferenceservice::{
     CONDITION_DEGRADED, CONDITION_PREDICTORS_READY, CONDITION_ROLLOUT_PROGRESSING, CONDITION_ROUTE_READY,
     DrainingPredictor, InferenceServicePhase, InferenceServiceStatus, REASON_GATEWAY_API_NOT_INSTALLED,
@@ -11,8 +11,7 @@ use hone_crds::inferenceservice::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Resource;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::DynamicObject;
 
 use super::desired::Desired;
 use super::names::{predictor_name, router_name};
@@ -304,20 +303,17 @@ pub async fn update(
     rollout_events: Vec<EventSpec>,
 ) -> Result<(), Error> {
     let previous = isvc.status.clone().unwrap_or_default();
-    if previous == next {
+    let written =
+        crate::status_patch::apply_status(&ctx.client, isvc, &previous, &next).await.map_err(|source| {
+            Error::Patch {
+                namespace: isvc.metadata.namespace.clone().unwrap_or_default(),
+                name: isvc.metadata.name.clone().unwrap_or_default(),
+                source,
+            }
+        })?;
+    if !written {
         return Ok(());
     }
-    let namespace = isvc.metadata.namespace.clone().unwrap_or_default();
-    let name = isvc.metadata.name.clone().unwrap_or_default();
-    let patch = serde_json::json!({
-        "apiVersion": InferenceService::api_version(&()),
-        "kind": InferenceService::kind(&()),
-        "status": next,
-    });
-    Api::<InferenceService>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| Error::Patch { namespace: namespace.clone(), name: name.clone(), source })?;
     for event in rollout_events.into_iter().chain(events(&previous, &next)) {
         ctx.publish(isvc, event).await;
     }

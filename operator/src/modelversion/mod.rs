@@ -29,7 +29,7 @@ use kube::{Client, ResourceExt};
 use self::status::StatusInput;
 use crate::children::is_controlled_by;
 use crate::context::Context;
-use crate::controllers::{phase_name, scoped_api, with_phase_report};
+use crate::controllers::{drain_results, phase_name, scoped_api, with_jobs_and_pods, with_phase_report};
 use crate::termination::pod_of_job;
 
 /// Controller name in metrics and logs.
@@ -205,11 +205,6 @@ pub fn controller(
 ) -> BoxFuture<'static, ()> {
     let client: Client = ctx.client.clone();
     let ctx_metrics = ctx.metrics.clone();
-    let selector = watcher::Config::default().labels(LABEL_MODEL_VERSION);
-    let pod_to_mv = |pod: Pod| {
-        let name = pod.labels().get(LABEL_MODEL_VERSION)?.clone();
-        Some(ObjectRef::<ModelVersion>::new(&name).within(&pod.namespace()?))
-    };
     let controller =
         Controller::new(scoped_api::<ModelVersion>(&client, namespace), watcher::Config::default());
     // An InferenceService change may start or stop serving any version it names
@@ -232,15 +227,12 @@ pub fn controller(
             .collect::<Vec<_>>()
     };
     let phase_store = controller.store();
-    let run = controller
-        .owns(scoped_api::<Job>(&client, namespace), selector.clone())
-        .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_mv)
+    let run = with_jobs_and_pods(controller, &client, namespace, LABEL_MODEL_VERSION)
         .watches(scoped_api::<InferenceService>(&client, namespace), watcher::Config::default(), isvc_to_mvs)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
-    let run = crate::controllers::drain_results(run);
     let phase = |mv: &ModelVersion| phase_name(mv.status.as_ref().and_then(|s| s.phase.as_ref()));
-    with_phase_report(run, phase_store, "ModelVersion", namespace, ctx_metrics, phase)
+    with_phase_report(drain_results(run), phase_store, "ModelVersion", namespace, ctx_metrics, phase)
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use kube::{Client, ResourceExt};
 
 use self::status::{DatasetGate, StatusInput};
 use crate::context::{Context, EventSpec};
-use crate::controllers::{phase_name, scoped_api, with_phase_report};
+use crate::controllers::{drain_results, phase_name, scoped_api, with_jobs_and_pods, with_phase_report};
 use crate::termination::{JobOutcome, TerminationMessage, job_outcome, latest_termination_message};
 
 /// Controller name in metrics and logs.
@@ -235,10 +235,6 @@ pub fn controller(
     let client: Client = ctx.client.clone();
     let ctx_metrics = ctx.metrics.clone();
     let selector = watcher::Config::default().labels(LABEL_TRAINING_JOB);
-    let pod_to_tj = |pod: Pod| {
-        let name = pod.labels().get(LABEL_TRAINING_JOB)?.clone();
-        Some(ObjectRef::<TrainingJob>::new(&name).within(&pod.namespace()?))
-    };
     let controller =
         Controller::new(scoped_api::<TrainingJob>(&client, namespace), watcher::Config::default());
     // A Dataset becoming Ready wakes the TrainingJobs that wait for it.
@@ -254,16 +250,13 @@ pub fn controller(
             .collect::<Vec<_>>()
     };
     let phase_store = controller.store();
-    let run = controller
-        .owns(scoped_api::<Job>(&client, namespace), selector.clone())
-        .owns(scoped_api::<Service>(&client, namespace), selector.clone())
-        .watches(scoped_api::<Pod>(&client, namespace), selector, pod_to_tj)
+    let run = with_jobs_and_pods(controller, &client, namespace, LABEL_TRAINING_JOB)
+        .owns(scoped_api::<Service>(&client, namespace), selector)
         .watches(scoped_api::<Dataset>(&client, namespace), watcher::Config::default(), dataset_to_tjs)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
-    let run = crate::controllers::drain_results(run);
     let phase = |tj: &TrainingJob| phase_name(tj.status.as_ref().and_then(|s| s.phase.as_ref()));
-    with_phase_report(run, phase_store, "TrainingJob", namespace, ctx_metrics, phase)
+    with_phase_report(drain_results(run), phase_store, "TrainingJob", namespace, ctx_metrics, phase)
 }
 
 #[cfg(test)]

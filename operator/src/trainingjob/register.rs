@@ -173,16 +173,11 @@ pub async fn ensure(
     let version = match reserved {
         Some(version) => version,
         None => {
-            // A fresh list (not a cache): the highest version right now.
-            let existing = mvs
-                .list(&ListParams::default().labels(&format!("{LABEL_MODEL}={model}")))
-                .await
-                .map_err(api_error("listing ModelVersions"))?
-                .items;
-            // Hand-registered ModelVersions may lack the label; count them too.
+            // A fresh list (not a cache) of every ModelVersion in the namespace,
+            // hand-registered ones (which may lack the model label) included.
             let all =
                 mvs.list(&ListParams::default()).await.map_err(api_error("listing ModelVersions"))?.items;
-            let version = next_version(&existing, model).max(next_version(&all, model));
+            let version = next_version(&all, model);
             reserve(ctx, tj, &model_version_name(model, version)).await?;
             version
         }

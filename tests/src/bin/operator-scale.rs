@@ -14,15 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use hone_cluster_tests::operator::{OperatorProcess, grant, revoke};
+use hone_cluster_tests::operator::{OperatorProcess, grant, revoke, write_termination_message};
 use hone_cluster_tests::{TestNamespace, client, install_crds, wait_for};
 use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 const DIGEST: &str = "sha256:3f1a7b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90";
@@ -44,28 +43,6 @@ where
             }
         }
     })
-}
-
-/// Waits for a Job pod labelled `selector` to complete (KWOK) and writes `message` as its termination message.
-async fn finish_pod(client: &Client, ns: &str, selector: &str, container: &str, message: &str) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod = wait_for(selector, Duration::from_secs(120), || {
-        let pods = pods.clone();
-        async move {
-            let list = pods.list(&ListParams::default().labels(selector)).await?;
-            Ok(list
-                .items
-                .into_iter()
-                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")))
-        }
-    })
-    .await
-    .unwrap();
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let patch = json!({"status": {"containerStatuses": [{"name": container, "image": "x", "imageID": "",
-        "ready": false, "restartCount": 0,
-        "state": {"terminated": {"exitCode": 0, "startedAt": now, "finishedAt": now, "message": message}}}]}});
-    pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -162,13 +139,23 @@ async fn main() {
     )
     .await;
     let summary = json!({"kind": "inspect", "digest": DIGEST, "samples": 10, "sizeBytes": 10, "classes": ["0"], "classCounts": {"0": 10}});
-    finish_pod(&client, &ns.name, "hone.dev/dataset=digits", "inspect", &summary.to_string()).await;
+    write_termination_message(&client, &ns.name, "hone.dev/dataset=digits", "inspect", &summary.to_string())
+        .await
+        .unwrap();
     let mv_ar = kube::api::ApiResource::erase::<ModelVersion>(&());
     create_all(dyn_api(&mv_ar), vec![json!({"apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": "digits-v1"},
         "spec": {"model": "digits", "version": 1, "artifact": {"uri": "s3://m/run/model.pt", "format": "TorchScript", "digest": ARTIFACT_DIGEST},
                  "signature": {"inputShape": [1, 32, 32], "classes": ["0"]}}})]).await;
     let ok = json!({"ok": true, "model": "s3://m/run/model.pt", "digest": ARTIFACT_DIGEST});
-    finish_pod(&client, &ns.name, "hone.dev/modelversion=digits-v1", "verify", &ok.to_string()).await;
+    write_termination_message(
+        &client,
+        &ns.name,
+        "hone.dev/modelversion=digits-v1",
+        "verify",
+        &ok.to_string(),
+    )
+    .await
+    .unwrap();
     let datasets: Api<Dataset> = Api::namespaced(client.clone(), &ns.name);
     let mvs: Api<ModelVersion> = Api::namespaced(client.clone(), &ns.name);
     let ready = |c: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
