@@ -31,3 +31,20 @@ pub fn pod_terminated(job: &str, container: &str, finished_at: &str, message: &s
     }))
     .unwrap()
 }
+
+/// Serves one HTTP response (`status`, `body`) on a loopback port from a plain
+/// thread, as a router's /metrics would; returns its URL.
+pub fn serve_once(status: &'static str, body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = socket.read(&mut request).unwrap();
+        let response =
+            format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        socket.write_all(response.as_bytes()).unwrap();
+    });
+    format!("http://{address}/metrics")
+}

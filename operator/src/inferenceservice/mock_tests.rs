@@ -20,6 +20,7 @@ use super::tests::{isvc, model_version, serving};
 use crate::config::OperatorConfig;
 use crate::context::Context;
 use crate::metrics::Metrics;
+use crate::testutil::serve_once;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -141,7 +142,8 @@ async fn a_new_service_gets_predictors_and_a_router_applied_server_side() {
 
 #[tokio::test]
 async fn a_canary_step_reads_the_metrics_url_and_moves_traffic() {
-    let url = serve_metrics(
+    let url = serve_once(
+        "200 OK",
         "hone_router_requests_total{variant=\"a-v2\",status_class=\"2xx\"} 30\n\
          hone_router_request_duration_seconds_bucket{variant=\"a-v2\",le=\"0.01\"} 30\n\
          hone_router_request_duration_seconds_bucket{variant=\"a-v2\",le=\"+Inf\"} 30\n",
@@ -229,20 +231,4 @@ async fn an_invalid_spec_leaves_the_children_alone_and_waits() {
         (event.body["reason"].as_str(), event.body["type"].as_str()),
         (Some("InvalidSpec"), Some("Warning"))
     );
-}
-
-/// Serves `body` as a router's /metrics, once, from a plain thread.
-fn serve_metrics(body: &'static str) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let (mut socket, _) = listener.accept().unwrap();
-        let mut request = [0u8; 1024];
-        let _ = socket.read(&mut request).unwrap();
-        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
-        socket.write_all(head.as_bytes()).unwrap();
-        socket.write_all(body.as_bytes()).unwrap();
-    });
-    format!("http://{address}/metrics")
 }

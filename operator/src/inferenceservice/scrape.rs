@@ -92,25 +92,7 @@ async fn fetch(http: &Client<HttpConnector, Empty<Bytes>>, url: &str) -> Result<
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::io::{Read, Write};
-
-    /// Serves `body` once on a local port, as a router would (a plain thread:
-    /// the test needs no more of tokio than the client does).
-    fn serve_once(status: &'static str, body: &'static str) -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let _ = socket.read(&mut request).unwrap();
-            let response = format!(
-                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            socket.write_all(response.as_bytes()).unwrap();
-        });
-        format!("http://{address}/metrics")
-    }
+    use crate::testutil::serve_once;
 
     #[tokio::test]
     async fn an_override_url_is_read_and_parsed() {
