@@ -5,7 +5,11 @@
             digits scaled up with bilinear filtering), 1797 images
   iris.csv, wine.csv, breast_cancer.csv: CSV with a header row and a `label` column
 
-Usage: export-datasets.py OUT_DIR [--only digits,iris,...]
+With --holdout F, a seeded fraction F of the digits (stratified by class)
+goes to digits-holdout/ instead of digits/: images no training run sees, for
+checking a served model (the demo classifies them through the router).
+
+Usage: export-datasets.py OUT_DIR [--only digits,iris,...] [--holdout 0.1 --seed 7]
 """
 import argparse
 import csv
@@ -16,15 +20,24 @@ from PIL import Image
 from sklearn import datasets
 
 
-def export_digits(out):
+def export_digits(out, holdout=0.0, seed=7):
     digits = datasets.load_digits()
     root = os.path.join(out, "digits")
-    for label in range(10):
-        os.makedirs(os.path.join(root, str(label)), exist_ok=True)
+    held = set()
+    if holdout > 0:
+        rng = np.random.default_rng(seed)
+        for label in range(10):
+            members = np.flatnonzero(digits.target == label)
+            count = int(round(len(members) * holdout))
+            held.update(int(i) for i in rng.choice(members, size=count, replace=False))
+    for folder in ["digits", "digits-holdout"] if held else ["digits"]:
+        for label in range(10):
+            os.makedirs(os.path.join(out, folder, str(label)), exist_ok=True)
     for i, (pixels, label) in enumerate(zip(digits.images, digits.target)):
         img = Image.fromarray(np.uint8(np.clip(pixels * (255.0 / 16.0), 0, 255)), mode="L")
         img = img.resize((32, 32), Image.BILINEAR)
-        img.save(os.path.join(root, str(label), f"{i:04d}.png"), optimize=False)
+        folder = "digits-holdout" if i in held else "digits"
+        img.save(os.path.join(out, folder, str(label), f"{i:04d}.png"), optimize=False)
     return root
 
 
@@ -43,11 +56,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
     parser.add_argument("--only", default="digits,iris,wine,breast_cancer")
+    parser.add_argument("--holdout", type=float, default=0.0, help="fraction of the digits kept out of digits/")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the holdout choice")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     only = set(args.only.split(","))
     if "digits" in only:
-        print(export_digits(args.out))
+        if not 0.0 <= args.holdout < 1.0:
+            parser.error("--holdout must be in [0, 1)")
+        print(export_digits(args.out, args.holdout, args.seed))
     if "iris" in only:
         iris = datasets.load_iris()
         print(export_table(args.out, "iris", iris, list(iris.target_names)))

@@ -219,6 +219,9 @@ registerNode: true
 registerWithTaints:
   - { key: hone.dev/node, value: real, effect: NoSchedule }
 serializeImagePulls: false
+# Mounted ConfigMaps (the router's weights) refresh within ~10 s instead of
+# the default ~1 min, so a canary step reaches the router quickly here.
+syncFrequency: 10s
 EOF2
   start kubelet "$K8S_BIN/kubelet" \
     --config "$D/kubelet.yaml" \

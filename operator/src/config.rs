@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use clap::{Args, ValueEnum};
 use hone_crds::{SecretRef, StorageLocation};
 
+use crate::placement::{self, Placement};
+
 /// Default trainer image (what `hack/images/build.sh` builds).
 pub const DEFAULT_TRAINER_IMAGE: &str = "hone.local/trainer:dev";
 /// Default predictor image (what `hack/images/build.sh` builds).
@@ -41,6 +43,13 @@ pub struct RunArgs {
     /// Secret (in the TrainingJob's namespace) with credentials for the default output.
     #[arg(long, env = "HONE_DEFAULT_OUTPUT_SECRET")]
     pub default_output_secret: Option<String>,
+    /// Node selector (`key=value`, comma-separated) for the pods Hone creates
+    /// when the object sets none (e.g. `hone.dev/node=gpu`).
+    #[arg(long, env = "HONE_POD_NODE_SELECTOR", value_delimiter = ',')]
+    pub pod_node_selector: Vec<String>,
+    /// Tolerations (a JSON list) added to every pod Hone creates.
+    #[arg(long, env = "HONE_POD_TOLERATIONS")]
+    pub pod_tolerations: Option<String>,
     /// Log format.
     #[arg(long, env = "HONE_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -53,7 +62,7 @@ pub struct RunArgs {
 }
 
 /// What the controllers need from the configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct OperatorConfig {
     /// Image of inspect and training Jobs that name none.
     pub trainer_image: String,
@@ -63,11 +72,14 @@ pub struct OperatorConfig {
     pub default_output: Option<StorageLocation>,
     /// Namespaces to watch; empty means all.
     pub namespaces: Vec<String>,
+    /// Default node selector and tolerations of the pods Hone creates.
+    pub placement: Placement,
 }
 
 impl OperatorConfig {
-    /// The controller configuration from the command line.
-    pub fn from_args(args: &RunArgs) -> Self {
+    /// The controller configuration from the command line; a placement flag
+    /// that does not parse is an error.
+    pub fn from_args(args: &RunArgs) -> Result<Self, placement::Error> {
         let default_output =
             args.default_output.as_deref().filter(|uri| !uri.trim().is_empty()).map(|uri| StorageLocation {
                 uri: uri.trim().to_owned(),
@@ -79,12 +91,14 @@ impl OperatorConfig {
             });
         let namespaces =
             args.namespaces.iter().map(|ns| ns.trim().to_owned()).filter(|ns| !ns.is_empty()).collect();
-        Self {
+        let placement = Placement::parse(&args.pod_node_selector, args.pod_tolerations.as_deref())?;
+        Ok(Self {
             trainer_image: args.trainer_image.clone(),
             predictor_image: args.predictor_image.clone(),
             default_output,
             namespaces,
-        }
+            placement,
+        })
     }
 }
 
@@ -95,6 +109,7 @@ impl Default for OperatorConfig {
             predictor_image: DEFAULT_PREDICTOR_IMAGE.to_owned(),
             default_output: None,
             namespaces: Vec::new(),
+            placement: Placement::default(),
         }
     }
 }
@@ -122,21 +137,27 @@ mod tests {
             "s3://models/",
             "--default-output-secret",
             "s3-creds",
+            "--pod-node-selector",
+            "hone.dev/node=real",
+            "--pod-tolerations",
+            r#"[{"key":"hone.dev/node","operator":"Exists","effect":"NoSchedule"}]"#,
         ])
         .unwrap();
-        let config = OperatorConfig::from_args(&cli.run);
+        let config = OperatorConfig::from_args(&cli.run).unwrap();
         assert_eq!(config.namespaces, vec!["ml".to_owned(), "team-a".to_owned()]);
         assert_eq!(config.trainer_image, "registry.example/trainer:1");
         assert_eq!(config.predictor_image, DEFAULT_PREDICTOR_IMAGE);
         let output = config.default_output.unwrap();
         assert_eq!(output.uri, "s3://models/");
         assert_eq!(output.secret_ref.unwrap().name, "s3-creds");
+        assert_eq!(config.placement.node_selector["hone.dev/node"], "real");
+        assert_eq!(config.placement.tolerations.len(), 1);
     }
 
     #[test]
     fn defaults_watch_everything_with_no_default_output() {
         let cli = TestCli::try_parse_from(["hone-operator"]).unwrap();
-        let config = OperatorConfig::from_args(&cli.run);
+        let config = OperatorConfig::from_args(&cli.run).unwrap();
         assert!(config.namespaces.is_empty());
         assert_eq!(config.default_output, None);
         assert_eq!(cli.run.log_format, LogFormat::Json);

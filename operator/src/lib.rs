@@ -13,6 +13,7 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod modelversion;
+pub mod placement;
 pub mod server;
 pub mod status_patch;
 pub mod telemetry;

@@ -55,12 +55,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_filter)?;
-    let config = OperatorConfig::from_args(&args);
+    let config = OperatorConfig::from_args(&args).context("reading the pod placement flags")?;
     tracing::info!(
         trainer_image = %config.trainer_image,
         predictor_image = %config.predictor_image,
         default_output = config.default_output.as_ref().map(|o| o.uri.as_str()).unwrap_or(""),
         namespaces = %config.namespaces.join(","),
+        pod_node_selector = ?config.placement.node_selector,
+        pod_tolerations = config.placement.tolerations.len(),
         leader_election = args.leader.enabled,
         "starting hone-operator"
     );

@@ -62,7 +62,7 @@ async fn crds_establish_and_samples_are_accepted() {
     let created = Api::<TrainingJob>::namespaced(client.clone(), &ns.name).create(&pp, &tj).await.unwrap();
     // Defaults the schema declares are applied by the apiserver.
     assert_eq!(created.spec.workers, 1);
-    let mv: ModelVersion = sample("modelversion.yaml");
+    let mv: ModelVersion = sample("modelversion-imported.yaml");
     Api::<ModelVersion>::namespaced(client.clone(), &ns.name).create(&pp, &mv).await.unwrap();
     let isvc: InferenceService = sample("inferenceservice.yaml");
     Api::<InferenceService>::namespaced(client.clone(), &ns.name).create(&pp, &isvc).await.unwrap();
@@ -153,15 +153,15 @@ async fn trainingjob_training_fields_are_immutable_but_suspend_toggles() {
 async fn modelversion_spec_is_immutable() {
     let (client, ns) = setup("crds-mv").await;
     let api = Api::<ModelVersion>::namespaced(client, &ns.name);
-    let mv: ModelVersion = sample("modelversion.yaml");
+    let mv: ModelVersion = sample("modelversion-imported.yaml");
     api.create(&PostParams::default(), &mv).await.unwrap();
     let pp = PatchParams::default();
     let change = json!({"spec": {"artifact": {"uri": "s3://elsewhere/model.pt"}}});
     let message =
-        rejection(api.patch("digits-classifier-v1", &pp, &Patch::Merge(&change)).await.unwrap_err());
+        rejection(api.patch("digits-imported-v1", &pp, &Patch::Merge(&change)).await.unwrap_err());
     assert!(message.contains(mv::IMMUTABLE_SPEC_MESSAGE), "{message}");
     // Labels live in metadata and may change.
     let labels = json!({"metadata": {"labels": {"stage": "production"}}});
-    api.patch("digits-classifier-v1", &pp, &Patch::Merge(&labels)).await.unwrap();
+    api.patch("digits-imported-v1", &pp, &Patch::Merge(&labels)).await.unwrap();
     ns.cleanup().await.unwrap();
 }

@@ -91,3 +91,15 @@ Usage: include "hone.rules" (list . "files/operator-rules.yaml")
 {{- end }}
 {{- toYaml $rules }}
 {{- end }}
+
+{{/*
+A node selector map as the operator's --pod-node-selector flag value:
+key=value pairs, comma-separated, in key order.
+*/}}
+{{- define "hone.nodeSelectorFlag" -}}
+{{- $pairs := list }}
+{{- range $key, $value := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}

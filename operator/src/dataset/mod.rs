@@ -81,7 +81,8 @@ async fn reconcile_inner(ds: &Dataset, ctx: &Context) -> Result<Action, Error> {
         }
         Err(other) => return Err(other.into()),
     };
-    let desired = desired::build(&valid, &observed, now);
+    let mut desired = desired::build(&valid, &observed, now);
+    ctx.config.placement.apply_to_job(&mut desired.job);
     let applied = apply::apply(ctx, &namespace, Some(&desired), observed).await?;
     let input = status::StatusInput {
         generation,

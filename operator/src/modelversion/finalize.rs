@@ -88,7 +88,8 @@ pub async fn finalize(ctx: &Context, mv: &ModelVersion, observed: &Observed) -> 
         }
         Step::StartPurge => {
             if let Ok(valid) = &valid {
-                let job = desired::purge_job(valid);
+                let mut job = desired::purge_job(valid);
+                ctx.config.placement.apply_to_job(&mut job);
                 Api::<Job>::namespaced(ctx.client.clone(), &valid.namespace)
                     .patch(&purge_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job))
                     .await

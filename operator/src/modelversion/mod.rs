@@ -146,7 +146,8 @@ async fn reconcile_inner(mv: &ModelVersion, ctx: &Context) -> Result<Action, Err
         )
     );
     if job.is_none() && !verified {
-        let wanted = desired::verify_job(&valid);
+        let mut wanted = desired::verify_job(&valid);
+        ctx.config.placement.apply_to_job(&mut wanted);
         let created = Api::<Job>::namespaced(ctx.client.clone(), &valid.namespace)
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&wanted))
             .await

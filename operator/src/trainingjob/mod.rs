@@ -117,7 +117,11 @@ async fn reconcile_inner(tj: &TrainingJob, ctx: &Context) -> Result<Action, Erro
         }
         Err(other @ validate::Error::MissingMetadata(_)) => return Err(other.into()),
     };
-    let desired = valid.as_ref().map(desired::build);
+    let desired = valid.as_ref().map(|valid| {
+        let mut desired = desired::build(valid);
+        ctx.config.placement.apply_to_job(&mut desired.job);
+        desired
+    });
     let applied = apply::apply(ctx, &namespace, desired.as_ref(), &observed, queued, finished).await?;
     // Outcome of a Job that exists without a desired one (Dataset deleted mid-run).
     let gate = match (&gate, &applied.job, &previous.dataset_digest) {
