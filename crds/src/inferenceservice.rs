@@ -25,6 +25,21 @@ pub const ONE_SOURCE_MESSAGE: &str = "set exactly one of modelVersion and track"
 /// metrics proxy).
 pub const ANNOTATION_ROUTER_METRICS_URL: &str = "hone.dev/router-metrics-url";
 
+/// Annotation asking the operator to end the rollout in progress by hand:
+/// [`ROLLOUT_ACTION_PROMOTE`] or [`ROLLOUT_ACTION_ROLLBACK`] (`kubectl hone
+/// promote|rollback` sets it). Honoured once per
+/// [`ANNOTATION_ROLLOUT_ACTION_ID`]; `status.lastRolloutAction` records it.
+pub const ANNOTATION_ROLLOUT_ACTION: &str = "hone.dev/rollout-action";
+/// Annotation: a new value for every request, so a repeated command is a new request.
+pub const ANNOTATION_ROLLOUT_ACTION_ID: &str = "hone.dev/rollout-action-id";
+/// Annotation (optional): the variant the request is for; a rollout of
+/// another variant ignores it.
+pub const ANNOTATION_ROLLOUT_ACTION_VARIANT: &str = "hone.dev/rollout-action-variant";
+/// [`ANNOTATION_ROLLOUT_ACTION`] value: skip the remaining steps and promote now.
+pub const ROLLOUT_ACTION_PROMOTE: &str = "promote";
+/// [`ANNOTATION_ROLLOUT_ACTION`] value: abort and return all traffic to the old version.
+pub const ROLLOUT_ACTION_ROLLBACK: &str = "rollback";
+
 /// Condition: every variant has ready predictors.
 pub const CONDITION_PREDICTORS_READY: &str = "PredictorsReady";
 /// Condition: the router (or HTTPRoute) is in place.
@@ -37,6 +52,12 @@ pub const CONDITION_DEGRADED: &str = "Degraded";
 pub const REASON_MODEL_VERSION_NOT_READY: &str = "ModelVersionNotReady";
 /// Degraded reason after canary analysis failed.
 pub const REASON_ROLLOUT_ABORTED: &str = "RolloutAborted";
+/// Degraded reason (and Event) after a rollout was rolled back by hand.
+pub const REASON_MANUAL_ROLLBACK: &str = "ManualRollback";
+/// Event reason of a rollout promoted by hand before its last step.
+pub const REASON_MANUAL_PROMOTION: &str = "ManualPromotion";
+/// Event reason of a rollout action that found nothing to act on.
+pub const REASON_ROLLOUT_ACTION_IGNORED: &str = "RolloutActionIgnored";
 /// RouteReady reason when the GatewayAPI provider is chosen but the Gateway API CRDs are missing.
 pub const REASON_GATEWAY_API_NOT_INSTALLED: &str = "GatewayAPINotInstalled";
 
@@ -505,8 +526,40 @@ pub struct AbortedRollout {
     pub to_version: String,
     /// `metadata.generation` when it was aborted.
     pub generation: i64,
-    /// Why analysis failed.
+    /// Why it was aborted.
     pub message: String,
+    /// `RolloutAborted` (analysis failed; also when unset) or `ManualRollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What the operator did with the latest `hone.dev/rollout-action` request.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutActionRecord {
+    /// The request's `hone.dev/rollout-action-id`; a request with this id is not handled again.
+    pub id: String,
+    /// The action asked for (`promote`, `rollback`, or the unknown value given).
+    pub action: String,
+    /// The variant of the rollout it acted on, or the one it asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// What came of it.
+    pub outcome: RolloutActionOutcome,
+    /// What was done, or why nothing was.
+    pub message: String,
+}
+
+/// Outcomes of a rollout action.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RolloutActionOutcome {
+    /// The new version took over the variant.
+    Promoted,
+    /// All traffic went back to the old version.
+    RolledBack,
+    /// Nothing to act on (no rollout in progress, another variant, an unknown action).
+    #[default]
+    Ignored,
 }
 
 /// Predictors that lost their traffic (after a promotion or an abort) and are
@@ -557,6 +610,9 @@ pub struct InferenceServiceStatus {
     /// Predictors kept, without traffic, until the routers have reloaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub draining: Vec<DrainingPredictor>,
+    /// The latest `hone.dev/rollout-action` request handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollout_action: Option<RolloutActionRecord>,
     /// Standard conditions: Ready, PredictorsReady, RouteReady,
     /// RolloutProgressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

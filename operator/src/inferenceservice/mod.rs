@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod apply;
 pub mod desired;
 pub mod drain;
+pub mod manual;
 pub mod names;
 pub mod observe;
 pub mod promtext;

@@ -6,16 +6,21 @@
 //! One rollout at a time: `Immediate` waits for the new predictors to be
 //! ready and switches; `Canary` also moves the variant's traffic through
 //! `steps`, judged on the canary backend's router metrics, and promotes or
-//! aborts.
+//! aborts. A rollout action asked for by hand (`hone.dev/rollout-action`,
+//! see [`super::manual`]) promotes or aborts the rollout in progress early.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use hone_crds::inferenceservice::{AbortedRollout, InferenceServiceStatus, RolloutStatus, RolloutStrategy};
+use hone_crds::inferenceservice::{
+    AbortedRollout, InferenceServiceStatus, REASON_MANUAL_PROMOTION, REASON_MANUAL_ROLLBACK,
+    RolloutActionOutcome, RolloutActionRecord, RolloutStatus, RolloutStrategy,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::analysis::{self, Verdict};
+use super::manual::{self, ActionRequest, Decision};
 use super::names::{ANALYSIS_POLL, canary_backend, predictor_name};
 use super::promtext::RouterMetrics;
 use super::track::GateFailure;
@@ -92,6 +97,8 @@ pub struct Plan {
     pub events: Vec<EventSpec>,
     /// When to look again; `None`: on the next change.
     pub requeue_after: Option<Duration>,
+    /// The rollout action request handled by this reconcile, for `status.lastRolloutAction`.
+    pub handled_action: Option<RolloutActionRecord>,
 }
 
 /// Event reasons of rollout transitions.
@@ -106,6 +113,12 @@ pub mod reasons {
     pub const ABORTED: &str = hone_crds::inferenceservice::REASON_ROLLOUT_ABORTED;
     /// The spec no longer asks for the version rolling out.
     pub const CANCELLED: &str = "RolloutCancelled";
+    /// Promoted by hand before the last step.
+    pub const MANUAL_PROMOTION: &str = hone_crds::inferenceservice::REASON_MANUAL_PROMOTION;
+    /// Rolled back by hand.
+    pub const MANUAL_ROLLBACK: &str = hone_crds::inferenceservice::REASON_MANUAL_ROLLBACK;
+    /// A rollout action found nothing to act on.
+    pub const ACTION_IGNORED: &str = hone_crds::inferenceservice::REASON_ROLLOUT_ACTION_IGNORED;
 }
 
 /// Runs the state machine once.
@@ -113,7 +126,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let valid = input.valid;
     let previous = input.previous;
     let mut events = Vec::new();
-    let aborted: Vec<AbortedRollout> = previous
+    let mut aborted: Vec<AbortedRollout> = previous
         .aborted_rollouts
         .iter()
         .filter(|a| a.generation == valid.generation && valid.variants.iter().any(|v| v.name == a.variant))
@@ -138,6 +151,26 @@ pub fn plan(input: &Input<'_>) -> Plan {
         .collect();
 
     let mut rollout = previous.rollout.clone().and_then(|r| still_wanted(r, input, &variants, &mut events));
+    let request = manual::unhandled(valid.action.as_ref(), previous.last_rollout_action.as_ref());
+    let mut handled_action = None;
+    let mut promote_now = None;
+    if let Some(request) = request {
+        match manual::decide(request, rollout.as_ref()) {
+            Decision::Promote => promote_now = Some(request),
+            Decision::Rollback => {
+                if let Some(r) = rollout.take() {
+                    let (abort, record, note) = roll_back(r, request, valid.generation);
+                    events.push(event(true, REASON_MANUAL_ROLLBACK, note));
+                    aborted.push(abort);
+                    handled_action = Some(record);
+                }
+            }
+            Decision::Ignore(why) => {
+                events.push(manual::ignored_event(request, &why));
+                handled_action = Some(manual::record(request, None, RolloutActionOutcome::Ignored, &why));
+            }
+        }
+    }
     if rollout.is_none() {
         rollout = start(input, &variants, &aborted, &mut events);
     }
@@ -149,16 +182,38 @@ pub fn plan(input: &Input<'_>) -> Plan {
         aborted,
         events,
         requeue_after: None,
+        handled_action,
     };
     if let Some(r) = rollout
         && let Some(index) = variants.iter().position(|v| v.name == r.variant)
         && let Some(to) = valid.models.get(&r.to_version)
     {
-        advance(input, r, to, &mut variants[index], &mut plan);
+        advance(input, r, to, &mut variants[index], &mut plan, promote_now);
     }
     plan.pending = pending(input, &variants, plan.rollout.as_ref(), &plan.aborted);
     plan.variants = variants;
     plan
+}
+
+/// Aborts `r` by hand, as analysis would; the abort, the request's record and the Event's note.
+fn roll_back(
+    r: RolloutStatus,
+    request: &ActionRequest,
+    generation: i64,
+) -> (AbortedRollout, RolloutActionRecord, String) {
+    let message = format!(
+        "rolled back by hand (request {}): canary {} at {}% of variant {}'s traffic; all traffic is back on {}",
+        request.id, r.to_version, r.canary_weight, r.variant, r.from_version
+    );
+    let record = manual::record(request, Some(&r.variant), RolloutActionOutcome::RolledBack, &message);
+    let abort = AbortedRollout {
+        variant: r.variant,
+        to_version: r.to_version,
+        generation,
+        message: message.clone(),
+        reason: Some(REASON_MANUAL_ROLLBACK.to_owned()),
+    };
+    (abort, record, message)
 }
 
 /// The rollout in status if the spec still asks for it; a Cancelled Event otherwise.
@@ -218,13 +273,15 @@ fn start(
     })
 }
 
-/// Moves rollout `r` of `variant` one transition on, when its time has come.
+/// Moves rollout `r` of `variant` one transition on, when its time has come
+/// (or at once, for a manual promotion, once the new predictors are ready).
 fn advance(
     input: &Input<'_>,
     mut r: RolloutStatus,
     to: &ModelRef,
     variant: &mut VariantPlan,
     plan: &mut Plan,
+    promote_now: Option<&ActionRequest>,
 ) {
     let valid = input.valid;
     let deployment = predictor_name(&valid.name, &variant.name, to.version);
@@ -236,9 +293,22 @@ fn advance(
         plan.progress = Some(progress);
     };
     if r.canary_weight == 0 && !input.ready.contains(&deployment) {
+        let then = if promote_now.is_some() { "; a manual promotion waits for them" } else { "" };
         let message =
-            format!("waiting for the predictors of {} (Deployment {deployment}) to be ready", to.name);
+            format!("waiting for the predictors of {} (Deployment {deployment}) to be ready{then}", to.name);
         return keep(r, variant, plan, Progress { reason: "WaitingForPredictors", message });
+    }
+    if let Some(request) = promote_now {
+        let note = format!(
+            "promoted by hand (request {}) at {}% of variant {}'s traffic: {} now serves in place of {}",
+            request.id, r.canary_weight, r.variant, r.to_version, r.from_version
+        );
+        let record = manual::record(request, Some(&r.variant), RolloutActionOutcome::Promoted, &note);
+        plan.events.push(event(false, REASON_MANUAL_PROMOTION, note));
+        plan.handled_action = Some(record);
+        variant.stable = Some(to.clone());
+        variant.canary = None;
+        return;
     }
     let steps = &valid.steps;
     if valid.strategy == RolloutStrategy::Immediate || steps.is_empty() {
@@ -282,6 +352,7 @@ fn advance(
                 to_version: r.to_version,
                 generation: valid.generation,
                 message,
+                reason: None,
             });
         }
         Verdict::Pass if step + 1 >= steps.len() => {

@@ -130,7 +130,10 @@ pub fn compute(input: StatusInput<'_>, now: &Time) -> InferenceServiceStatus {
         None => (false, "NoRollout".to_owned(), with_notes("no rollout in progress".to_owned(), &input)),
     };
     let degraded: Check = match input.plan.aborted.first() {
-        Some(a) => (true, REASON_ROLLOUT_ABORTED.to_owned(), a.message.clone()),
+        Some(a) => {
+            let reason = a.reason.clone().unwrap_or_else(|| REASON_ROLLOUT_ABORTED.to_owned());
+            (true, reason, a.message.clone())
+        }
         None => (false, "AsExpected".to_owned(), "no rollout was aborted at this generation".to_owned()),
     };
     let ready: Check = match (&predictors, &route) {
@@ -158,6 +161,9 @@ pub fn compute(input: StatusInput<'_>, now: &Time) -> InferenceServiceStatus {
     status.rollout = input.plan.rollout.clone();
     status.aborted_rollouts = input.plan.aborted.clone();
     status.draining = input.draining.to_vec();
+    if let Some(handled) = &input.plan.handled_action {
+        status.last_rollout_action = Some(handled.clone());
+    }
     let conditions = [
         (CONDITION_READY, ready),
         (CONDITION_PREDICTORS_READY, predictors),

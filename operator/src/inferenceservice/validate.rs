@@ -12,6 +12,7 @@ use hone_crds::inferenceservice::{
 use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
+use super::manual::{self, ActionRequest};
 use super::names::env::MANAGED;
 use super::track::{self, GateFailure, is_ready};
 use crate::children::{MAX_NAME_LEN, controller_owner_ref};
@@ -114,6 +115,8 @@ pub struct ValidService {
     pub metrics_url: Option<String>,
     /// Variants in spec order.
     pub variants: Vec<ValidVariant>,
+    /// A rollout action asked for by hand (`hone.dev/rollout-action`).
+    pub action: Option<ActionRequest>,
     /// Every servable ModelVersion of the namespace, by name (for what status says is served).
     pub models: BTreeMap<String, ModelRef>,
 }
@@ -178,6 +181,7 @@ pub fn validate(
         gateway: traffic.gateway,
         metrics_url: metrics_url.cloned(),
         variants,
+        action: isvc.metadata.annotations.as_ref().and_then(manual::request),
         models,
     })
 }

@@ -183,6 +183,7 @@ fn an_aborted_version_is_not_retried_until_the_spec_changes() {
         to_version: "digits-v2".into(),
         generation: 2,
         message: "failed".into(),
+        reason: None,
     }];
     let plan = plan_of(&canary(), &previous, &["digits-a-v1", "digits-a-v2"], at(300));
     assert_eq!(plan.rollout, None);

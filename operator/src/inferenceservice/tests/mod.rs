@@ -3,6 +3,7 @@
 
 mod canary;
 mod desired;
+mod manual;
 mod status;
 mod validate;
 

@@ -30,7 +30,7 @@ fn applied(desired: &Desired, ready: i32) -> Vec<Deployment> {
         .collect()
 }
 
-fn compute(
+pub(super) fn compute(
     valid: &ValidService,
     plan: &Plan,
     ready: i32,
@@ -51,7 +51,7 @@ fn compute(
     status::compute(input, &Time(at(0)))
 }
 
-fn condition(status: &InferenceServiceStatus, type_: &str) -> (String, String, String) {
+pub(super) fn condition(status: &InferenceServiceStatus, type_: &str) -> (String, String, String) {
     let c = find_condition(&status.conditions, type_).unwrap();
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
@@ -130,6 +130,7 @@ fn a_rollout_is_progressing_and_an_abort_is_degraded() {
         to_version: "digits-v2".into(),
         generation: 2,
         message: "error rate 50%".into(),
+        reason: None,
     });
     let degraded = compute(&valid, &aborted_plan, 1, &status);
     assert_eq!(degraded.phase, Some(InferenceServicePhase::Degraded));
