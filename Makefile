@@ -37,7 +37,7 @@ cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (
 	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests -- --test-threads=4
 
 .PHONY: test
-test: lint chart-lint generate-check unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
+test: lint chart-lint generate-check argocd-test unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
 	hack/with-cluster.sh $(MAKE) --no-print-directory cluster-test
 
 .PHONY: data
@@ -66,14 +66,19 @@ chart-lint: ## helm lint --strict the chart (helm built once from its Go module)
 	  if $$helm template hone charts/hone --set replicaCont=1 >/dev/null 2>&1; then \
 	    echo "chart-lint: a misspelt value was accepted; values.schema.json must reject it" >&2; exit 1; fi
 
+.PHONY: argocd-test
+argocd-test: ## Argo CD health checks (config/argocd/health/*.lua) against their fixtures in Lua 5.1
+	config/argocd/test/run.sh
+
 .PHONY: fmt
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
 .PHONY: generate
-generate: ## Write the CRD YAML into charts/hone/crds/ and config/crd/
+generate: ## Write the CRD YAML into charts/hone/crds/ and config/crd/, the kustomize base and argocd-cm from the chart
 	$(CARGO) run -q -p hone-crds --bin crdgen -- --out-dir charts/hone/crds
 	$(CARGO) run -q -p hone-crds --bin crdgen -- --out-dir config/crd/bases
+	hack/gen-kustomize.sh
 
 .PHONY: generate-check
 generate-check: ## Fail when the committed CRD YAML differs from what crdgen prints
@@ -100,10 +105,12 @@ realnode-test: ## Tier 2 tests: a locally built image runs, a Service routes by 
 	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests --test realnode
 
 .PHONY: demo
-demo: ## Not yet: the scripted lifecycle on the real-node cluster lands with issue 8
-	@echo "make demo is not implemented yet: the scripted lifecycle on the real-node cluster comes with issue 8." >&2
-	@echo "Today: 'make test' builds everything and runs the unit and cluster tests; 'make cluster-up' starts a local control plane." >&2
-	@exit 2
+demo: ## The whole lifecycle on a local cluster with a real node: train, verify, serve, canary, automatic rollback (hack/demo/run.sh)
+	hack/demo/run.sh
+
+.PHONY: chaos
+chaos: ## Faults on purpose on the cluster make demo left up: operator killed 10 times, training pod and predictor pod deleted
+	hack/demo/chaos.sh
 
 .PHONY: images
 images: release ## Build the operator, trainer and predictor OCI images without Docker and import them into the real node's containerd

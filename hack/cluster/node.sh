@@ -66,6 +66,16 @@ node_network_up() {
   echo "$HONE_BRIDGE" > "$NODE_STATE/bridge"
   ip addr add "$HONE_NODE_IP/$(node_prefix)" dev "$HONE_BRIDGE"
   ip link set "$HONE_BRIDGE" up
+  # This machine reaches Services the way pods do: kube-proxy's OUTPUT rules
+  # rewrite a ClusterIP to a pod address on the bridge. The two halves of the
+  # service range on the bridge (more specific than its unreachable guard)
+  # make the first route lookup succeed; nothing for that range leaves the
+  # machine, and the routes go away with the bridge.
+  local half
+  for half in $(python3 -c 'import ipaddress, sys; print(*ipaddress.ip_network(sys.argv[1]).subnets())' \
+    "$HONE_SERVICE_CIDR"); do
+    ip route add "$half" dev "$HONE_BRIDGE" src "$HONE_NODE_IP" || die "could not route $half to $HONE_BRIDGE"
+  done
   # Pods: to each other and to this machine only. Anything a pod sends that
   # would leave through another interface is rejected.
   if iptables -w -S 2>/dev/null | grep -q -- '-N KUBE-'; then

@@ -108,7 +108,10 @@ async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp)
         metrics: observed.router_metrics.as_ref(),
         now,
     });
-    let desired = desired::build(&valid, &plan, observed.gateway_api);
+    let mut desired = desired::build(&valid, &plan, observed.gateway_api);
+    for deployment in &mut desired.deployments {
+        ctx.config.placement.apply_to_deployment(deployment);
+    }
     let router = names::router_name(&valid.name);
     let present: BTreeSet<String> = observed
         .deployments

@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# `make demo`: the whole Hone lifecycle on the local real-node cluster, with
+# real pods, real training, real serving and real traffic.
+#
+#   1. cluster: etcd, apiserver, controllers, scheduler and a real node
+#      (containerd, kubelet, kube-proxy, CoreDNS), built from Go modules
+#   2. images: hone-operator, hone-trainer, hone-predictor and MinIO as OCI
+#      images, imported into the node's containerd (no Docker)
+#   3. helm install charts/hone (two operator replicas, leader election)
+#   4. MinIO in the cluster, the digits uploaded to it (a held-out tenth is
+#      kept back for step 6)
+#   5. kubectl apply -k config/samples: the Dataset is verified, the
+#      TrainingJob trains in a pod and registers digits-classifier-v1, which
+#      is verified and served by the InferenceService `digits`
+#   6. the held-out digits through the router Service: >= 95% correct
+#   7. a second TrainingJob registers v2, rolled out as a canary (10%, 50%)
+#      under live traffic, and promoted
+#   8. a broken v3 (fails on every real input) is registered; its canary is
+#      aborted by the live analysis, traffic goes back to v2, and the failed
+#      requests are counted against the canary's share
+#
+# Every step prints its time; the run ends with the time from `kubectl apply`
+# to the first correct prediction. The cluster stays up afterwards: explore
+# it with `export KUBECONFIG=/tmp/hone-cluster/kubeconfig`, stop it with
+# `make cluster-down`.
+#
+# Environment: DEMO_STAGES (default "serve,canary,abort"; "serve" stops after
+# step 6), DEMO_SKIP_IMAGES=1 (reuse the imported images), HONE_CLUSTER_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$(pwd)
+. hack/versions.env
+export HONE_CACHE=${HONE_CACHE:-$HOME/.cache/hone}
+export HONE_CLUSTER_DIR=${HONE_CLUSTER_DIR:-/tmp/hone-cluster}
+export KUBECONFIG=$HONE_CLUSTER_DIR/kubeconfig
+STAGES=${DEMO_STAGES:-serve,canary,abort}
+NS=hone-demo
+SYSTEM_NS=hone-system
+WORK=${DEMO_WORK:-$HONE_CLUSTER_DIR/demo}
+KUBECTL="$HONE_CACHE/k8s-$KUBE_VERSION/bin/kubectl"
+MINIO_IMAGE="hone.local/minio:$MINIO_VERSION"
+
+t0=$(date +%s.%N)
+step_t=$t0
+elapsed() { python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):7.1f}s')" "$(date +%s.%N)" "$1"; }
+say() { printf '[demo %s] %s\n' "$(elapsed "$t0")" "$*"; }
+step() { step_t=$(date +%s.%N); printf '\n[demo %s] == %s\n' "$(elapsed "$t0")" "$*"; }
+done_step() { printf '[demo %s]    done in %s\n' "$(elapsed "$t0")" "$(elapsed "$step_t" | tr -d ' ')"; }
+die() { printf '[demo %s] FAILED: %s\n' "$(elapsed "$t0")" "$*" >&2; exit 1; }
+k() { "$KUBECTL" "$@"; }
+has_stage() { [[ ",$STAGES," == *",$1,"* ]]; }
+
+# Describes an object (status and recent Events) when a wait fails.
+show() {
+  k -n "$NS" get "$1" "$2" -o jsonpath='{.status}' 2>/dev/null | python3 -m json.tool >&2 || true
+  k -n "$NS" get events --sort-by=.lastTimestamp 2>/dev/null | tail -n 15 >&2 || true
+}
+
+# wait_phase KIND NAME PHASE [TIMEOUT]: polls status.phase; a Failed phase
+# (or Degraded, unless that is the phase awaited) ends the demo with the status.
+wait_phase() {
+  local kind=$1 name=$2 want=$3 timeout=${4:-900} start phase last=""
+  start=$(date +%s)
+  while :; do
+    phase=$(k -n "$NS" get "$kind" "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+    if [ "$phase" != "$last" ]; then say "$kind/$name: ${phase:-(no status yet)}"; last=$phase; fi
+    [ "$phase" = "$want" ] && return 0
+    if [ "$phase" = Failed ] || { [ "$phase" = Degraded ] && [ "$want" != Degraded ]; }; then
+      show "$kind" "$name"; die "$kind/$name is $phase"
+    fi
+    if (( $(date +%s) - start > timeout )); then show "$kind" "$name"; die "$kind/$name not $want after ${timeout}s"; fi
+    sleep 1
+  done
+}
+
+# jsonpath of the InferenceService's status.
+isvc() { k -n "$NS" get inferenceservice digits -o jsonpath="$1" 2>/dev/null || true; }
+
+# ---------------------------------------------------------------- 1 cluster
+step "1/8 cluster with a real node (make cluster-up NODE=real)"
+hack/setup-python.sh >/dev/null
+eval "$(hack/env.sh)"
+NODE=real hack/cluster/up.sh 2>&1 | sed 's/^/    /'
+k get nodes -l hone.dev/node=real -o wide | sed 's/^/    /'
+done_step
+
+# ----------------------------------------------------------------- 2 images
+step "2/8 images (release build, OCI images without Docker, imported into containerd)"
+if [ "${DEMO_SKIP_IMAGES:-0}" != 1 ]; then
+  cargo build --release --workspace --bins 2>&1 | tail -n 2 | sed 's/^/    /'
+  hack/images/build.sh 2>&1 | grep -E 'imported|unchanged|ERROR' | sed 's/^/    /'
+  hack/images/minio.sh 2>&1 | grep -E 'imported|unchanged|ERROR' | sed 's/^/    /'
+fi
+done_step
+
+# --------------------------------------------------------------- 3 operator
+step "3/8 helm install charts/hone into $SYSTEM_NS"
+HELM=$(hack/build-helm.sh | tail -n 1)
+k create namespace "$SYSTEM_NS" --dry-run=client -o yaml | k apply -f - >/dev/null
+k label namespace "$SYSTEM_NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+"$HELM" upgrade --install hone charts/hone --namespace "$SYSTEM_NS" --values hack/demo/values.yaml \
+  --wait --timeout 5m 2>&1 | sed -n '1,6p' | sed 's/^/    /'
+k -n "$SYSTEM_NS" get pods -o wide | sed 's/^/    /'
+holder=$(k -n "$SYSTEM_NS" get lease hone-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+say "operator leader: ${holder:-(not elected yet)}"
+done_step
+
+# ---------------------------------------------------------------- 4 storage
+step "4/8 object storage: MinIO in $NS, the digits uploaded"
+k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
+k label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+mkdir -p "$WORK"
+if ! k -n "$NS" get secret minio-root >/dev/null 2>&1; then
+  k -n "$NS" create secret generic minio-root --from-literal=user=hone-demo \
+    --from-literal=password="$(openssl rand -hex 16)" >/dev/null
+fi
+S3_USER=$(k -n "$NS" get secret minio-root -o jsonpath='{.data.user}' | base64 -d)
+S3_PASSWORD=$(k -n "$NS" get secret minio-root -o jsonpath='{.data.password}' | base64 -d)
+# What the operator's pods read (trainer and predictor: object_store's AWS_* variables).
+k -n "$NS" create secret generic hone-s3-credentials --dry-run=client -o yaml \
+  --from-literal=AWS_ACCESS_KEY_ID="$S3_USER" --from-literal=AWS_SECRET_ACCESS_KEY="$S3_PASSWORD" \
+  --from-literal=AWS_ENDPOINT_URL="http://minio.$NS.svc.cluster.local:9000" \
+  --from-literal=AWS_ALLOW_HTTP=true --from-literal=AWS_REGION=us-east-1 | k apply -f - >/dev/null
+sed "s|MINIO_IMAGE|$MINIO_IMAGE|" hack/demo/minio.yaml | k -n "$NS" apply -f - >/dev/null
+k -n "$NS" rollout status deployment/minio --timeout=180s | sed 's/^/    /'
+MINIO_IP=$(k -n "$NS" get svc minio -o jsonpath='{.spec.clusterIP}')
+S3="http://$MINIO_IP:9000"
+s3() { curl -sS --fail-with-body --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_USER:$S3_PASSWORD" "$@"; }
+for _ in $(seq 30); do s3 -o /dev/null "$S3/minio/health/ready" 2>/dev/null && break; sleep 1; done
+DATA="$HONE_CACHE/demo-data"
+if [ ! -f "$DATA/.complete" ]; then
+  rm -rf "$DATA"
+  "$HONE_VENV/bin/python" hack/export-datasets.py "$DATA" --only digits --holdout 0.1 --seed 7 >/dev/null
+  touch "$DATA/.complete"
+fi
+for bucket in hone-datasets hone-models; do s3 -X PUT "$S3/$bucket" -o /dev/null 2>/dev/null || true; done
+(cd "$DATA/digits" && find . -name '*.png' | sed 's|^\./||' | sort) > "$WORK/upload.txt"
+export -f s3
+export S3 S3_USER S3_PASSWORD
+(cd "$DATA/digits" && xargs -P 8 -I{} bash -c 's3 -T "{}" "$S3/hone-datasets/digits/{}" -o /dev/null' < "$WORK/upload.txt")
+say "uploaded $(wc -l < "$WORK/upload.txt") training images to s3://hone-datasets/digits/; \
+$(find "$DATA/digits-holdout" -name '*.png' | wc -l) held out"
+done_step
+
+# ---------------------------------------------------------------- 5 samples
+step "5/8 kubectl apply -k config/samples (Dataset, TrainingJob, InferenceService)"
+apply_t=$(date +%s.%N)
+k -n "$NS" apply -k config/samples | sed 's/^/    /'
+wait_phase dataset digits Ready 300
+say "dataset digest: $(k -n "$NS" get dataset digits -o jsonpath='{.status.digest}')"
+wait_phase trainingjob digits-cnn-1 Succeeded 1200
+V1=$(k -n "$NS" get trainingjob digits-cnn-1 -o jsonpath='{.status.modelVersion}')
+say "registered $V1: $(k -n "$NS" get modelversion "$V1" -o jsonpath='{.spec.metrics}')"
+wait_phase modelversion "$V1" Ready 300
+wait_phase inferenceservice digits Ready 600
+ROUTER="http://$(k -n "$NS" get svc digits-router -o jsonpath='{.spec.clusterIP}'):8080"
+HOLDOUT="$DATA/digits-holdout"
+first=""
+for _ in $(seq 120); do
+  if python3 - "$ROUTER" "$HOLDOUT" <<'PY'
+import json, os, sys, urllib.request
+url, root = sys.argv[1:]
+label = sorted(os.listdir(root))[3]
+name = sorted(os.listdir(os.path.join(root, label)))[0]
+body = open(os.path.join(root, label, name), "rb").read()
+req = urllib.request.Request(url + "/predict", data=body, headers={"Content-Type": "image/png"})
+try:
+    answer = json.loads(urllib.request.urlopen(req, timeout=5).read())
+except Exception:
+    sys.exit(1)
+sys.exit(0 if answer.get("label") == label else 1)
+PY
+  then first=$(date +%s.%N); break; fi
+  sleep 1
+done
+[ -n "$first" ] || die "no correct prediction through $ROUTER"
+FIRST_PREDICTION=$(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.1f}')" "$first" "$apply_t")
+say "first correct prediction through the router, $FIRST_PREDICTION s after kubectl apply"
+done_step
+
+# ---------------------------------------------------------------- 6 predict
+step "6/8 the held-out digits through the router Service ($ROUTER)"
+python3 hack/demo/client.py accuracy "$ROUTER" "$HOLDOUT" --min 0.95 | sed 's/^/    /'
+done_step
+
+summary() {
+  printf '\n[demo %s] == summary\n' "$(elapsed "$t0")"
+  printf '    kubectl apply -> first correct prediction: %s s\n' "$FIRST_PREDICTION"
+  [ -z "${CANARY_SUMMARY:-}" ] || printf '    canary v1 -> v2: %s\n' "$CANARY_SUMMARY"
+  [ -z "${ABORT_SUMMARY:-}" ] || printf '    broken v3: %s\n' "$ABORT_SUMMARY"
+  printf '    the cluster is still up: export KUBECONFIG=%s; make cluster-down stops it\n' "$KUBECONFIG"
+}
+has_stage canary || { summary; exit 0; }
+
+LOG="$WORK/traffic.jsonl"
+STOP="$WORK/traffic.stop"
+rm -f "$LOG" "$STOP"
+# Steady traffic for the analysis from here on (bounded: 20 minutes at most).
+python3 hack/demo/client.py load "$ROUTER" "$HOLDOUT" "$LOG" --rate 20 --workers 4 --seconds 1200 \
+  --stop-file "$STOP" &
+LOAD_PID=$!
+trap 'touch "$STOP"; wait "$LOAD_PID" 2>/dev/null || true' EXIT
+
+# ----------------------------------------------------------------- 7 canary
+step "7/8 a second TrainingJob: v2 rolled out as a canary under live traffic"
+k -n "$NS" apply -f hack/demo/trainingjob-2.yaml | sed 's/^/    /'
+wait_phase trainingjob digits-cnn-2 Succeeded 1200
+V2=$(k -n "$NS" get trainingjob digits-cnn-2 -o jsonpath='{.status.modelVersion}')
+say "registered $V2: $(k -n "$NS" get modelversion "$V2" -o jsonpath='{.spec.metrics}')"
+wait_phase modelversion "$V2" Ready 300
+canary_start=$(date +%s.%N)
+seen=""
+for _ in $(seq 600); do
+  r=$(isvc '{.status.rollout.toVersion} step={.status.rollout.step} weight={.status.rollout.canaryWeight} {.status.rollout.lastAnalysis}')
+  served=$(isvc '{.status.variants[0].modelVersion}')
+  if [ "$r" != "$seen" ] && [ -n "${r%% *}" ]; then say "rollout: $r"; seen=$r; fi
+  if [ "$served" = "$V2" ] && [ -z "$(isvc '{.status.rollout.toVersion}')" ]; then break; fi
+  [ "$(isvc '{.status.phase}')" = Degraded ] && { show inferenceservice digits; die "the v2 canary was aborted"; }
+  sleep 1
+done
+[ "$served" = "$V2" ] || die "v2 was not promoted in time"
+canary_end=$(date +%s.%N)
+w=$(python3 hack/demo/client.py window "$LOG" --since "$canary_start" --until "$canary_end")
+say "promoted $V2 after $(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.0f}')" "$canary_end" "$canary_start") s; traffic meanwhile: $w"
+CANARY_SUMMARY="promoted; traffic during the rollout: $w"
+wait_phase inferenceservice digits Ready 300
+done_step
+
+# ------------------------------------------------------------------ 8 abort
+has_stage abort || { summary; exit 0; }
+step "8/8 a broken v3: canary aborted by the live analysis, traffic back on v2"
+V2_URI=$(k -n "$NS" get modelversion "$V2" -o jsonpath='{.spec.artifact.uri}')
+V2_DIR=${V2_URI%/model.pt}
+V2_PATH=${V2_DIR#s3://}
+mkdir -p "$WORK/v2" "$WORK/v3"
+s3 -o "$WORK/v2/model.pt" "$S3/$V2_PATH/model.pt"
+s3 -o "$WORK/v2/model.json" "$S3/$V2_PATH/model.json"
+V3=digits-classifier-v3
+V3_URI=s3://hone-models/broken/v3/model.pt
+k -n "$NS" get modelversion "$V2" -o json > "$WORK/v2/modelversion.json"
+"$HONE_VENV/bin/python" hack/demo/broken_model.py "$WORK/v2/model.pt" "$WORK/v2/model.json" "$WORK/v3" \
+  --modelversion "$WORK/v2/modelversion.json" --name "$V3" --uri "$V3_URI" >/dev/null
+s3 -T "$WORK/v3/model.pt" "$S3/hone-models/broken/v3/model.pt" -o /dev/null
+s3 -T "$WORK/v3/model.json" "$S3/hone-models/broken/v3/model.json" -o /dev/null
+# Passes verification (all-zero input), fails every real request; registered
+# with v2's metrics, so the InferenceService's track picks it up.
+k -n "$NS" apply -f "$WORK/v3/modelversion.json" | sed 's/^/    /'
+wait_phase modelversion "$V3" Ready 300
+abort_start=$(date +%s.%N)
+seen=""
+for _ in $(seq 600); do
+  r=$(isvc '{.status.rollout.toVersion} step={.status.rollout.step} weight={.status.rollout.canaryWeight} {.status.rollout.lastAnalysis}')
+  if [ "$r" != "$seen" ] && [ -n "${r%% *}" ]; then say "rollout: $r"; seen=$r; fi
+  [ "$(isvc '{.status.phase}')" = Degraded ] && break
+  sleep 1
+done
+[ "$(isvc '{.status.phase}')" = Degraded ] || die "the broken canary was not aborted in time"
+aborted=$(date +%s.%N)
+reason=$(isvc '{.status.conditions[?(@.type=="Degraded")].reason}')
+message=$(isvc '{.status.conditions[?(@.type=="Degraded")].message}')
+say "Degraded, reason $reason: $message"
+[ "$reason" = RolloutAborted ] || die "expected reason RolloutAborted, got $reason"
+[ "$(isvc '{.status.variants[0].modelVersion}')" = "$V2" ] || die "the variant does not serve $V2 after the abort"
+# The router reloads its ConfigMap when the kubelet refreshes the mount:
+# measure until no request has reached v3 for 20 s.
+for _ in $(seq 180); do
+  last_v3=$(python3 - "$LOG" <<'PY'
+import json, sys
+last = 0.0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["variant"].endswith("-v3") or r["version"] == "3":
+        last = max(last, r["t"])
+print(last)
+PY
+)
+  python3 -c "import sys,time; sys.exit(0 if time.time() - float(sys.argv[1]) > 20 else 1)" "$last_v3" && break
+  sleep 2
+done
+end=$(date +%s.%N)
+w=$(python3 hack/demo/client.py window "$LOG" --since "$abort_start" --until "$end")
+canary_max=$(k -n "$NS" get inferenceservice digits -o jsonpath='{.spec.rollout.steps[0]}')
+share=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['failedShare'])" "$w")
+say "from v3 Ready until the router stopped sending to v3: $w"
+python3 - "$share" "$canary_max" <<'PY' || die "more requests failed than the canary's share"
+import sys
+share, step = float(sys.argv[1]), float(sys.argv[2]) / 100
+print(f"    failed share {share:.1%} vs the canary's first step {step:.0%}")
+sys.exit(0 if share <= step else 1)
+PY
+ABORT_SUMMARY="aborted after $(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.0f}')" "$aborted" "$abort_start") s (reason $reason); failed requests $(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(f\"{d['failed']} of {d['requests']} ({d['failedShare']:.1%})\")" "$w"), canary share ${canary_max}%"
+done_step
+summary
