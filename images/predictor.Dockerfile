@@ -4,9 +4,14 @@
 # base, C/C++ runtime, libtorch (CPU), binary) and imports it into the
 # local cluster's containerd. Versions: hack/versions.env (TORCH_VERSION).
 ARG TORCH_VERSION=2.13.0
+# cpu: libtorch's CPU libraries only (about 450 MB). cuda: the whole CUDA
+# stack the torch wheel ships (about 3.7 GB), for GPU nodes:
+#   docker build --build-arg VARIANT=cuda -f images/predictor.Dockerfile -t hone/predictor:cuda .
+ARG VARIANT=cpu
 
 FROM rust:1.95-bookworm AS build
 ARG TORCH_VERSION
+ARG VARIANT
 RUN apt-get update && apt-get install -y --no-install-recommends python3-venv && rm -rf /var/lib/apt/lists/*
 # tch links the libtorch of the torch wheel (LIBTORCH_USE_PYTORCH).
 RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir "torch==${TORCH_VERSION}"
@@ -16,12 +21,18 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry --mount=type=cache,target=/src/target \
     cargo build --release --locked -p hone-predictor --bin hone-predictor && \
     install -D target/release/hone-predictor /out/hone-predictor
-# Only what the binary loads: libtorch_cpu, libc10, libgomp and the two CUDA
-# libraries libtorch_cpu.so needs at load time; not the CUDA stack.
+# cpu: only what the binary loads (libtorch_cpu, libc10, libgomp and the two
+# CUDA libraries libtorch_cpu.so needs at load time). cuda: every library of
+# torch and of the nvidia wheels; the binary opens libtorch_cuda.so at start.
 RUN set -eux; t=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))'); \
     mkdir -p /out/libtorch; \
-    cp -L "$t/lib/libtorch_cpu.so" "$t/lib/libc10.so" "$t/lib/libgomp.so.1" /out/libtorch/; \
-    cp -L "$t/../nvidia/cu13/lib/libcudart.so.13" "$t/../nvidia/cu13/lib/libcupti.so.13" /out/libtorch/ 2>/dev/null || true
+    if [ "$VARIANT" = cuda ]; then \
+      cp -L "$t"/lib/*.so* /out/libtorch/; \
+      find "$t/../nvidia" -path '*/lib/*.so*' -exec cp -L {} /out/libtorch/ \; ; \
+    elif [ "$VARIANT" = cpu ]; then \
+      cp -L "$t/lib/libtorch_cpu.so" "$t/lib/libc10.so" "$t/lib/libgomp.so.1" /out/libtorch/; \
+      cp -L "$t/../nvidia/cu13/lib/libcudart.so.13" "$t/../nvidia/cu13/lib/libcupti.so.13" /out/libtorch/ 2>/dev/null || true; \
+    else echo "VARIANT must be cpu or cuda, not $VARIANT" >&2; exit 1; fi
 
 FROM debian:bookworm-slim
 # libtorch first: a layer of its own that only changes with TORCH_VERSION.
