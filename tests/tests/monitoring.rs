@@ -131,7 +131,7 @@ fn pod_meta_label(label: &str) -> String {
     format!("__meta_kubernetes_pod_label_{clean}")
 }
 
-/// Checks the monitoring objects of one render; returns them.
+/// Checks the monitoring objects of one render.
 fn check_monitoring_objects(objects: &[DynamicObject], namespace: &str) {
     let monitors = of_kind(objects, "ServiceMonitor");
     assert_eq!(monitors.len(), 1, "one ServiceMonitor");
@@ -141,11 +141,16 @@ fn check_monitoring_objects(objects: &[DynamicObject], namespace: &str) {
     assert!(selects(wanted, &service_labels), "the ServiceMonitor does not select {}", service.name_any());
     assert_eq!(monitors[0].data["spec"]["namespaceSelector"]["matchNames"][0], namespace);
     let port = &monitors[0].data["spec"]["endpoints"][0]["port"];
-    assert_eq!(&service.data["spec"]["ports"][0]["name"], port, "the ServiceMonitor names the Service's port");
+    assert_eq!(
+        &service.data["spec"]["ports"][0]["name"], port,
+        "the ServiceMonitor names the Service's port"
+    );
 
     // The pods the operator builds: child labels plus the component's selector.
-    let router_pod: BTreeMap<String, String> =
-        child_labels(LABEL_INFERENCE_SERVICE, "digits").into_iter().chain(router_selector("digits")).collect();
+    let router_pod: BTreeMap<String, String> = child_labels(LABEL_INFERENCE_SERVICE, "digits")
+        .into_iter()
+        .chain(router_selector("digits"))
+        .collect();
     let mut predictor_pod = child_labels(LABEL_INFERENCE_SERVICE, "digits");
     predictor_pod.extend([
         (LABEL_VARIANT.to_owned(), "stable".to_owned()),
@@ -155,14 +160,21 @@ fn check_monitoring_objects(objects: &[DynamicObject], namespace: &str) {
     let pod_monitors = of_kind(objects, "PodMonitor");
     assert_eq!(pod_monitors.len(), 2, "predictor and router PodMonitors");
     let by_pod = |labels: &BTreeMap<String, String>| -> Vec<String> {
-        pod_monitors.iter().filter(|m| selects(&m.data["spec"]["selector"], labels)).map(|m| m.name_any()).collect()
+        pod_monitors
+            .iter()
+            .filter(|m| selects(&m.data["spec"]["selector"], labels))
+            .map(|m| m.name_any())
+            .collect()
     };
     let predictors = by_pod(&predictor_pod);
     let routers = by_pod(&router_pod);
     assert_eq!(predictors.len(), 1, "exactly one PodMonitor selects predictor pods: {predictors:?}");
     assert_eq!(routers.len(), 1, "exactly one PodMonitor selects router pods: {routers:?}");
     assert_ne!(predictors, routers);
-    assert!(by_pod(&child_labels(LABEL_INFERENCE_SERVICE, "digits")).is_empty(), "other children are not scraped");
+    assert!(
+        by_pod(&child_labels(LABEL_INFERENCE_SERVICE, "digits")).is_empty(),
+        "other children are not scraped"
+    );
     for monitor in &pod_monitors {
         let spec = &monitor.data["spec"];
         assert_eq!(spec["namespaceSelector"]["any"], true, "every namespace: {spec}");
@@ -208,7 +220,8 @@ fn check_monitoring_objects(objects: &[DynamicObject], namespace: &str) {
         of_kind(objects, "ConfigMap").into_iter().filter(|c| c.name_any().ends_with("-dashboard")).collect();
     assert_eq!(dashboards.len(), 1);
     assert_eq!(dashboards[0].labels().get("grafana_dashboard").map(String::as_str), Some("1"));
-    let json: Value = serde_json::from_str(dashboards[0].data["data"]["hone.json"].as_str().unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_str(dashboards[0].data["data"]["hone.json"].as_str().unwrap()).unwrap();
     assert_eq!(json["uid"], "hone-overview");
 
     let policies = of_kind(objects, "NetworkPolicy");
