@@ -6,6 +6,7 @@ mod body;
 mod ops;
 mod predict;
 mod state;
+mod ui;
 mod v2;
 
 pub mod openapi;
@@ -140,6 +141,7 @@ pub fn router(state: Arc<AppState>, cors_origins: &[String]) -> Result<Router, S
         .route("/predict", post(predict::predict))
         .route("/predict/batch", post(predict::predict_batch))
         .route("/drift", get(ops::drift))
+        .route("/ui/model", get(ui::model))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::require_api_key));
     let public = Router::new()
         .route("/v2", get(v2::server_metadata))
@@ -147,7 +149,12 @@ pub fn router(state: Arc<AppState>, cors_origins: &[String]) -> Result<Router, S
         .route("/v2/health/ready", get(v2::ready))
         .route("/metrics", get(ops::metrics))
         .route("/docs", get(ops::docs))
-        .route("/docs/openapi.json", get(ops::docs));
+        .route("/docs/openapi.json", get(ops::docs))
+        .route("/", get(ui::page))
+        .route("/ui", get(ui::page))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/style.css", get(ui::style))
+        .route("/ui/icon.svg", get(ui::icon));
     let mut app = protected
         .merge(public)
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_owned()) })

@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{ops, predict, v2};
+use super::{ops, predict, ui, v2};
 
 /// Every documented route and schema.
 #[derive(OpenApi)]
@@ -14,7 +14,7 @@ use super::{ops, predict, v2};
     paths(
         v2::live, v2::ready, v2::server_metadata, v2::model_metadata, v2::model_ready, v2::infer,
         predict::predict, predict::predict_batch,
-        ops::metrics, ops::drift, ops::docs,
+        ops::metrics, ops::drift, ops::docs, ui::model,
     ),
     components(schemas(
         crate::error::ErrorBody,
@@ -22,7 +22,7 @@ use super::{ops, predict, v2};
         crate::oip::InferResponse, crate::oip::ResponseOutput, crate::oip::ModelMetadata,
         crate::oip::TensorMetadata, crate::oip::ServerMetadata,
         predict::PredictResponse, predict::BatchResponse, predict::ClassScore,
-        crate::drift::DriftReport, crate::drift::FeatureDrift,
+        crate::drift::DriftReport, crate::drift::FeatureDrift, ui::UiModel,
     )),
     tags((name = "v2", description = "Open Inference Protocol v2"), (name = "predict", description = "Labels for raw inputs"),
         (name = "ops", description = "Metrics, drift and this document")),
