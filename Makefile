@@ -18,6 +18,10 @@ help: ## List the targets
 setup: ## Install what the build needs (Python venv with torch $(TORCH_VERSION))
 	hack/setup-python.sh
 
+.PHONY: setup-system
+setup-system: ## Install the Debian packages the tests run (lua5.1, prometheus); a no-op when present
+	hack/setup-system.sh
+
 .PHONY: build
 build: ## Build every crate (debug)
 	$(WITH_TORCH) $(CARGO) build --workspace --all-targets
@@ -37,7 +41,7 @@ cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (
 	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests -- --test-threads=4
 
 .PHONY: test
-test: lint chart-lint generate-check argocd-test unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
+test: setup-system lint chart-lint generate-check argocd-test unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
 	hack/with-cluster.sh $(MAKE) --no-print-directory cluster-test
 
 .PHONY: data
@@ -63,6 +67,8 @@ chart-lint: ## helm lint --strict the chart (helm built once from its Go module)
 	  $$helm lint --strict charts/hone && \
 	  $$helm template hone charts/hone --namespace hone-system >/dev/null && \
 	  $$helm template hone charts/hone --namespace hone-system --set 'watchNamespaces={a,b}' >/dev/null && \
+	  $$helm template hone charts/hone --set monitoring.enabled=true --set networkPolicy.enabled=true --api-versions monitoring.coreos.com/v1 >/dev/null && \
+	  $$helm template hone charts/hone --set monitoring.enabled=true --set monitoring.force=true >/dev/null && \
 	  if $$helm template hone charts/hone --set replicaCont=1 >/dev/null 2>&1; then \
 	    echo "chart-lint: a misspelt value was accepted; values.schema.json must reject it" >&2; exit 1; fi
 
