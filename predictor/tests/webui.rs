@@ -292,3 +292,27 @@ async fn browser_with_an_api_key_on_a_sub_path() {
     assert_no_console_errors(&console);
     browser.quit();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sends_a_feature_row_to_a_tabular_model() {
+    let Some(browser) = start_browser().await else { return };
+    let server = common::start(common::args("mlp", &[])).await;
+    let row = "[5.1, 3.5, 1.4, 0.2]";
+    let r = reqwest::Client::new()
+        .post(server.url("/predict"))
+        .body(row)
+        .header("content-type", "application/json");
+    let expected: Value = r.send().await.unwrap().json().await.unwrap();
+    browser.goto(&server.url("/")).await;
+    let facts = model_facts(&browser).await;
+    assert_eq!(facts["input"], "tabular [4]", "{facts}");
+    assert_eq!(browser.eval("return document.getElementById('image-input').hidden").await, true);
+    browser.type_into("#row", row).await;
+    browser.click("#predict").await;
+    let label = "const r = document.getElementById('result');
+        return r.hidden ? (document.getElementById('error').hidden ? null : document.getElementById('error').textContent)
+                        : document.getElementById('label').textContent;";
+    assert_eq!(browser.wait_for("a prediction", label).await, expected["label"]);
+    assert_no_console_errors(&browser.console().await);
+    browser.quit();
+}

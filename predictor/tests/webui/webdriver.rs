@@ -26,7 +26,7 @@ pub enum Found {
 pub fn find_browser() -> Found {
     let lookup = |env: &str, names: &[&str]| -> Option<PathBuf> {
         if let Some(path) = std::env::var_os(env) {
-            return Some(PathBuf::from(path));
+            return Some(PathBuf::from(path)).filter(|p| p.is_file());
         }
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path)
