@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use hone_crds::inferenceservice::{
     ANNOTATION_ROLLOUT_ACTION, ANNOTATION_ROLLOUT_ACTION_ID, ANNOTATION_ROLLOUT_ACTION_VARIANT,
-    REASON_ROLLOUT_ACTION_IGNORED, ROLLOUT_ACTION_PROMOTE, ROLLOUT_ACTION_ROLLBACK, RolloutActionOutcome,
-    RolloutActionRecord, RolloutStatus,
+    AbortedRollout, REASON_MANUAL_ROLLBACK, REASON_ROLLOUT_ACTION_IGNORED, ROLLOUT_ACTION_PROMOTE,
+    ROLLOUT_ACTION_ROLLBACK, RolloutActionOutcome, RolloutActionRecord, RolloutStatus,
 };
 
 use crate::context::EventSpec;
@@ -86,6 +86,27 @@ pub fn decide(request: &ActionRequest, rollout: Option<&RolloutStatus>) -> Decis
         )),
         _ => wanted,
     }
+}
+
+/// Aborts `r` by hand, as analysis would; the abort, the request's record and the Event's note.
+pub fn roll_back(
+    r: RolloutStatus,
+    request: &ActionRequest,
+    generation: i64,
+) -> (AbortedRollout, RolloutActionRecord, String) {
+    let message = format!(
+        "rolled back by hand (request {}): canary {} at {}% of variant {}'s traffic; all traffic is back on {}",
+        request.id, r.to_version, r.canary_weight, r.variant, r.from_version
+    );
+    let record = record(request, Some(&r.variant), RolloutActionOutcome::RolledBack, &message);
+    let abort = AbortedRollout {
+        variant: r.variant,
+        to_version: r.to_version,
+        generation,
+        message: message.clone(),
+        reason: Some(REASON_MANUAL_ROLLBACK.to_owned()),
+    };
+    (abort, record, message)
 }
 
 /// The status record of `request`.

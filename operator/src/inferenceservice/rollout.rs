@@ -159,7 +159,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
             Decision::Promote => promote_now = Some(request),
             Decision::Rollback => {
                 if let Some(r) = rollout.take() {
-                    let (abort, record, note) = roll_back(r, request, valid.generation);
+                    let (abort, record, note) = manual::roll_back(r, request, valid.generation);
                     events.push(event(true, REASON_MANUAL_ROLLBACK, note));
                     aborted.push(abort);
                     handled_action = Some(record);
@@ -193,27 +193,6 @@ pub fn plan(input: &Input<'_>) -> Plan {
     plan.pending = pending(input, &variants, plan.rollout.as_ref(), &plan.aborted);
     plan.variants = variants;
     plan
-}
-
-/// Aborts `r` by hand, as analysis would; the abort, the request's record and the Event's note.
-fn roll_back(
-    r: RolloutStatus,
-    request: &ActionRequest,
-    generation: i64,
-) -> (AbortedRollout, RolloutActionRecord, String) {
-    let message = format!(
-        "rolled back by hand (request {}): canary {} at {}% of variant {}'s traffic; all traffic is back on {}",
-        request.id, r.to_version, r.canary_weight, r.variant, r.from_version
-    );
-    let record = manual::record(request, Some(&r.variant), RolloutActionOutcome::RolledBack, &message);
-    let abort = AbortedRollout {
-        variant: r.variant,
-        to_version: r.to_version,
-        generation,
-        message: message.clone(),
-        reason: Some(REASON_MANUAL_ROLLBACK.to_owned()),
-    };
-    (abort, record, message)
 }
 
 /// The rollout in status if the spec still asks for it; a Cancelled Event otherwise.
