@@ -37,7 +37,7 @@ unit-test: ## Unit and integration tests of every crate (real training, MinIO an
 
 .PHONY: cluster-test
 cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (runs the real hone-operator binary)
-	$(WITH_TORCH) $(CARGO) build -p hone-operator
+	$(WITH_TORCH) $(CARGO) build -p hone-operator -p kubectl-hone
 	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests -- --test-threads=4
 
 .PHONY: test
@@ -75,6 +75,11 @@ chart-lint: ## helm lint --strict the chart (helm built once from its Go module)
 .PHONY: argocd-test
 argocd-test: ## Argo CD health checks (config/argocd/health/*.lua) against their fixtures in Lua 5.1
 	config/argocd/test/run.sh
+
+.PHONY: install-plugin
+install-plugin: ## Build kubectl-hone and install it on PATH (then: kubectl hone --help)
+	$(CARGO) build --release -p kubectl-hone
+	install -D -m 0755 $${CARGO_TARGET_DIR:-target}/release/kubectl-hone $${PREFIX:-$$HOME/.local}/bin/kubectl-hone
 
 .PHONY: fmt
 fmt: ## Format the code
