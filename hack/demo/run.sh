@@ -25,19 +25,29 @@
 # `make cluster-down`.
 #
 # Environment: DEMO_STAGES (default "serve,canary,abort"; "serve" stops after
-# step 6), DEMO_SKIP_IMAGES=1 (reuse the imported images), HONE_CLUSTER_DIR.
+# step 6), DEMO_SKIP_IMAGES=1 (reuse the imported images), HONE_CLUSTER_DIR,
+# DEMO_CLUSTER=current (skip steps 1-2 and use the current kubectl context
+# with images already on its nodes: hack/demo/minikube.sh), DEMO_VALUES (Helm
+# values file, default hack/demo/values.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$(pwd)
 . hack/versions.env
 export HONE_CACHE=${HONE_CACHE:-$HOME/.cache/hone}
 export HONE_CLUSTER_DIR=${HONE_CLUSTER_DIR:-/tmp/hone-cluster}
-export KUBECONFIG=$HONE_CLUSTER_DIR/kubeconfig
+CLUSTER=${DEMO_CLUSTER:-local}
+case "$CLUSTER" in
+  local) export KUBECONFIG=$HONE_CLUSTER_DIR/kubeconfig ;;
+  current) ;;
+  *) echo "DEMO_CLUSTER must be local or current, not $CLUSTER" >&2; exit 2 ;;
+esac
+VALUES=${DEMO_VALUES:-hack/demo/values.yaml}
 STAGES=${DEMO_STAGES:-serve,canary,abort}
 NS=hone-demo
 SYSTEM_NS=hone-system
 WORK=${DEMO_WORK:-$HONE_CLUSTER_DIR/demo}
 KUBECTL="$HONE_CACHE/k8s-$KUBE_VERSION/bin/kubectl"
+[ "$CLUSTER" = local ] || KUBECTL=kubectl
 MINIO_IMAGE="hone.local/minio:$MINIO_VERSION"
 
 t0=$(date +%s.%N)
@@ -49,6 +59,31 @@ done_step() { printf '[demo %s]    done in %s\n' "$(elapsed "$t0")" "$(elapsed "
 die() { printf '[demo %s] FAILED: %s\n' "$(elapsed "$t0")" "$*" >&2; exit 1; }
 k() { "$KUBECTL" "$@"; }
 has_stage() { [[ ",$STAGES," == *",$1,"* ]]; }
+
+# Background helpers (port-forwards, the load generator) end with the demo.
+PIDS=()
+cleanup() { [ -z "${STOP:-}" ] || touch "$STOP"; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# svc_url NAME PORT: a URL of Service NAME in $NS reachable from here. On the
+# local cluster this machine routes ClusterIPs over the node's bridge; on
+# another cluster a kubectl port-forward is started.
+svc_url() {
+  if [ "$CLUSTER" = local ]; then
+    echo "http://$(k -n "$NS" get svc "$1" -o jsonpath='{.spec.clusterIP}'):$2"
+    return
+  fi
+  local out="$WORK/port-forward-$1.log" port=""
+  k -n "$NS" port-forward "svc/$1" ":$2" > "$out" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 50); do
+    port=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$out" | head -n 1)
+    [ -n "$port" ] && break
+    sleep 0.2
+  done
+  [ -n "$port" ] || die "kubectl port-forward to $1 did not start: $(cat "$out")"
+  echo "http://127.0.0.1:$port"
+}
 
 # Describes an object (status and recent Events) when a wait fails.
 show() {
@@ -77,9 +112,11 @@ wait_phase() {
 isvc() { k -n "$NS" get inferenceservice digits -o jsonpath="$1" 2>/dev/null || true; }
 
 # ---------------------------------------------------------------- 1 cluster
-step "1/8 cluster with a real node (make cluster-up NODE=real)"
 hack/setup-python.sh >/dev/null
 eval "$(hack/env.sh)"
+mkdir -p "$WORK"
+if [ "$CLUSTER" = local ]; then
+step "1/8 cluster with a real node (make cluster-up NODE=real)"
 NODE=real hack/cluster/up.sh 2>&1 | sed 's/^/    /'
 k get nodes -l hone.dev/node=real -o wide | sed 's/^/    /'
 done_step
@@ -92,14 +129,23 @@ if [ "${DEMO_SKIP_IMAGES:-0}" != 1 ]; then
   hack/images/minio.sh 2>&1 | grep -E 'imported|unchanged|ERROR' | sed 's/^/    /'
 fi
 done_step
+else
+  say "steps 1-2 skipped: DEMO_CLUSTER=current, context $(k config current-context)"
+fi
 
 # --------------------------------------------------------------- 3 operator
 step "3/8 helm install charts/hone into $SYSTEM_NS"
-HELM=$(hack/build-helm.sh | tail -n 1)
+HELM=$(command -v helm || hack/build-helm.sh | tail -n 1)
 k create namespace "$SYSTEM_NS" --dry-run=client -o yaml | k apply -f - >/dev/null
 k label namespace "$SYSTEM_NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
-"$HELM" upgrade --install hone charts/hone --namespace "$SYSTEM_NS" --values hack/demo/values.yaml \
+installed=$("$HELM" status hone --namespace "$SYSTEM_NS" >/dev/null 2>&1 && echo yes || true)
+"$HELM" upgrade --install hone charts/hone --namespace "$SYSTEM_NS" --values "$VALUES" \
   --wait --timeout 5m 2>&1 | sed -n '1,6p' | sed 's/^/    /'
+if [ -n "$installed" ]; then
+  # The images keep their tag: pods pick a rebuilt image up when they restart.
+  k -n "$SYSTEM_NS" rollout restart deployment -l app.kubernetes.io/instance=hone >/dev/null
+  k -n "$SYSTEM_NS" rollout status deployment -l app.kubernetes.io/instance=hone --timeout=180s | sed 's/^/    /'
+fi
 k -n "$SYSTEM_NS" get pods -o wide | sed 's/^/    /'
 holder=$(k -n "$SYSTEM_NS" get lease hone-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
 say "operator leader: ${holder:-(not elected yet)}"
@@ -107,9 +153,20 @@ done_step
 
 # ---------------------------------------------------------------- 4 storage
 step "4/8 object storage: MinIO in $NS, the digits uploaded"
+if k get namespace "$NS" >/dev/null 2>&1; then
+  say "removing the previous run's namespace $NS"
+  k delete namespace "$NS" --wait=false >/dev/null
+  for _ in $(seq 120); do k get namespace "$NS" >/dev/null 2>&1 || break; sleep 1; done
+  if k get namespace "$NS" >/dev/null 2>&1; then
+    # ModelVersions keep a finalizer while the operator is away.
+    for mv in $(k -n "$NS" get modelversions -o name 2>/dev/null); do
+      k -n "$NS" patch "$mv" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null || true
+    done
+    k wait --for=delete "namespace/$NS" --timeout=120s >/dev/null || die "namespace $NS is stuck terminating"
+  fi
+fi
 k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
 k label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
-mkdir -p "$WORK"
 if ! k -n "$NS" get secret minio-root >/dev/null 2>&1; then
   k -n "$NS" create secret generic minio-root --from-literal=user=hone-demo \
     --from-literal=password="$(openssl rand -hex 16)" >/dev/null
@@ -121,10 +178,14 @@ k -n "$NS" create secret generic hone-s3-credentials --dry-run=client -o yaml \
   --from-literal=AWS_ACCESS_KEY_ID="$S3_USER" --from-literal=AWS_SECRET_ACCESS_KEY="$S3_PASSWORD" \
   --from-literal=AWS_ENDPOINT_URL="http://minio.$NS.svc.cluster.local:9000" \
   --from-literal=AWS_ALLOW_HTTP=true --from-literal=AWS_REGION=us-east-1 | k apply -f - >/dev/null
-sed "s|MINIO_IMAGE|$MINIO_IMAGE|" hack/demo/minio.yaml | k -n "$NS" apply -f - >/dev/null
+selector='{}' tolerations='[]'
+if [ "$CLUSTER" = local ]; then
+  selector='{hone.dev/node: real}'
+  tolerations='[{key: hone.dev/node, operator: Equal, value: real, effect: NoSchedule}]'
+fi
+sed -e "s|MINIO_IMAGE|$MINIO_IMAGE|" -e "s|NODE_SELECTOR|$selector|" -e "s|TOLERATIONS|$tolerations|" hack/demo/minio.yaml | k -n "$NS" apply -f - >/dev/null
 k -n "$NS" rollout status deployment/minio --timeout=180s | sed 's/^/    /'
-MINIO_IP=$(k -n "$NS" get svc minio -o jsonpath='{.spec.clusterIP}')
-S3="http://$MINIO_IP:9000"
+S3=$(svc_url minio 9000)
 s3() { curl -sS --fail-with-body --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_USER:$S3_PASSWORD" "$@"; }
 for _ in $(seq 30); do s3 -o /dev/null "$S3/minio/health/ready" 2>/dev/null && break; sleep 1; done
 DATA="$HONE_CACHE/demo-data"
@@ -153,7 +214,7 @@ V1=$(k -n "$NS" get trainingjob digits-cnn-1 -o jsonpath='{.status.modelVersion}
 say "registered $V1: $(k -n "$NS" get modelversion "$V1" -o jsonpath='{.spec.metrics}')"
 wait_phase modelversion "$V1" Ready 300
 wait_phase inferenceservice digits Ready 600
-ROUTER="http://$(k -n "$NS" get svc digits-router -o jsonpath='{.spec.clusterIP}'):8080"
+ROUTER=$(svc_url digits-router 8080)
 HOLDOUT="$DATA/digits-holdout"
 first=""
 for _ in $(seq 120); do
@@ -198,8 +259,7 @@ rm -f "$LOG" "$STOP"
 # Steady traffic for the analysis from here on (bounded: 20 minutes at most).
 python3 hack/demo/client.py load "$ROUTER" "$HOLDOUT" "$LOG" --rate 20 --workers 4 --seconds 1200 \
   --stop-file "$STOP" &
-LOAD_PID=$!
-trap 'touch "$STOP"; wait "$LOAD_PID" 2>/dev/null || true' EXIT
+PIDS+=($!)
 
 # ----------------------------------------------------------------- 7 canary
 step "7/8 a second TrainingJob: v2 rolled out as a canary under live traffic"

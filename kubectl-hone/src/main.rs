@@ -119,6 +119,9 @@ async fn client(context: Option<&str>) -> anyhow::Result<Client> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // One TLS provider for the process (see hone-operator's main): a
+    // workspace build links rustls with both ring and aws-lc-rs.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

@@ -33,6 +33,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // One TLS provider for the process: a binary built with the whole
+    // workspace links rustls with both ring and aws-lc-rs, and then rustls
+    // cannot pick one itself (the apiserver connection would panic).
+    // An error means one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {

@@ -11,6 +11,11 @@ use hone_trainer::{dataset, termination, train};
 use serde_json::json;
 
 fn main() -> ExitCode {
+    // One TLS provider for the process: a binary built with the whole
+    // workspace links rustls with both ring (kube) and aws-lc-rs (reqwest),
+    // and then no HTTP client can be built ("builder error"). An error means
+    // one is installed already, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
