@@ -38,6 +38,8 @@ FROM debian:bookworm-slim
 # libtorch first: a layer of its own that only changes with TORCH_VERSION.
 COPY --from=build /out/libtorch/ /opt/libtorch/lib/
 ENV LD_LIBRARY_PATH=/opt/libtorch/lib
+# CA certificates: HTTPS to object storage (the HTTP client needs a root store).
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 RUN groupadd -g 65532 nonroot && useradd -u 65532 -g 65532 -d /home/nonroot -m -s /usr/sbin/nologin nonroot
 COPY --from=build /out/hone-predictor /usr/local/bin/hone-predictor
 USER 65532:65532

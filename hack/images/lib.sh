@@ -18,7 +18,9 @@ ilog() { printf '[images] %s\n' "$*" >&2; }
 idie() { printf '[images] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # A layer every image shares: a non-root user (65532, "nonroot"), /tmp, and
-# nothing else. Written to $IMG_CACHE/base.spec.
+# the CA certificates of this machine (HTTPS to object storage; without them
+# the trainer and predictor cannot build an HTTP client). Written to
+# $IMG_CACHE/base.spec.
 base_layer_spec() {
   local d="$IMG_CACHE/base"
   mkdir -p "$d"
@@ -35,6 +37,12 @@ base_layer_spec() {
 /tmp/ - 1777
 /home/nonroot/ - 0755
 SPEC
+  local ca=/etc/ssl/certs/ca-certificates.crt
+  [ -f "$ca" ] || idie "$ca is missing: apt-get install ca-certificates"
+  cp -f "$ca" "$d/ca-certificates.crt.new"
+  if cmp -s "$d/ca-certificates.crt.new" "$d/ca-certificates.crt"; then rm -f "$d/ca-certificates.crt.new"
+  else mv -f "$d/ca-certificates.crt.new" "$d/ca-certificates.crt"; fi
+  printf '/etc/ssl/certs/ca-certificates.crt %s 0644\n' "$d/ca-certificates.crt" >> "$IMG_CACHE/base.spec"
   echo "$IMG_CACHE/base.spec"
 }
 
