@@ -342,11 +342,22 @@ w=$(python3 hack/demo/client.py window "$LOG" --since "$abort_start" --until "$e
 canary_max=$(k -n "$NS" get inferenceservice digits -o jsonpath='{.spec.rollout.steps[0]}')
 share=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['failedShare'])" "$w")
 say "from v3 Ready until the router stopped sending to v3: $w"
-python3 - "$share" "$canary_max" <<'PY' || die "more requests failed than the canary's share"
-import sys
-share, step = float(sys.argv[1]), float(sys.argv[2]) / 100
-print(f"    failed share {share:.1%} vs the canary's first step {step:.0%}")
-sys.exit(0 if share <= step else 1)
+python3 - "$LOG" "$abort_start" "$end" "$canary_max" <<'PY' || die "requests failed beyond the canary"
+import json, sys
+log, since, until, step = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]) / 100
+rows = [r for r in map(json.loads, open(log)) if since <= r["t"] < until]
+canary = [r for r in rows if r["variant"].endswith("-v3")]
+failed = [r for r in rows if r["status"] != 200]
+stray = [r for r in failed if not r["variant"].endswith("-v3")]
+share = len(failed) / len(rows)
+# While v3 had traffic: from its first request to its last.
+first, last = min(r["t"] for r in canary), max(r["t"] for r in canary)
+during = [r for r in rows if first <= r["t"] <= last]
+during_failed = sum(r["status"] != 200 for r in during)
+print(f"    failed: {len(failed)} of {len(rows)} requests ({share:.1%}) from v3 Ready until v3 got no more traffic; "
+      f"{during_failed} of {len(during)} ({during_failed / len(during):.1%}) while v3 had traffic "
+      f"({last - first:.0f} s); failures outside the canary: {len(stray)}; canary step: {step:.0%}")
+sys.exit(0 if share <= step and not stray else 1)
 PY
 ABORT_SUMMARY="aborted after $(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.0f}')" "$aborted" "$abort_start") s (reason $reason); failed requests $(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(f\"{d['failed']} of {d['requests']} ({d['failedShare']:.1%})\")" "$w"), canary share ${canary_max}%"
 done_step
