@@ -41,7 +41,9 @@ pub enum JobOutcome {
     },
 }
 
-/// The outcome of `job` from its `Complete` and `Failed` conditions.
+/// The outcome of `job` from its `Complete` and `Failed` conditions, or
+/// `SuccessCriteriaMet`, which the Job controller sets first (its `Complete`
+/// follows once every pod has terminated).
 pub fn job_outcome(job: &Job) -> JobOutcome {
     let status = job.status.as_ref();
     let conditions = status.and_then(|s| s.conditions.as_deref()).unwrap_or_default();
@@ -52,7 +54,7 @@ pub fn job_outcome(job: &Job) -> JobOutcome {
             message: failed.message.clone().unwrap_or_default(),
         };
     }
-    if is_true("Complete").is_some() {
+    if is_true("Complete").or_else(|| is_true("SuccessCriteriaMet")).is_some() {
         return JobOutcome::Succeeded;
     }
     JobOutcome::Running { active: status.and_then(|s| s.active).unwrap_or(0) }
@@ -139,6 +141,7 @@ mod tests {
         let running: Job = serde_json::from_value(serde_json::json!({"status": {"active": 1}})).unwrap();
         assert_eq!(job_outcome(&running), JobOutcome::Running { active: 1 });
         assert_eq!(job_outcome(&job_with_condition("Complete", None, None)), JobOutcome::Succeeded);
+        assert_eq!(job_outcome(&job_with_condition("SuccessCriteriaMet", None, None)), JobOutcome::Succeeded);
         assert_eq!(
             job_outcome(&job_with_condition("Failed", Some("DeadlineExceeded"), Some("too slow"))),
             JobOutcome::Failed { reason: "DeadlineExceeded".into(), message: "too slow".into() }

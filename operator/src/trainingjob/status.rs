@@ -243,8 +243,17 @@ fn job_summary(
                 };
                 return Summary::new(TrainingJobPhase::Suspended, "Suspended", message);
             }
+            let finished_pod =
+                pods.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
             if active > 0 {
                 Summary::new(TrainingJobPhase::Running, "Training", format!("Job {job_name} is training"))
+            } else if finished_pod {
+                // The pod is done and the Job controller has not marked the Job yet.
+                Summary::new(
+                    TrainingJobPhase::Running,
+                    "Finishing",
+                    format!("Job {job_name}'s pod finished; waiting for the Job to complete"),
+                )
             } else {
                 Summary::new(
                     TrainingJobPhase::Pending,

@@ -335,6 +335,24 @@ fn a_running_job_is_running_and_records_the_digest() {
 }
 
 #[test]
+fn a_finished_pod_before_the_job_completes_is_still_running() {
+    // The Job controller marks the Job a moment after its pod succeeded:
+    // the phase must not drop back to Pending in between.
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "cnn-train-1"}, "spec": {"template": {}},
+        "status": {"active": 0, "startTime": "2024-01-01T00:00:00Z"}
+    }))
+    .unwrap();
+    let mut pod = trainer_pod("{}");
+    pod.status.get_or_insert_with(Default::default).phase = Some("Succeeded".to_owned());
+    let s = compute(Some(&job), &[pod], None);
+    assert_eq!(s.phase, Some(TrainingJobPhase::Running));
+    assert_eq!(cond(&s, "Running").0, "True");
+    let starting = compute(Some(&job), &[], None);
+    assert_eq!(starting.phase, Some(TrainingJobPhase::Pending));
+}
+
+#[test]
 fn a_suspended_job_is_suspended() {
     let job: Job = serde_json::from_value(json!({
         "metadata": {"name": "cnn-train-1", "labels": {"kueue.x-k8s.io/queue-name": "team-a"}},
