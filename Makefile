@@ -119,6 +119,10 @@ realnode-test: ## Tier 2 tests: a locally built image runs, a Service routes by 
 demo: ## The whole lifecycle on a local cluster with a real node: train, verify, serve, canary, automatic rollback (hack/demo/run.sh)
 	hack/demo/run.sh
 
+.PHONY: minikube-demo
+minikube-demo: ## make demo on minikube (needs minikube and internet; cannot run on the build machine): start, load images, install, demo, Grafana with DEMO_GRAFANA=1
+	hack/demo/minikube.sh
+
 .PHONY: chaos
 chaos: ## Faults on purpose on the cluster make demo left up: operator killed 10 times, training pod and predictor pod deleted
 	hack/demo/chaos.sh
