@@ -157,8 +157,7 @@ async fn modelversion_spec_is_immutable() {
     api.create(&PostParams::default(), &mv).await.unwrap();
     let pp = PatchParams::default();
     let change = json!({"spec": {"artifact": {"uri": "s3://elsewhere/model.pt"}}});
-    let message =
-        rejection(api.patch("digits-imported-v1", &pp, &Patch::Merge(&change)).await.unwrap_err());
+    let message = rejection(api.patch("digits-imported-v1", &pp, &Patch::Merge(&change)).await.unwrap_err());
     assert!(message.contains(mv::IMMUTABLE_SPEC_MESSAGE), "{message}");
     // Labels live in metadata and may change.
     let labels = json!({"metadata": {"labels": {"stage": "production"}}});
