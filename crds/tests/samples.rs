@@ -44,7 +44,7 @@ fn trainingjob_sample_round_trips() {
 
 #[test]
 fn modelversion_sample_round_trips() {
-    let mv: ModelVersion = round_trip("modelversion.yaml");
+    let mv: ModelVersion = round_trip("modelversion-imported.yaml");
     assert_eq!(mv.spec.version, 1);
     assert_eq!(mv.spec.signature.input_shape, vec![1, 32, 32]);
     assert_eq!(mv.spec.signature.classes.len(), 10);
@@ -57,7 +57,8 @@ fn inferenceservice_sample_round_trips() {
     assert_eq!(weights, 100);
     let autoscaling = isvc.spec.autoscaling.as_ref().unwrap();
     assert_eq!(autoscaling.target_cpu_utilization_percentage, 70);
-    assert!(isvc.spec.variants[1].track.is_some());
+    assert!(isvc.spec.variants[0].track.is_some(), "the demo's variant follows new versions");
+    assert!(isvc.spec.rollout.is_some(), "new versions roll out as a canary");
 }
 
 #[test]
