@@ -123,12 +123,35 @@ async fn cors_allows_configured_origins_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_in_flight_requests_then_stops() {
     let mut server = start(args("slow", &[])).await;
-    let url = server.url("/predict");
-    let in_flight = tokio::spawn(async move { reqwest::Client::new().post(url).json(&ROW).send().await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Three slow requests: while the inference thread runs one, another waits
+    // in the queue, which proves the server holds them (a fixed sleep raced
+    // with the connection on a loaded machine).
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let url = server.url("/predict");
+            tokio::spawn(async move { reqwest::Client::new().post(url).json(&ROW).send().await })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        let queued = text
+            .lines()
+            .find(|l| l.starts_with("hone_predictor_queue_depth{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if queued >= 1.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no request ever waited in the queue");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     server.shutdown();
-    let response = in_flight.await.unwrap().unwrap();
-    assert_eq!(response.status(), 200, "the in-flight request finished");
+    for request in in_flight {
+        let response = request.await.unwrap().unwrap();
+        assert_eq!(response.status(), 200, "an in-flight request finished");
+    }
     let result = tokio::time::timeout(Duration::from_secs(10), &mut server.task).await.unwrap().unwrap();
     assert!(result.is_ok(), "{result:?}");
     assert!(reqwest::get(server.url("/v2/health/live")).await.is_err(), "no longer accepting");
