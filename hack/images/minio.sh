@@ -17,7 +17,7 @@ if [ ! -x "$minio" ]; then
   mv -f "$tmp/minio" "$minio"
   rmdir "$tmp"
 fi
-file "$minio" | grep -q 'statically linked' || idie "$minio is not statically linked"
+! readelf -l "$minio" | grep -q INTERP || idie "$minio is dynamically linked; the image has no C runtime"
 base=$(base_layer_spec)
 printf '/minio %s 0755\n' "$minio" > "$IMG_CACHE/minio.spec"
 oci_image "$IMAGE_REGISTRY/minio:$MINIO_VERSION" \
