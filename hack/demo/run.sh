@@ -114,10 +114,11 @@ isvc() { k -n "$NS" get inferenceservice digits -o jsonpath="$1" 2>/dev/null || 
 # ---------------------------------------------------------------- 1 cluster
 hack/setup-python.sh >/dev/null
 eval "$(hack/env.sh)"
-mkdir -p "$WORK"
 if [ "$CLUSTER" = local ]; then
 step "1/8 cluster with a real node (make cluster-up NODE=real)"
+# up.sh refuses a state folder it did not make: $WORK (inside it) comes after.
 NODE=real hack/cluster/up.sh 2>&1 | sed 's/^/    /'
+mkdir -p "$WORK"
 k get nodes -l hone.dev/node=real -o wide | sed 's/^/    /'
 done_step
 
@@ -130,6 +131,7 @@ if [ "${DEMO_SKIP_IMAGES:-0}" != 1 ]; then
 fi
 done_step
 else
+  mkdir -p "$WORK"
   say "steps 1-2 skipped: DEMO_CLUSTER=current, context $(k config current-context)"
 fi
 
