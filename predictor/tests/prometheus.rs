@@ -18,10 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use hone_predictor::config::RouterArgs;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
 /// What the PodMonitors' relabelings and Kubernetes discovery add.
 const NAMESPACE: &str = "ml";
@@ -193,23 +190,6 @@ fn substitute_grafana(expr: &str) -> String {
         .replace("$inferenceservice", ISVC)
 }
 
-#[derive(Parser)]
-struct RouterCli {
-    #[command(flatten)]
-    router: RouterArgs,
-}
-
-async fn start_router(config: &Path) -> String {
-    let args =
-        RouterCli::try_parse_from(["router", "--config", config.to_str().unwrap(), "--reload-ms", "100"])
-            .unwrap()
-            .router;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(hone_predictor::router::run(args, listener, std::future::pending()));
-    base
-}
-
 /// The training distribution of each feature of the `mlp` test model
 /// (`trainingStats.features[].reference` in its model.json: sorted quantiles).
 fn training_references() -> Vec<Vec<f64>> {
@@ -279,7 +259,7 @@ async fn dashboard_and_rules_evaluate_on_real_scrapes() {
         .collect();
     let router_config = dir.path().join("router.yaml");
     std::fs::write(&router_config, serde_yaml::to_string(&json!({"variants": variants})).unwrap()).unwrap();
-    let router = start_router(&router_config).await;
+    let router = common::start_router(&router_config, &[]).await;
 
     let target = |url: &str, pod: &str, variant: Option<&str>| {
         let mut labels = json!({"namespace": NAMESPACE, "pod": pod, "inferenceservice": ISVC});

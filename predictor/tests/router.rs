@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Uri};
-use clap::Parser;
-use hone_predictor::config::RouterArgs;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -28,12 +26,6 @@ async fn echo_backend(name: &'static str) -> String {
     url
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    router: RouterArgs,
-}
-
 fn write_config(path: &Path, variants: &[(&str, &str, u32)], sticky: bool) {
     let variants: Vec<Value> =
         variants.iter().map(|(n, url, w)| json!({"name": n, "url": url, "weight": w})).collect();
@@ -45,25 +37,6 @@ fn write_config(path: &Path, variants: &[(&str, &str, u32)], sticky: bool) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_yaml::to_string(&config).unwrap()).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-/// Starts a router on `config`; returns its base URL.
-async fn start_router(config: &Path) -> String {
-    let args = Cli::try_parse_from([
-        "router",
-        "--config",
-        config.to_str().unwrap(),
-        "--reload-ms",
-        "100",
-        "--request-timeout-ms",
-        "2000",
-    ])
-    .unwrap()
-    .router;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(hone_predictor::router::run(args, listener, std::future::pending()));
-    base
 }
 
 async fn counts(client: &reqwest::Client, url: &str, n: usize) -> HashMap<String, usize> {
@@ -85,7 +58,7 @@ async fn splits_by_weight_and_forwards_path_query_and_body() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("router.yaml");
     write_config(&config, &[("a", &a, 90), ("b", &b, 10)], false);
-    let router = start_router(&config).await;
+    let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
     let client = reqwest::Client::new();
     let got = counts(&client, &format!("{router}/v2/models/m/infer"), 1000).await;
     assert_eq!(got["a"], 900);
@@ -109,7 +82,7 @@ async fn sticky_and_variant_headers() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("router.yaml");
     write_config(&config, &[("a", &a, 50), ("b", &b, 50)], true);
-    let router = start_router(&config).await;
+    let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
     let client = reqwest::Client::new();
     let url = format!("{router}/predict");
     let mut seen = HashMap::new();
@@ -137,7 +110,7 @@ async fn reloads_within_two_seconds_without_dropping_requests() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("router.yaml");
     write_config(&config, &[("a", &a, 100), ("b", &b, 0)], false);
-    let router = start_router(&config).await;
+    let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
     let client = reqwest::Client::new();
     let url = format!("{router}/predict");
     // Traffic runs throughout the change; every request must succeed.
@@ -188,7 +161,7 @@ async fn per_variant_metrics_and_unreachable_backends() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("router.json");
     write_config(&config, &[("a", &a, 50), ("down", &dead, 50)], false);
-    let router = start_router(&config).await;
+    let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
     let client = reqwest::Client::new();
     let mut statuses = HashMap::new();
     for _ in 0..10 {
@@ -217,7 +190,7 @@ async fn forwards_to_real_predictors() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("router.yaml");
     write_config(&config, &[("stable", &server.base, 100)], false);
-    let router = start_router(&config).await;
+    let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
     let client = reqwest::Client::new();
     let r = client.post(format!("{router}/predict")).json(&json!([5.1, 3.5, 1.4, 0.2])).send().await.unwrap();
     assert_eq!(r.status(), 200);

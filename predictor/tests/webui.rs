@@ -15,8 +15,6 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use clap::Parser;
-use hone_predictor::config::RouterArgs;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use webdriver::{Browser, Found, find_browser};
@@ -24,27 +22,12 @@ use webdriver::{Browser, Found, find_browser};
 const KEY: &str = "webui-test-key-3f9a";
 const VARIANTS: [(&str, &str); 2] = [("stable", "v1"), ("canary", "v2")];
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    router: RouterArgs,
-}
-
 fn write_router_config(path: &Path, variants: &[(&str, &str, u32)]) {
     let variants: Vec<Value> =
         variants.iter().map(|(n, url, w)| json!({"name": n, "url": url, "weight": w})).collect();
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_yaml::to_string(&json!({ "variants": variants })).unwrap()).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-async fn start_router(config: &Path) -> String {
-    let argv = ["router", "--config", config.to_str().unwrap(), "--reload-ms", "100"];
-    let args = Cli::try_parse_from(argv).unwrap().router;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(hone_predictor::router::run(args, listener, std::future::pending()));
-    base
 }
 
 /// A reverse proxy that serves `upstream` under `/hone/`, as an ingress
@@ -199,7 +182,7 @@ async fn browser_through_the_router_shows_what_predict_answers() {
     let config = dir.path().join("router.yaml");
     let [(stable, _), (canary, _)] = VARIANTS;
     write_router_config(&config, &[(stable, &backends[0].base, 50), (canary, &backends[1].base, 50)]);
-    let router = start_router(&config).await;
+    let router = common::start_router(&config, &[]).await;
     let (png, png_bytes) = test_png(dir.path());
     let (status, expected) = predict_over_http(&backends[0].base, None, "stroke.png", &png_bytes).await;
     assert_eq!(status, 200, "{expected}");

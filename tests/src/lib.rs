@@ -76,6 +76,25 @@ pub fn unique_suffix() -> String {
     format!("{:08x}", hasher.finish() as u32)
 }
 
+/// A debug binary of this workspace: `$env_override` when set, else
+/// `<target dir>/debug/<name>` (`CARGO_TARGET_DIR` or the workspace's
+/// `target/`). Fails, saying how to build it, when the file is missing.
+pub fn workspace_binary(name: &str, env_override: &str, package: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::path::PathBuf;
+    let path = match std::env::var_os(env_override) {
+        Some(path) => PathBuf::from(path),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .join("debug")
+            .join(name),
+    };
+    if !path.exists() {
+        bail!("{} does not exist: run `cargo build -p {package}` (make cluster-test does)", path.display());
+    }
+    Ok(path)
+}
+
 /// Polls `check` every 250 ms until it returns `Some`, or fails after `timeout`
 /// with `what` in the message.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
@@ -93,6 +112,21 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Waits until the status of InferenceService `name` passes `check`; returns it.
+pub async fn isvc_status_where(
+    api: &Api<hone_crds::InferenceService>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&hone_crds::inferenceservice::InferenceServiceStatus) -> bool,
+) -> anyhow::Result<hone_crds::inferenceservice::InferenceServiceStatus> {
+    wait_for(what, timeout, || async {
+        let status = api.get(name).await?.status.unwrap_or_default();
+        Ok(check(&status).then_some(status))
+    })
+    .await
 }
 
 /// Installs (or updates) every CRD with server-side apply and waits until

@@ -155,22 +155,7 @@ fn impersonating_kubeconfig(user: &str, dir: &std::path::Path) -> anyhow::Result
 
 /// The operator binary: `HONE_OPERATOR_BIN`, else the workspace's debug build.
 fn binary() -> anyhow::Result<PathBuf> {
-    let path = match std::env::var_os("HONE_OPERATOR_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_file("target"));
-            target.join("debug/hone-operator")
-        }
-    };
-    if !path.exists() {
-        bail!(
-            "{} does not exist: run `cargo build -p hone-operator` (make cluster-test does)",
-            path.display()
-        );
-    }
-    Ok(path)
+    crate::workspace_binary("hone-operator", "HONE_OPERATOR_BIN", "hone-operator")
 }
 
 /// A plain HTTP/1.0 GET on loopback (the operator's metrics server), body only.

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hone_cluster_tests::{TestNamespace, client, install_crds, serve_text, wait_for};
+use hone_cluster_tests::{TestNamespace, client, install_crds, isvc_status_where, serve_text, wait_for};
 use hone_crds::inferenceservice::{InferenceServicePhase, InferenceServiceStatus};
 use hone_crds::{InferenceService, ModelVersion};
 use hone_operator::config::OperatorConfig;
@@ -57,11 +57,7 @@ async fn status_where(
     what: &str,
     check: impl Fn(&InferenceServiceStatus) -> bool,
 ) -> anyhow::Result<InferenceServiceStatus> {
-    wait_for(what, TIMEOUT, || async {
-        let status = api.get("digits").await?.status.unwrap_or_default();
-        Ok(check(&status).then_some(status))
-    })
-    .await
+    isvc_status_where(api, "digits", what, TIMEOUT, check).await
 }
 
 /// Successful reconciles so far.

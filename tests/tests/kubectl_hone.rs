@@ -13,7 +13,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hone_cluster_tests::{TestNamespace, client, install_crds, serve_text, wait_for};
+use hone_cluster_tests::{
+    TestNamespace, client, install_crds, isvc_status_where, serve_text, wait_for, workspace_binary,
+};
 use hone_crds::inferenceservice::{InferenceServicePhase, InferenceServiceStatus, RolloutActionOutcome};
 use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
 use hone_operator::config::OperatorConfig;
@@ -29,18 +31,7 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The plugin binary: `HONE_KUBECTL_HONE_BIN`, else the workspace's debug build.
 fn plugin() -> PathBuf {
-    let path = std::env::var_os("HONE_KUBECTL_HONE_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        target.join("debug/kubectl-hone")
-    });
-    assert!(
-        path.exists(),
-        "{} does not exist: run `cargo build -p kubectl-hone` (make cluster-test does)",
-        path.display()
-    );
-    path
+    workspace_binary("kubectl-hone", "HONE_KUBECTL_HONE_BIN", "kubectl-hone").unwrap()
 }
 
 /// What one run of the plugin printed.
@@ -112,11 +103,7 @@ async fn status_where(
     what: &str,
     check: impl Fn(&InferenceServiceStatus) -> bool,
 ) -> anyhow::Result<InferenceServiceStatus> {
-    wait_for(what, TIMEOUT, || async {
-        let status = api.get("digits").await?.status.unwrap_or_default();
-        Ok(check(&status).then_some(status))
-    })
-    .await
+    isvc_status_where(api, "digits", what, TIMEOUT, check).await
 }
 
 async fn roll_out(api: &Api<InferenceService>, mv: &'static str) -> anyhow::Result<()> {
