@@ -17,19 +17,16 @@
 # CHAOS_TESTS="a b" runs a subset; CHAOS_SEED fixes the random kill points.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-. hack/versions.env
-export HONE_CACHE=${HONE_CACHE:-$HOME/.cache/hone}
-export HONE_CLUSTER_DIR=${HONE_CLUSTER_DIR:-/tmp/hone-cluster}
+. hack/demo/lib.sh
 export KUBECONFIG=$HONE_CLUSTER_DIR/kubeconfig
-KUBECTL="$HONE_CACHE/k8s-$KUBE_VERSION/bin/kubectl"
 DEMO_NS=hone-demo
 SYSTEM_NS=hone-system
 WORK=$HONE_CLUSTER_DIR/chaos
 HOLDOUT="$HONE_CACHE/demo-data/digits-holdout"
 RANDOM=${CHAOS_SEED:-$$}
-k() { "$KUBECTL" "$@"; }
 log() { printf '[chaos %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 fail() { log "FAIL: $*"; return 1; }
+say() { log "$@"; }
 
 preflight() {
   k get node hone-real >/dev/null 2>&1 || { echo "no real node: run make demo first" >&2; exit 2; }
@@ -41,25 +38,11 @@ preflight() {
 
 # fresh_ns NAME: a restricted namespace with the demo's storage credentials.
 fresh_ns() {
-  k delete namespace "$1" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1
-  k create namespace "$1" >/dev/null
-  k label namespace "$1" pod-security.kubernetes.io/enforce=restricted >/dev/null
+  restricted_ns "$1" || return 1
   k -n "$DEMO_NS" get secret hone-s3-credentials -o json |
     python3 -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({"apiVersion":"v1","kind":"Secret",
 "metadata":{"name":s["metadata"]["name"]},"type":s.get("type","Opaque"),"data":s["data"]}))' |
     k -n "$1" apply -f - >/dev/null
-}
-
-phase() { k -n "$1" get "$2" "$3" -o jsonpath='{.status.phase}' 2>/dev/null; }
-
-# wait_phase NS KIND NAME PHASE TIMEOUT
-wait_phase() {
-  local start; start=$(date +%s)
-  while [ "$(phase "$1" "$2" "$3")" != "$4" ]; do
-    [ "$(phase "$1" "$2" "$3")" = Failed ] && { fail "$2/$3 Failed"; return 1; }
-    (( $(date +%s) - start > $5 )) && { fail "$2/$3 not $4 after $5 s (is $(phase "$1" "$2" "$3"))"; return 1; }
-    sleep 2
-  done
 }
 
 leader_pod() { k -n "$SYSTEM_NS" get lease hone-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }

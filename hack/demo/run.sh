@@ -31,10 +31,7 @@
 # values file, default hack/demo/values.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-REPO=$(pwd)
-. hack/versions.env
-export HONE_CACHE=${HONE_CACHE:-$HOME/.cache/hone}
-export HONE_CLUSTER_DIR=${HONE_CLUSTER_DIR:-/tmp/hone-cluster}
+. hack/demo/lib.sh
 CLUSTER=${DEMO_CLUSTER:-local}
 case "$CLUSTER" in
   local) export KUBECONFIG=$HONE_CLUSTER_DIR/kubeconfig ;;
@@ -45,9 +42,8 @@ VALUES=${DEMO_VALUES:-hack/demo/values.yaml}
 STAGES=${DEMO_STAGES:-serve,canary,abort}
 NS=hone-demo
 SYSTEM_NS=hone-system
-WORK=${DEMO_WORK:-$HONE_CLUSTER_DIR/demo}
-KUBECTL="$HONE_CACHE/k8s-$KUBE_VERSION/bin/kubectl"
 [ "$CLUSTER" = local ] || KUBECTL=kubectl
+WORK=${DEMO_WORK:-$HONE_CLUSTER_DIR/demo}
 MINIO_IMAGE="hone.local/minio:$MINIO_VERSION"
 
 t0=$(date +%s.%N)
@@ -57,7 +53,6 @@ say() { printf '[demo %s] %s\n' "$(elapsed "$t0")" "$*"; }
 step() { step_t=$(date +%s.%N); printf '\n[demo %s] == %s\n' "$(elapsed "$t0")" "$*"; }
 done_step() { printf '[demo %s]    done in %s\n' "$(elapsed "$t0")" "$(elapsed "$step_t" | tr -d ' ')"; }
 die() { printf '[demo %s] FAILED: %s\n' "$(elapsed "$t0")" "$*" >&2; exit 1; }
-k() { "$KUBECTL" "$@"; }
 has_stage() { [[ ",$STAGES," == *",$1,"* ]]; }
 
 # Background helpers (port-forwards, the load generator) end with the demo.
@@ -85,28 +80,8 @@ svc_url() {
   echo "http://127.0.0.1:$port"
 }
 
-# Describes an object (status and recent Events) when a wait fails.
-show() {
-  k -n "$NS" get "$1" "$2" -o jsonpath='{.status}' 2>/dev/null | python3 -m json.tool >&2 || true
-  k -n "$NS" get events --sort-by=.lastTimestamp 2>/dev/null | tail -n 15 >&2 || true
-}
-
-# wait_phase KIND NAME PHASE [TIMEOUT]: polls status.phase; a Failed phase
-# (or Degraded, unless that is the phase awaited) ends the demo with the status.
-wait_phase() {
-  local kind=$1 name=$2 want=$3 timeout=${4:-900} start phase last=""
-  start=$(date +%s)
-  while :; do
-    phase=$(k -n "$NS" get "$kind" "$name" -o jsonpath='{.status.phase}' 2>/dev/null || true)
-    if [ "$phase" != "$last" ]; then say "$kind/$name: ${phase:-(no status yet)}"; last=$phase; fi
-    [ "$phase" = "$want" ] && return 0
-    if [ "$phase" = Failed ] || { [ "$phase" = Degraded ] && [ "$want" != Degraded ]; }; then
-      show "$kind" "$name"; die "$kind/$name is $phase"
-    fi
-    if (( $(date +%s) - start > timeout )); then show "$kind" "$name"; die "$kind/$name not $want after ${timeout}s"; fi
-    sleep 1
-  done
-}
+# await KIND NAME PHASE TIMEOUT: wait_phase in the demo's namespace; ends the demo on failure.
+await() { wait_phase "$NS" "$@" || die "waiting for $1/$2 to be $3"; }
 
 # jsonpath of the InferenceService's status.
 isvc() { k -n "$NS" get inferenceservice digits -o jsonpath="$1" 2>/dev/null || true; }
@@ -155,20 +130,7 @@ done_step
 
 # ---------------------------------------------------------------- 4 storage
 step "4/8 object storage: MinIO in $NS, the digits uploaded"
-if k get namespace "$NS" >/dev/null 2>&1; then
-  say "removing the previous run's namespace $NS"
-  k delete namespace "$NS" --wait=false >/dev/null
-  for _ in $(seq 120); do k get namespace "$NS" >/dev/null 2>&1 || break; sleep 1; done
-  if k get namespace "$NS" >/dev/null 2>&1; then
-    # ModelVersions keep a finalizer while the operator is away.
-    for mv in $(k -n "$NS" get modelversions -o name 2>/dev/null); do
-      k -n "$NS" patch "$mv" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null || true
-    done
-    k wait --for=delete "namespace/$NS" --timeout=120s >/dev/null || die "namespace $NS is stuck terminating"
-  fi
-fi
-k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
-k label namespace "$NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+restricted_ns "$NS" || die "could not make namespace $NS"
 if ! k -n "$NS" get secret minio-root >/dev/null 2>&1; then
   k -n "$NS" create secret generic minio-root --from-literal=user=hone-demo \
     --from-literal=password="$(openssl rand -hex 16)" >/dev/null
@@ -209,13 +171,13 @@ done_step
 step "5/8 kubectl apply -k config/samples (Dataset, TrainingJob, InferenceService)"
 apply_t=$(date +%s.%N)
 k -n "$NS" apply -k config/samples | sed 's/^/    /'
-wait_phase dataset digits Ready 300
+await dataset digits Ready 300
 say "dataset digest: $(k -n "$NS" get dataset digits -o jsonpath='{.status.digest}')"
-wait_phase trainingjob digits-cnn-1 Succeeded 1200
+await trainingjob digits-cnn-1 Succeeded 1200
 V1=$(k -n "$NS" get trainingjob digits-cnn-1 -o jsonpath='{.status.modelVersion}')
 say "registered $V1: $(k -n "$NS" get modelversion "$V1" -o jsonpath='{.spec.metrics}')"
-wait_phase modelversion "$V1" Ready 300
-wait_phase inferenceservice digits Ready 600
+await modelversion "$V1" Ready 300
+await inferenceservice digits Ready 600
 ROUTER=$(svc_url digits-router 8080)
 HOLDOUT="$DATA/digits-holdout"
 first=""
@@ -266,10 +228,10 @@ PIDS+=($!)
 # ----------------------------------------------------------------- 7 canary
 step "7/8 a second TrainingJob: v2 rolled out as a canary under live traffic"
 k -n "$NS" apply -f hack/demo/trainingjob-2.yaml | sed 's/^/    /'
-wait_phase trainingjob digits-cnn-2 Succeeded 1200
+await trainingjob digits-cnn-2 Succeeded 1200
 V2=$(k -n "$NS" get trainingjob digits-cnn-2 -o jsonpath='{.status.modelVersion}')
 say "registered $V2: $(k -n "$NS" get modelversion "$V2" -o jsonpath='{.spec.metrics}')"
-wait_phase modelversion "$V2" Ready 300
+await modelversion "$V2" Ready 300
 canary_start=$(date +%s.%N)
 seen=""
 for _ in $(seq 600); do
@@ -277,7 +239,7 @@ for _ in $(seq 600); do
   served=$(isvc '{.status.variants[0].modelVersion}')
   if [ "$r" != "$seen" ] && [ -n "${r%% *}" ]; then say "rollout: $r"; seen=$r; fi
   if [ "$served" = "$V2" ] && [ -z "$(isvc '{.status.rollout.toVersion}')" ]; then break; fi
-  [ "$(isvc '{.status.phase}')" = Degraded ] && { show inferenceservice digits; die "the v2 canary was aborted"; }
+  [ "$(isvc '{.status.phase}')" = Degraded ] && { show "$NS" inferenceservice digits; die "the v2 canary was aborted"; }
   sleep 1
 done
 [ "$served" = "$V2" ] || die "v2 was not promoted in time"
@@ -285,7 +247,7 @@ canary_end=$(date +%s.%N)
 w=$(python3 hack/demo/client.py window "$LOG" --since "$canary_start" --until "$canary_end")
 say "promoted $V2 after $(python3 -c "import sys; print(f'{float(sys.argv[1]) - float(sys.argv[2]):.0f}')" "$canary_end" "$canary_start") s; traffic meanwhile: $w"
 CANARY_SUMMARY="promoted; traffic during the rollout: $w"
-wait_phase inferenceservice digits Ready 300
+await inferenceservice digits Ready 300
 done_step
 
 # ------------------------------------------------------------------ 8 abort
@@ -307,7 +269,7 @@ s3 -T "$WORK/v3/model.json" "$S3/hone-models/broken/v3/model.json" -o /dev/null
 # Passes verification (all-zero input), fails every real request; registered
 # with v2's metrics, so the InferenceService's track picks it up.
 k -n "$NS" apply -f "$WORK/v3/modelversion.json" | sed 's/^/    /'
-wait_phase modelversion "$V3" Ready 300
+await modelversion "$V3" Ready 300
 abort_start=$(date +%s.%N)
 seen=""
 for _ in $(seq 600); do
