@@ -128,7 +128,7 @@ chaos: ## Faults on purpose on the cluster make demo left up: operator killed 10
 	hack/demo/chaos.sh
 
 .PHONY: images
-images: release ## Build the operator, trainer and predictor OCI images without Docker and import them into the real node's containerd
+images: release ## Build the operator, trainer, predictor and router OCI images without Docker and import them into the real node's containerd
 	hack/images/build.sh
 
 .PHONY: clean

@@ -26,6 +26,7 @@ trap cleanup EXIT
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 # BENCH_CARGO_ARGS=--no-default-features builds without the object-storage backends.
 cargo build -q --release -p hone-predictor --bin hone-predictor --example loadgen --example forward_ceiling ${BENCH_CARGO_ARGS:-}
+cargo build -q --release -p hone-router --bin hone-router
 bin=$CARGO_TARGET_DIR/release
 "$HONE_VENV/bin/python" predictor/tests/fixtures/make_models.py "$work" "$MODEL" >/dev/null
 model_dir=$work/$MODEL
@@ -71,7 +72,7 @@ variants:
   - {name: a, url: "http://127.0.0.1:18080", weight: 90}
   - {name: b, url: "http://127.0.0.1:18080", weight: 10}
 YAML
-"$bin/hone-predictor" router --config "$work/router.yaml" --addr 127.0.0.1:18090 2>"$work/router.log" &
+"$bin/hone-router" --config "$work/router.yaml" --addr 127.0.0.1:18090 2>"$work/router.log" &
 pids+=($!)
 wait_ready http://127.0.0.1:18080/v2/health/ready
 wait_ready http://127.0.0.1:18090/v2/health/ready

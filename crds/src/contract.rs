@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::modelversion::Signature;
 
+pub mod env;
+
 /// File name of the TorchScript module.
 pub const MODEL_FILE: &str = "model.pt";
 /// File name of the model card.
@@ -26,6 +28,8 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// Most bytes Kubernetes keeps of a termination message.
 pub const TERMINATION_MESSAGE_MAX_BYTES: usize = 4096;
+/// Where `pvc://` claims are mounted in pods when [`env::PVC_ROOT`] is unset.
+pub const DEFAULT_PVC_ROOT: &str = "/mnt/pvc";
 /// Version of the [`ModelCard`] layout.
 pub const MODEL_CARD_VERSION: u32 = 1;
 

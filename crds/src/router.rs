@@ -1,8 +1,10 @@
-//! The router's config file: written by the operator into a ConfigMap from an
-//! InferenceService, read (and validated) by `hone-predictor router`.
+//! The contract between the operator and `hone-router`: the config file the
+//! operator writes into a ConfigMap from an InferenceService (read and
+//! validated by the router), the router's environment, and the names of the
+//! metrics canary analysis reads.
 //!
-//! Plain serde types, so the operator can write them without linking the
-//! predictor (and libtorch); the predictor keeps the validation.
+//! Plain serde types and constants, so the operator can write and read them
+//! without linking the router; the router keeps the validation.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,52 @@ pub struct VariantBackend {
     pub url: String,
     /// Relative share of traffic (0 = only reachable through the variant header).
     pub weight: u32,
+}
+
+/// Environment variables of `hone-router` (every flag has one).
+pub mod env {
+    /// The config file.
+    pub const CONFIG: &str = "HONE_ROUTER_CONFIG";
+    /// Listen address of the client port.
+    pub const ADDR: &str = "HONE_ADDR";
+    /// How often the config file is checked for changes, in milliseconds.
+    pub const RELOAD_MS: &str = "HONE_ROUTER_RELOAD_MS";
+    /// Longest a forwarded request may take, in milliseconds.
+    pub const REQUEST_TIMEOUT_MS: &str = "HONE_REQUEST_TIMEOUT_MS";
+    /// Largest request body, in bytes.
+    pub const MAX_BODY_BYTES: &str = "HONE_MAX_BODY_BYTES";
+    /// Seconds to finish in-flight requests after SIGTERM.
+    pub const SHUTDOWN_GRACE_SECONDS: &str = "HONE_SHUTDOWN_GRACE_SECONDS";
+}
+
+/// Names of the router's metric families and labels (`hone_router_*`), as
+/// the router registers them and the operator's canary analysis reads them.
+/// A counter's samples end in `_total`, a histogram's in `_bucket`, `_sum`
+/// and `_count` (the exposition format adds them).
+pub mod metrics {
+    /// Counter: requests forwarded, by [`LABEL_VARIANT`] and [`LABEL_STATUS_CLASS`].
+    pub const REQUESTS: &str = "hone_router_requests";
+    /// Counter: failed requests, by [`LABEL_VARIANT`] and [`LABEL_REASON`].
+    pub const ERRORS: &str = "hone_router_errors";
+    /// Histogram: time to the backend's response headers, by [`LABEL_VARIANT`].
+    pub const REQUEST_DURATION: &str = "hone_router_request_duration_seconds";
+    /// Gauge: configured weight, by [`LABEL_VARIANT`].
+    pub const VARIANT_WEIGHT: &str = "hone_router_variant_weight";
+    /// Counter: config reloads, by `result` (`success`, `error`).
+    pub const CONFIG_RELOADS: &str = "hone_router_config_reloads";
+
+    /// Label naming the backend (a variant, or `<variant>-v<N>` for a canary).
+    pub const LABEL_VARIANT: &str = "variant";
+    /// Label of [`REQUESTS`]: `1xx` to `5xx`.
+    pub const LABEL_STATUS_CLASS: &str = "status_class";
+    /// Label of [`ERRORS`]: one of the `REASON_*` values.
+    pub const LABEL_REASON: &str = "reason";
+    /// [`LABEL_REASON`]: the backend could not be reached.
+    pub const REASON_CONNECT: &str = "connect";
+    /// [`LABEL_REASON`]: the backend did not answer in time.
+    pub const REASON_TIMEOUT: &str = "timeout";
+    /// [`LABEL_REASON`]: the backend answered 5xx.
+    pub const REASON_UPSTREAM_5XX: &str = "upstream_5xx";
 }
 
 fn default_variant_header() -> String {

@@ -33,7 +33,7 @@ echo "== 2/8 images: build (no Docker) and load into minikube"
 make release
 hack/images/build.sh
 hack/images/minio.sh
-for archive in operator_dev predictor_dev trainer_dev "minio_$MINIO_VERSION"; do
+for archive in operator_dev predictor_dev router_dev trainer_dev "minio_$MINIO_VERSION"; do
   minikube -p "$PROFILE" image load "$HONE_CACHE/images/archives/$archive.tar"
 done
 

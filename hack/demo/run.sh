@@ -4,7 +4,7 @@
 #
 #   1. cluster: etcd, apiserver, controllers, scheduler and a real node
 #      (containerd, kubelet, kube-proxy, CoreDNS), built from Go modules
-#   2. images: hone-operator, hone-trainer, hone-predictor and MinIO as OCI
+#   2. images: hone-operator, hone-trainer, hone-predictor, hone-router and MinIO as OCI
 #      images, imported into the node's containerd (no Docker)
 #   3. helm install charts/hone (two operator replicas, leader election)
 #   4. MinIO in the cluster, the digits uploaded to it (a held-out tenth is

@@ -4,6 +4,7 @@
 #   hone.local/operator:dev   hone-operator
 #   hone.local/trainer:dev    hone-trainer    (+ libtorch, CPU)
 #   hone.local/predictor:dev  hone-predictor  (+ libtorch, CPU)
+#   hone.local/router:dev     hone-router     (no libtorch: readelf finds none)
 # Layers, bottom first: base (user 65532, /tmp), the C/C++ runtime from this
 # machine (what ldd finds outside torch), libtorch (trainer, predictor), the
 # binary. Layers are content-addressed and written deterministically, so the
@@ -15,7 +16,7 @@
 # libgomp, and the two CUDA libraries libtorch_cpu.so itself needs at load
 # time (libcudart, libcupti) - not the ~3 GB of CUDA libraries.
 #
-# Usage: hack/images/build.sh [operator|trainer|predictor ...]
+# Usage: hack/images/build.sh [operator|trainer|predictor|router ...]
 #   PROFILE=release (default) or debug: which target/<profile>/ binaries
 #   BUILD=1: run `cargo build --release --bins` first (with hack/env.sh)
 set -euo pipefail
@@ -26,7 +27,7 @@ PROFILE=${PROFILE:-release}
 TAG=${TAG:-dev}
 TARGET=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 images=("$@")
-[ ${#images[@]} -gt 0 ] || images=(operator trainer predictor)
+[ ${#images[@]} -gt 0 ] || images=(operator trainer predictor router)
 
 if [ "${BUILD:-0}" = 1 ]; then
   ilog "cargo build --$PROFILE --bins"
@@ -67,10 +68,14 @@ layer_specs() {
 }
 
 for name in "${images[@]}"; do
-  case "$name" in operator|trainer|predictor) ;; *) idie "unknown image $name (operator, trainer, predictor)" ;; esac
+  case "$name" in operator|trainer|predictor|router) ;; *) idie "unknown image $name (operator, trainer, predictor, router)" ;; esac
   bin="$TARGET/$PROFILE/hone-$name"
   [ -x "$bin" ] || idie "$bin not found: build it (cargo build --$PROFILE, or BUILD=1 $0)"
   layer_specs "$name" "$bin"
+  # The router's image is small by design: a libtorch dependency is a bug.
+  if [ "$name" = router ] && [ -s "$IMG_CACHE/$name.torch.spec" ]; then
+    idie "$bin links libtorch; hone-router must not (it depends on no tch crate)"
+  fi
   layers=("$base" "$IMG_CACHE/$name.sys.spec")
   env='"PATH=/usr/local/bin:/usr/bin:/bin"'
   if [ -s "$IMG_CACHE/$name.torch.spec" ]; then

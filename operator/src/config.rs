@@ -11,6 +11,8 @@ use crate::placement::{self, Placement};
 pub const DEFAULT_TRAINER_IMAGE: &str = "hone.local/trainer:dev";
 /// Default predictor image (what `hack/images/build.sh` builds).
 pub const DEFAULT_PREDICTOR_IMAGE: &str = "hone.local/predictor:dev";
+/// Default router image (what `hack/images/build.sh` builds).
+pub const DEFAULT_ROUTER_IMAGE: &str = "hone.local/router:dev";
 
 /// How logs are written.
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub struct RunArgs {
     /// Predictor image for verify Jobs and InferenceServices that name none.
     #[arg(long, env = "HONE_PREDICTOR_IMAGE", default_value = DEFAULT_PREDICTOR_IMAGE)]
     pub predictor_image: String,
+    /// Router image of InferenceServices with the Router provider.
+    #[arg(long, env = "HONE_ROUTER_IMAGE", default_value = DEFAULT_ROUTER_IMAGE)]
+    pub router_image: String,
     /// Output location for TrainingJobs that name none (e.g. `s3://hone-models/`).
     #[arg(long, env = "HONE_DEFAULT_OUTPUT")]
     pub default_output: Option<String>,
@@ -68,6 +73,8 @@ pub struct OperatorConfig {
     pub trainer_image: String,
     /// Image of verify Jobs and predictors that name none.
     pub predictor_image: String,
+    /// Image of the router Deployments.
+    pub router_image: String,
     /// Output location of TrainingJobs that name none.
     pub default_output: Option<StorageLocation>,
     /// Namespaces to watch; empty means all.
@@ -95,6 +102,7 @@ impl OperatorConfig {
         Ok(Self {
             trainer_image: args.trainer_image.clone(),
             predictor_image: args.predictor_image.clone(),
+            router_image: args.router_image.clone(),
             default_output,
             namespaces,
             placement,
@@ -107,6 +115,7 @@ impl Default for OperatorConfig {
         Self {
             trainer_image: DEFAULT_TRAINER_IMAGE.to_owned(),
             predictor_image: DEFAULT_PREDICTOR_IMAGE.to_owned(),
+            router_image: DEFAULT_ROUTER_IMAGE.to_owned(),
             default_output: None,
             namespaces: Vec::new(),
             placement: Placement::default(),
@@ -133,6 +142,8 @@ mod tests {
             "ml, team-a,,",
             "--trainer-image",
             "registry.example/trainer:1",
+            "--router-image",
+            "registry.example/router:1",
             "--default-output",
             "s3://models/",
             "--default-output-secret",
@@ -147,6 +158,7 @@ mod tests {
         assert_eq!(config.namespaces, vec!["ml".to_owned(), "team-a".to_owned()]);
         assert_eq!(config.trainer_image, "registry.example/trainer:1");
         assert_eq!(config.predictor_image, DEFAULT_PREDICTOR_IMAGE);
+        assert_eq!(config.router_image, "registry.example/router:1");
         let output = config.default_output.unwrap();
         assert_eq!(output.uri, "s3://models/");
         assert_eq!(output.secret_ref.unwrap().name, "s3-creds");
@@ -160,6 +172,7 @@ mod tests {
         let config = OperatorConfig::from_args(&cli.run).unwrap();
         assert!(config.namespaces.is_empty());
         assert_eq!(config.default_output, None);
+        assert_eq!(config.router_image, DEFAULT_ROUTER_IMAGE);
         assert_eq!(cli.run.log_format, LogFormat::Json);
     }
 }

@@ -10,10 +10,10 @@ pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
 /// Older form of [`LABEL_JOB_NAME`], still set by the Job controller.
 pub const LABEL_JOB_NAME_LEGACY: &str = "job-name";
 
+/// Mount root of `pvc://` claims inside pods (what `hone-storage` assumes unset).
+pub use hone_crds::contract::DEFAULT_PVC_ROOT as PVC_ROOT;
 /// Environment variable naming where `pvc://` claims are mounted in a pod
-/// (the trainer reads it, see `trainer/src/storage.rs`).
-pub const ENV_PVC_ROOT: &str = "HONE_PVC_ROOT";
-/// Mount root of `pvc://` claims inside pods.
-pub const PVC_ROOT: &str = "/mnt/pvc";
+/// (`hone-storage` reads it in the trainer and the predictor).
+pub use hone_crds::contract::env::PVC_ROOT as ENV_PVC_ROOT;
 /// Where a writable scratch volume is mounted (the root filesystem is read-only).
 pub const SCRATCH_DIR: &str = "/tmp";

@@ -18,7 +18,6 @@ pub mod server;
 pub mod status_patch;
 pub mod telemetry;
 pub mod termination;
-pub mod trainer_env;
 pub mod trainingjob;
 
 #[cfg(test)]

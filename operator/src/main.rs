@@ -64,6 +64,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(
         trainer_image = %config.trainer_image,
         predictor_image = %config.predictor_image,
+        router_image = %config.router_image,
         default_output = config.default_output.as_ref().map(|o| o.uri.as_str()).unwrap_or(""),
         namespaces = %config.namespaces.join(","),
         pod_node_selector = ?config.placement.node_selector,

@@ -90,26 +90,3 @@ pub struct VerifyArgs {
     #[arg(long, env = "HONE_TERMINATION_LOG")]
     pub termination_log: Option<PathBuf>,
 }
-
-/// `hone-predictor router`.
-#[derive(Args, Debug, Clone)]
-pub struct RouterArgs {
-    /// Router config (YAML or JSON), reloaded when it changes.
-    #[arg(long, env = "HONE_ROUTER_CONFIG")]
-    pub config: PathBuf,
-    /// Listen address.
-    #[arg(long, env = "HONE_ADDR", default_value = "0.0.0.0:8080")]
-    pub addr: SocketAddr,
-    /// How often the config file is checked for changes, in milliseconds.
-    #[arg(long, env = "HONE_ROUTER_RELOAD_MS", default_value_t = 500)]
-    pub reload_ms: u64,
-    /// Longest a forwarded request may take, in milliseconds (504 after).
-    #[arg(long, env = "HONE_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
-    pub request_timeout_ms: u64,
-    /// Largest request body, in bytes.
-    #[arg(long, env = "HONE_MAX_BODY_BYTES", default_value_t = 16 << 20)]
-    pub max_body_bytes: usize,
-    /// Seconds to finish in-flight requests after SIGTERM.
-    #[arg(long, env = "HONE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
-    pub shutdown_grace_seconds: u64,
-}

@@ -1,4 +1,4 @@
-//! Reads model files from any storage URI the trainer supports (`file://`,
+//! Reads model files from any storage URI `hone-storage` supports (`file://`,
 //! `s3://`, `gs://`, `az://`, `http(s)://`, `pvc://`), plus plain local paths.
 //! Without the `object-storage` feature, only local paths and `file://`.
 
@@ -11,7 +11,7 @@ pub enum FetchError {
     /// The storage backend failed.
     #[cfg(feature = "object-storage")]
     #[error(transparent)]
-    Storage(Box<hone_trainer::storage::StorageError>),
+    Storage(Box<hone_storage::StorageError>),
     /// A local file could not be read.
     #[error("{0}")]
     Local(#[from] std::io::Error),
@@ -27,7 +27,7 @@ pub async fn fetch(uri: &str) -> Result<Bytes, FetchError> {
 
 #[cfg(feature = "object-storage")]
 async fn read(uri: &str) -> Result<Bytes, FetchError> {
-    hone_trainer::storage::read(uri).await.map_err(|e| FetchError::Storage(Box::new(e)))
+    hone_storage::read(uri).await.map_err(|e| FetchError::Storage(Box::new(e)))
 }
 
 #[cfg(not(feature = "object-storage"))]

@@ -1,6 +1,6 @@
 //! Hone's predictor: serves a TorchScript ModelVersion over Open Inference
-//! Protocol v2 and `/predict`, verifies ModelVersions, and routes traffic
-//! between InferenceService variants.
+//! Protocol v2 and `/predict`, and verifies ModelVersions. Traffic between
+//! InferenceService variants is split by `hone-router`, a crate of its own.
 
 pub mod batcher;
 pub mod config;
@@ -12,6 +12,5 @@ pub mod metrics;
 pub mod model;
 pub mod oip;
 pub mod preprocess;
-pub mod router;
 pub mod serve;
 pub mod verify;

@@ -1,14 +1,13 @@
-//! `hone-predictor`: serves ModelVersions, verifies them, and routes traffic
-//! between InferenceService variants.
+//! `hone-predictor`: serves ModelVersions and verifies them.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hone_predictor::config::{RouterArgs, ServeArgs, VerifyArgs};
-use hone_predictor::{router, serve, verify};
+use hone_predictor::config::{ServeArgs, VerifyArgs};
+use hone_predictor::{serve, verify};
 
-/// Hone's predictor: model server, ModelVersion verifier and traffic router.
+/// Hone's predictor: model server and ModelVersion verifier.
 #[derive(Parser, Debug)]
 #[command(name = "hone-predictor", version, about)]
 struct Cli {
@@ -22,8 +21,6 @@ enum Command {
     Serve(ServeArgs),
     /// Fetch a model, check its digest, load it and run one forward pass.
     Verify(VerifyArgs),
-    /// Split traffic between variant backends by weight and headers.
-    Router(RouterArgs),
     /// Print the libtorch build this binary runs on, as JSON.
     Info,
 }
@@ -51,7 +48,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     // libtorch's CUDA kernels are in a library the linker drops; load it when
     // present (CUDA images, the dev venv) so a GPU is used. CPU images lack it.
     #[cfg(feature = "object-storage")]
-    if let Err(e) = hone_trainer::cuda::load_backend() {
+    if let Err(e) = hone_storage::cuda::load_backend() {
         tracing::debug!("CUDA backend not loaded: {e}");
     }
     match command {
@@ -84,13 +81,5 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(if summary.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Router(args) => runtime.block_on(async {
-            let shutdown = serve::shutdown_signal(); // before we listen: see shutdown_signal
-            let listener = tokio::net::TcpListener::bind(args.addr)
-                .await
-                .with_context(|| format!("binding {}", args.addr))?;
-            router::run(args, listener, shutdown).await.context("router")?;
-            Ok(ExitCode::SUCCESS)
-        }),
     }
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tch::Tensor;
 use tch::nn::VarStore;
 
-use crate::storage::{Location, StorageError};
+use hone_storage::{Location, StorageError};
 
 const WEIGHTS: &str = "weights.ot";
 const OPTIMIZER: &str = "optimizer.ot";

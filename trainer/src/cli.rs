@@ -2,6 +2,7 @@
 //! (`HONE_*`), which is how the operator configures trainer pods.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use hone_crds::contract::env;
 use hone_crds::trainingjob::{Architecture, Augmentation, Hyperparameters, Optimizer, Scheduler};
 
 use crate::dataset::{DataOptions, Format};
@@ -33,10 +34,10 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct PurgeArgs {
     /// Objects to delete; missing ones are not an error.
-    #[arg(long = "uri", env = "HONE_PURGE_URIS", value_delimiter = ',', required = true)]
+    #[arg(long = "uri", env = env::PURGE_URIS, value_delimiter = ',', required = true)]
     pub uris: Vec<String>,
     /// Delete everything below these locations (each is a folder).
-    #[arg(long, env = "HONE_PURGE_PREFIX")]
+    #[arg(long, env = env::PURGE_PREFIX)]
     pub prefix: bool,
     #[command(flatten)]
     /// Summary output.
@@ -48,7 +49,7 @@ pub struct PurgeArgs {
 pub struct SummaryArgs {
     /// File the JSON summary is written to (Kubernetes reads it as the
     /// termination message); missing or unwritable is only a warning.
-    #[arg(long, env = "HONE_TERMINATION_LOG", default_value = hone_crds::contract::TERMINATION_LOG)]
+    #[arg(long, env = env::TERMINATION_LOG, default_value = hone_crds::contract::TERMINATION_LOG)]
     pub termination_log: String,
 }
 
@@ -56,34 +57,34 @@ pub struct SummaryArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
     /// Dataset URI: a folder (ImageFolder) or a file (CSV).
-    #[arg(long, env = "HONE_DATASET_SOURCE")]
+    #[arg(long, env = env::DATASET_SOURCE)]
     pub source: String,
     /// Dataset layout.
-    #[arg(long, env = "HONE_DATASET_FORMAT", value_enum, default_value = "ImageFolder")]
+    #[arg(long, env = env::DATASET_FORMAT, value_enum, default_value = "ImageFolder")]
     pub format: Format,
     /// CSV: the label column.
-    #[arg(long, env = "HONE_CSV_LABEL_COLUMN", default_value = "label")]
+    #[arg(long, env = env::CSV_LABEL_COLUMN, default_value = "label")]
     pub label_column: String,
     /// CSV: feature columns (comma-separated; default all but the label).
-    #[arg(long, env = "HONE_CSV_FEATURE_COLUMNS", value_delimiter = ',')]
+    #[arg(long, env = env::CSV_FEATURE_COLUMNS, value_delimiter = ',')]
     pub feature_columns: Vec<String>,
     /// Images: width to resize to.
-    #[arg(long, env = "HONE_IMAGE_WIDTH", default_value_t = 224)]
+    #[arg(long, env = env::IMAGE_WIDTH, default_value_t = 224)]
     pub image_width: u32,
     /// Images: height to resize to.
-    #[arg(long, env = "HONE_IMAGE_HEIGHT", default_value_t = 224)]
+    #[arg(long, env = env::IMAGE_HEIGHT, default_value_t = 224)]
     pub image_height: u32,
     /// Images: channels, 1 or 3.
-    #[arg(long, env = "HONE_IMAGE_CHANNELS", default_value_t = 3)]
+    #[arg(long, env = env::IMAGE_CHANNELS, default_value_t = 3)]
     pub image_channels: u32,
     /// Fraction held out for validation.
-    #[arg(long, env = "HONE_SPLIT_VALIDATION", default_value_t = 0.1)]
+    #[arg(long, env = env::SPLIT_VALIDATION, default_value_t = 0.1)]
     pub split_validation: f64,
     /// Fraction held out for test.
-    #[arg(long, env = "HONE_SPLIT_TEST", default_value_t = 0.1)]
+    #[arg(long, env = env::SPLIT_TEST, default_value_t = 0.1)]
     pub split_test: f64,
     /// Seed of the split.
-    #[arg(long, env = "HONE_SPLIT_SEED", default_value_t = 42)]
+    #[arg(long, env = env::SPLIT_SEED, default_value_t = 42)]
     pub split_seed: u64,
 }
 
@@ -135,67 +136,67 @@ pub struct TrainArgs {
     pub data: DataArgs,
     /// The run's output location (`<output>/<trainingjob>/<attempt>`); a
     /// restarted run resumes from the checkpoints found there.
-    #[arg(long, env = "HONE_OUTPUT")]
+    #[arg(long, env = env::OUTPUT)]
     pub output: String,
     /// Architecture.
-    #[arg(long, env = "HONE_ARCHITECTURE", value_parser = parse_architecture)]
+    #[arg(long, env = env::ARCHITECTURE, value_parser = parse_architecture)]
     pub architecture: Architecture,
     /// Initial weights (a VarStore file) to fine-tune from.
-    #[arg(long, env = "HONE_PRETRAINED")]
+    #[arg(long, env = env::PRETRAINED)]
     pub pretrained: Option<String>,
     /// Epochs.
-    #[arg(long, env = "HONE_EPOCHS", default_value_t = 10)]
+    #[arg(long, env = env::EPOCHS, default_value_t = 10)]
     pub epochs: u32,
     /// Batch size.
-    #[arg(long, env = "HONE_BATCH_SIZE", default_value_t = 32)]
+    #[arg(long, env = env::BATCH_SIZE, default_value_t = 32)]
     pub batch_size: u32,
     /// Peak learning rate.
-    #[arg(long, env = "HONE_LEARNING_RATE", default_value_t = 0.001)]
+    #[arg(long, env = env::LEARNING_RATE, default_value_t = 0.001)]
     pub learning_rate: f64,
     /// Optimizer.
-    #[arg(long, env = "HONE_OPTIMIZER", value_parser = parse_optimizer, default_value = "adam")]
+    #[arg(long, env = env::OPTIMIZER, value_parser = parse_optimizer, default_value = "adam")]
     pub optimizer: Optimizer,
     /// Weight decay.
-    #[arg(long, env = "HONE_WEIGHT_DECAY", default_value_t = 0.0)]
+    #[arg(long, env = env::WEIGHT_DECAY, default_value_t = 0.0)]
     pub weight_decay: f64,
     /// Learning-rate schedule.
-    #[arg(long, env = "HONE_SCHEDULER", value_parser = parse_scheduler, default_value = "none")]
+    #[arg(long, env = env::SCHEDULER, value_parser = parse_scheduler, default_value = "none")]
     pub scheduler: Scheduler,
     /// Epochs of linear warm-up.
-    #[arg(long, env = "HONE_WARMUP_EPOCHS", default_value_t = 0)]
+    #[arg(long, env = env::WARMUP_EPOCHS, default_value_t = 0)]
     pub warmup_epochs: u32,
     /// Early-stopping patience in epochs (0 disables).
-    #[arg(long, env = "HONE_EARLY_STOPPING_PATIENCE", default_value_t = 0)]
+    #[arg(long, env = env::EARLY_STOPPING_PATIENCE, default_value_t = 0)]
     pub early_stopping_patience: u32,
     /// Seed for initialisation, shuffling and augmentation.
-    #[arg(long, env = "HONE_SEED", default_value_t = 42)]
+    #[arg(long, env = env::SEED, default_value_t = 42)]
     pub seed: u64,
     /// Flip images left-right at random.
-    #[arg(long, env = "HONE_AUG_HORIZONTAL_FLIP", default_value_t = false)]
+    #[arg(long, env = env::AUG_HORIZONTAL_FLIP, default_value_t = false)]
     pub horizontal_flip: bool,
     /// Random rotation range in degrees.
-    #[arg(long, env = "HONE_AUG_ROTATION_DEGREES", default_value_t = 0.0)]
+    #[arg(long, env = env::AUG_ROTATION_DEGREES, default_value_t = 0.0)]
     pub rotation_degrees: f64,
     /// Colour jitter strength (0..1).
-    #[arg(long, env = "HONE_AUG_COLOR_JITTER", default_value_t = 0.0)]
+    #[arg(long, env = env::AUG_COLOR_JITTER, default_value_t = 0.0)]
     pub color_jitter: f64,
     /// Dataset digest the run must train on; a different digest fails the run.
-    #[arg(long, env = "HONE_DATASET_DIGEST")]
+    #[arg(long, env = env::DATASET_DIGEST)]
     pub dataset_digest: Option<String>,
     /// Device.
-    #[arg(long, env = "HONE_DEVICE", value_enum, default_value = "auto")]
+    #[arg(long, env = env::DEVICE, value_enum, default_value = "auto")]
     pub device: DeviceArg,
     /// CPU threads for libtorch (default: all cores).
-    #[arg(long, env = "HONE_THREADS")]
+    #[arg(long, env = env::THREADS)]
     pub threads: Option<i32>,
     /// MLflow tracking server URI.
-    #[arg(long, env = "HONE_MLFLOW_URI")]
+    #[arg(long, env = env::MLFLOW_URI)]
     pub mlflow_uri: Option<String>,
     /// MLflow experiment name.
-    #[arg(long, env = "HONE_MLFLOW_EXPERIMENT", default_value = "hone")]
+    #[arg(long, env = env::MLFLOW_EXPERIMENT, default_value = "hone")]
     pub mlflow_experiment: String,
     /// Run name for tracking (the TrainingJob name).
-    #[arg(long, env = "HONE_RUN_NAME")]
+    #[arg(long, env = env::RUN_NAME)]
     pub run_name: Option<String>,
     #[command(flatten)]
     /// Summary output.

@@ -12,7 +12,7 @@ use hone_crds::contract::{InputKind, InspectSummary};
 use sha2::{Digest, Sha256};
 
 use crate::rng::SplitMix64;
-use crate::storage::{Location, ObjectInfo, StorageError};
+use hone_storage::{Location, ObjectInfo, StorageError};
 
 /// Files fetched at once.
 const FETCH_CONCURRENCY: usize = 16;

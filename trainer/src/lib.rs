@@ -3,7 +3,6 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod cli;
-pub mod cuda;
 pub mod dataset;
 pub mod log;
 pub mod model;
@@ -12,7 +11,6 @@ pub mod purge;
 pub mod report;
 pub mod rng;
 pub mod stats;
-pub mod storage;
 pub mod termination;
 pub mod tracking;
 pub mod train;

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Info => {
-            let cuda_backend = hone_trainer::cuda::load_backend().err();
+            let cuda_backend = hone_storage::cuda::load_backend().err();
             let info = json!({
                 "cuda_backend_error": cuda_backend,
                 "trainer": env!("CARGO_PKG_VERSION"),
@@ -93,7 +93,7 @@ async fn train_command(args: TrainArgs) -> ExitCode {
         tch::set_num_threads(threads);
     }
     if args.device != DeviceArg::Cpu
-        && let Err(e) = hone_trainer::cuda::load_backend()
+        && let Err(e) = hone_storage::cuda::load_backend()
     {
         event("info", "cuda_backend_unavailable", json!({"reason": e}));
     }

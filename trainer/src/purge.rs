@@ -1,7 +1,7 @@
 //! `hone-trainer purge`: deletes a model artifact (single objects, or whole
 //! run folders) from any storage the trainer reads.
 
-use crate::storage::{Location, StorageError};
+use hone_storage::{Location, StorageError};
 
 /// Deletes each of `uris` (every object below it when `prefix`); returns how
 /// many objects were deleted. Missing objects are not an error, so a retried

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use hone_crds::contract::EpochMetrics;
 
 use crate::dataset::Dataset;
-use crate::storage::Location;
 use crate::train::TrainOptions;
+use hone_storage::Location;
 
 /// Receives a run's parameters, per-epoch metrics and final results.
 pub trait Tracker: Send {

@@ -21,8 +21,8 @@ use crate::optim::{Optimizer, learning_rate};
 use crate::report;
 use crate::rng::SplitMix64;
 use crate::stats::input_stats;
-use crate::storage::{Location, StorageError};
 use crate::tracking::Tracker;
+use hone_storage::{Location, StorageError};
 
 /// Validation-loss improvement that counts for early stopping.
 const MIN_IMPROVEMENT: f64 = 1e-4;
@@ -282,7 +282,7 @@ pub async fn run(opts: &TrainOptions, tracker: &mut dyn Tracker) -> Result<Train
         }
         None => {
             if let Some(uri) = &opts.pretrained {
-                let bytes = crate::storage::read(uri).await?;
+                let bytes = hone_storage::read(uri).await?;
                 crate::checkpoint::load_var_store(&mut vs, &bytes)?;
                 event("info", "pretrained_loaded", json!({"uri": uri}));
             }

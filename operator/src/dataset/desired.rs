@@ -24,7 +24,7 @@ use crate::children::{
 };
 use crate::labels::{ENV_PVC_ROOT, LABEL_ROUND, LABEL_SPEC_HASH, PVC_ROOT};
 use crate::termination::job_finished_at;
-use crate::trainer_env as env;
+use hone_crds::contract::env;
 
 /// Name of the inspect container (status reads its termination message).
 pub const INSPECT_CONTAINER: &str = "inspect";

@@ -90,7 +90,8 @@ async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp)
     let previous = isvc.status.clone().unwrap_or_default();
 
     let observed = observe::observe(ctx, isvc).await?;
-    let valid = match validate::validate(isvc, &observed.model_versions, &ctx.config.predictor_image) {
+    let (predictor_image, router_image) = (&ctx.config.predictor_image, &ctx.config.router_image);
+    let valid = match validate::validate(isvc, &observed.model_versions, predictor_image, router_image) {
         Ok(valid) => valid,
         Err(validate::Error::InvalidSpec(message)) => {
             // The children stay as they are: traffic keeps flowing while the spec is fixed.

@@ -61,8 +61,6 @@ pub mod env {
     pub const API_KEYS_FILE: &str = "HONE_API_KEYS_FILE";
     /// Seconds to finish in-flight requests after SIGTERM.
     pub const SHUTDOWN_GRACE_SECONDS: &str = "HONE_SHUTDOWN_GRACE_SECONDS";
-    /// The router's config file.
-    pub const ROUTER_CONFIG: &str = "HONE_ROUTER_CONFIG";
     /// Every variable the operator sets itself; `spec.predictor.env` may not override them.
     pub const MANAGED: [&str; 9] = [
         MODEL_URI,

@@ -4,14 +4,35 @@
 
 use std::collections::BTreeMap;
 
-/// `hone_router_requests_total{variant, status_class}`.
-pub const REQUESTS: &str = "hone_router_requests_total";
-/// `hone_router_errors_total{variant, reason}`.
-pub const ERRORS: &str = "hone_router_errors_total";
-/// `hone_router_request_duration_seconds_bucket{variant, le}`.
-pub const DURATION_BUCKET: &str = "hone_router_request_duration_seconds_bucket";
+use hone_crds::router::metrics::{
+    ERRORS, LABEL_REASON, LABEL_STATUS_CLASS, LABEL_VARIANT, REASON_CONNECT, REASON_TIMEOUT,
+    REQUEST_DURATION, REQUESTS,
+};
+
 /// `reason`s of [`ERRORS`] that mean no answer came from the backend.
-const TRANSPORT_REASONS: [&str; 2] = ["connect", "timeout"];
+const TRANSPORT_REASONS: [&str; 2] = [REASON_CONNECT, REASON_TIMEOUT];
+/// Label of a histogram bucket's upper bound (the exposition format's).
+const LABEL_LE: &str = "le";
+
+/// Which router family a sample belongs to: a counter's samples end in
+/// `_total`, a histogram's buckets in `_bucket`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Requests,
+    Errors,
+    DurationBucket,
+}
+
+fn family(sample_name: &str) -> Option<Family> {
+    if let Some(counter) = sample_name.strip_suffix("_total") {
+        return match counter {
+            REQUESTS => Some(Family::Requests),
+            ERRORS => Some(Family::Errors),
+            _ => None,
+        };
+    }
+    (sample_name.strip_suffix("_bucket") == Some(REQUEST_DURATION)).then_some(Family::DurationBucket)
+}
 
 /// One sample line.
 #[derive(Clone, Debug, PartialEq)]
@@ -129,25 +150,27 @@ pub type RouterMetrics = BTreeMap<String, BackendMetrics>;
 pub fn router_metrics(text: &str) -> RouterMetrics {
     let mut metrics = RouterMetrics::new();
     for sample in parse(text) {
-        let Some(variant) = sample.label("variant") else { continue };
-        match sample.name.as_str() {
-            REQUESTS => {
+        let Some(variant) = sample.label(LABEL_VARIANT) else { continue };
+        match family(&sample.name) {
+            Some(Family::Requests) => {
                 let backend = metrics.entry(variant.to_owned()).or_default();
                 backend.requests += sample.value;
-                if sample.label("status_class") == Some("5xx") {
+                if sample.label(LABEL_STATUS_CLASS) == Some("5xx") {
                     backend.server_errors += sample.value;
                 }
             }
-            ERRORS if sample.label("reason").is_some_and(|r| TRANSPORT_REASONS.contains(&r)) => {
+            Some(Family::Errors)
+                if sample.label(LABEL_REASON).is_some_and(|r| TRANSPORT_REASONS.contains(&r)) =>
+            {
                 metrics.entry(variant.to_owned()).or_default().transport_errors += sample.value;
             }
-            DURATION_BUCKET => {
-                if let Some(le) = sample.label("le") {
+            Some(Family::DurationBucket) => {
+                if let Some(le) = sample.label(LABEL_LE) {
                     let backend = metrics.entry(variant.to_owned()).or_default();
                     *backend.buckets.entry(le.to_owned()).or_default() += sample.value;
                 }
             }
-            _ => {}
+            Some(Family::Errors) | None => {}
         }
     }
     metrics
@@ -226,13 +249,13 @@ hone_router_variant_weight{variant="a"} 9000
         struct Variant {
             variant: String,
         }
-        let mut registry = prometheus_client::registry::Registry::with_prefix("hone_router");
+        let mut registry = prometheus_client::registry::Registry::default();
         let requests = Family::<Status, Counter>::default();
         let duration = Family::<Variant, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
-        registry.register("requests", "r", requests.clone());
-        registry.register("request_duration_seconds", "d", duration.clone());
+        registry.register(REQUESTS, "r", requests.clone());
+        registry.register(REQUEST_DURATION, "d", duration.clone());
         requests.get_or_create(&Status { variant: "b".into(), status_class: "5xx" }).inc_by(2);
         duration.get_or_create(&Variant { variant: "b".into() }).observe(0.003);
         let mut text = String::new();

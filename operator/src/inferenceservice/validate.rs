@@ -91,8 +91,10 @@ pub struct ValidService {
     pub owner: OwnerReference,
     /// `metadata.generation`.
     pub generation: i64,
-    /// Predictor (and router) image.
+    /// Predictor image.
     pub image: String,
+    /// Router image (the operator's setting; a spec cannot name one).
+    pub router_image: String,
     /// Predictor pods.
     pub predictor: PredictorSpec,
     /// Autoscaling of every predictor Deployment.
@@ -121,11 +123,13 @@ pub struct ValidService {
     pub models: BTreeMap<String, ModelRef>,
 }
 
-/// Checks `isvc` and resolves its variants against `model_versions` (the namespace's).
+/// Checks `isvc` and resolves its variants against `model_versions` (the
+/// namespace's); `default_image` is the predictor image when the spec names none.
 pub fn validate(
     isvc: &InferenceService,
     model_versions: &[ModelVersion],
     default_image: &str,
+    router_image: &str,
 ) -> Result<ValidService, Error> {
     let name = isvc.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let namespace = isvc.metadata.namespace.clone().ok_or(Error::MissingMetadata("namespace"))?;
@@ -170,6 +174,7 @@ pub fn validate(
         owner,
         generation: isvc.metadata.generation.unwrap_or_default(),
         image: predictor.image.clone().unwrap_or_else(|| default_image.to_owned()),
+        router_image: router_image.to_owned(),
         predictor,
         autoscaling: spec.autoscaling.clone().unwrap_or_default(),
         routing: spec.routing.clone().unwrap_or_default(),

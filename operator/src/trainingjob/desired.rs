@@ -21,7 +21,7 @@ use crate::children::{
 };
 use crate::dataset::desired::format_name;
 use crate::labels::{ENV_PVC_ROOT, PVC_ROOT};
-use crate::trainer_env as env;
+use hone_crds::contract::env;
 
 /// Name of the training container (status reads its termination message).
 pub const TRAINER_CONTAINER: &str = "trainer";

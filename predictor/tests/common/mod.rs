@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hone_predictor::config::{RouterArgs, ServeArgs};
+use hone_predictor::config::ServeArgs;
+use hone_router::RouterArgs;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -56,15 +57,16 @@ struct RouterCli {
     router: RouterArgs,
 }
 
-/// Starts a router on `config` (reread every 100 ms) with `extra` flags;
-/// returns its base URL.
+/// Starts a router (`hone-router`, in this process) on `config` (reread
+/// every 100 ms) with `extra` flags; returns its base URL.
 pub async fn start_router(config: &Path, extra: &[&str]) -> String {
-    let mut argv = vec!["router", "--config", config.to_str().expect("UTF-8 path"), "--reload-ms", "100"];
+    let mut argv =
+        vec!["hone-router", "--config", config.to_str().expect("UTF-8 path"), "--reload-ms", "100"];
     argv.extend_from_slice(extra);
     let args = RouterCli::try_parse_from(argv).expect("valid router flags").router;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let base = format!("http://{}", listener.local_addr().expect("local address"));
-    tokio::spawn(hone_predictor::router::run(args, listener, std::future::pending()));
+    tokio::spawn(hone_router::run(args, listener, std::future::pending()));
     base
 }
 

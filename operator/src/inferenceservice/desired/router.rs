@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::super::names::{
     COMPONENT_ROUTER, LABEL_COMPONENT, LIVE_PATH, PORT, PORT_NAME, READY_PATH, ROUTER_CONFIG_DIR,
-    ROUTER_CONFIG_VOLUME, ROUTER_CONTAINER, ROUTER_REPLICAS, TERMINATION_GRACE_SECONDS, env, router_name,
+    ROUTER_CONFIG_VOLUME, ROUTER_CONTAINER, ROUTER_REPLICAS, TERMINATION_GRACE_SECONDS, router_name,
 };
 use super::super::validate::ValidService;
 use super::Backend;
@@ -75,8 +75,8 @@ pub fn router_objects(valid: &ValidService, backends: &[Backend]) -> RouterObjec
     // reloads the mounted file, so a weight change restarts no pod.
     let container = Container {
         name: ROUTER_CONTAINER.to_owned(),
-        image: Some(valid.image.clone()),
-        args: Some(vec!["router".to_owned()]),
+        // The image's entrypoint is hone-router itself: no subcommand.
+        image: Some(valid.router_image.clone()),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.to_owned()),
             container_port: PORT,
@@ -84,7 +84,7 @@ pub fn router_objects(valid: &ValidService, backends: &[Backend]) -> RouterObjec
             ..Default::default()
         }]),
         env: Some(vec![EnvVar {
-            name: env::ROUTER_CONFIG.to_owned(),
+            name: hone_crds::router::env::CONFIG.to_owned(),
             value: Some(format!("{ROUTER_CONFIG_DIR}/{CONFIG_FILE}")),
             value_from: None,
         }]),

@@ -116,6 +116,10 @@ fn predictor_pods_pass_restricted_and_carry_the_model() {
         (Some("/v2/health/ready"), &IntOrString::String("http".into()))
     );
     assert_eq!(c.liveness_probe.unwrap().http_get.unwrap().path.as_deref(), Some("/v2/health/live"));
+    // A slow model download never restarts the pod: ten minutes to turn ready.
+    let startup = c.startup_probe.unwrap();
+    assert_eq!(startup.http_get.unwrap().path.as_deref(), Some("/v2/health/ready"));
+    assert_eq!(startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(), 600);
     assert_eq!(c.lifecycle.unwrap().pre_stop.unwrap().sleep.unwrap().seconds, 5);
     assert!(pod.termination_grace_period_seconds.unwrap() > 5 + 30);
     let volumes = pod.volumes.unwrap();
@@ -194,7 +198,8 @@ fn router_config_lists_backends_by_weight_with_the_headers() {
     assert_eq!(desired.url.as_deref(), Some("http://digits-router.ml.svc:8080"));
     let router = deployment(&desired, "digits-router");
     let c = container(router);
-    assert_eq!(c.args, Some(vec!["router".to_owned()]));
+    assert_eq!(c.image.as_deref(), Some("hone.local/router:dev"), "the router's own image, no libtorch");
+    assert_eq!(c.args, None, "the image's entrypoint is hone-router");
     assert_eq!(env(&c)["HONE_ROUTER_CONFIG"], "/etc/hone/router/router.yaml");
     assert_eq!(router.spec.as_ref().unwrap().replicas, Some(2));
     let template = router.spec.as_ref().unwrap().template.metadata.clone().unwrap();

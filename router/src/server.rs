@@ -1,14 +1,8 @@
-//! `hone-predictor router`: splits traffic between InferenceService variants
-//! by weight, sticky header or variant header, per a config file the
-//! operator writes (a ConfigMap), reloaded on change without a restart.
+//! The router's server: its state (the routing table, the HTTP client, the
+//! metrics), its routes, and the config watcher.
 //!
 //! A reload swaps an `Arc` of the routing table: requests in flight finish on
 //! the table they started with, so a change drops nothing.
-
-pub mod balance;
-pub mod config;
-pub mod metrics;
-pub mod proxy;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -26,10 +20,11 @@ use hyper_util::rt::TokioExecutor;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use self::balance::Balancer;
-use self::config::{RouterConfig, RouterConfigExt};
-use self::metrics::{ReloadResult, RouterMetrics, VariantLabel};
-use crate::config::RouterArgs;
+use crate::args::RouterArgs;
+use crate::balance::Balancer;
+use crate::config::{RouterConfig, RouterConfigExt};
+use crate::metrics::{ReloadResult, RouterMetrics, VariantLabel};
+use crate::proxy;
 
 /// Why the router cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -68,11 +63,11 @@ pub struct Table {
 /// Shared router state.
 pub struct RouterState {
     table: RwLock<Arc<Table>>,
-    client: Client<HttpConnector, axum::body::Body>,
-    metrics: RouterMetrics,
+    pub(crate) client: Client<HttpConnector, axum::body::Body>,
+    pub(crate) metrics: RouterMetrics,
     registry: Registry,
-    timeout: Duration,
-    max_body_bytes: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body_bytes: usize,
 }
 
 impl RouterState {

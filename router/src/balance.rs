@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::config::RouterConfig;
+use crate::config::RouterConfig;
 
 /// The variants of one config and the round-robin schedule over them.
 #[derive(Debug)]
@@ -105,7 +105,7 @@ fn stable_hash(key: &str, name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::router::config::VariantBackend;
+    use crate::config::VariantBackend;
 
     fn config(weights: &[(&str, u32)]) -> RouterConfig {
         RouterConfig {

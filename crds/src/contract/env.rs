@@ -1,6 +1,9 @@
-//! Environment variables the trainer reads (`trainer/src/cli.rs`): the contract
-//! between the Job builders and `hone-trainer`.
+//! Environment variables the trainer reads (`trainer/src/cli.rs`, every flag
+//! has one) and the operator sets in inspect, training and purge Jobs: the
+//! contract between the Job builders and `hone-trainer`.
 
+/// Where `pvc://` claims are mounted in a pod (read by `hone-storage`).
+pub const PVC_ROOT: &str = "HONE_PVC_ROOT";
 /// Dataset URI.
 pub const DATASET_SOURCE: &str = "HONE_DATASET_SOURCE";
 /// `ImageFolder` or `CSV`.
@@ -57,9 +60,15 @@ pub const AUG_COLOR_JITTER: &str = "HONE_AUG_COLOR_JITTER";
 pub const DATASET_DIGEST: &str = "HONE_DATASET_DIGEST";
 /// Device (`auto`, `cpu`, `cuda`).
 pub const DEVICE: &str = "HONE_DEVICE";
+/// libtorch intra-op threads.
+pub const THREADS: &str = "HONE_THREADS";
 /// MLflow tracking URI.
 pub const MLFLOW_URI: &str = "HONE_MLFLOW_URI";
 /// MLflow experiment.
 pub const MLFLOW_EXPERIMENT: &str = "HONE_MLFLOW_EXPERIMENT";
 /// Run name (the TrainingJob name).
 pub const RUN_NAME: &str = "HONE_RUN_NAME";
+/// Objects `purge` deletes, comma-separated.
+pub const PURGE_URIS: &str = "HONE_PURGE_URIS";
+/// Whether `purge` deletes everything below each URI.
+pub const PURGE_PREFIX: &str = "HONE_PURGE_PREFIX";

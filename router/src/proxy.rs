@@ -7,12 +7,12 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use hone_crds::router::metrics;
 use serde_json::json;
 
-use super::RouterState;
-use super::balance::ChooseError;
-use super::metrics::{VariantError, VariantLabel, VariantStatus};
-use crate::metrics::status_class;
+use crate::balance::ChooseError;
+use crate::metrics::{VariantError, VariantLabel, VariantStatus, status_class};
+use crate::server::RouterState;
 
 /// Response header naming the variant that answered.
 pub const VARIANT_RESPONSE_HEADER: &str = "x-hone-variant";
@@ -89,7 +89,7 @@ pub async fn forward(State(state): State<Arc<RouterState>>, request: Request) ->
             state
                 .metrics
                 .errors
-                .get_or_create(&VariantError { variant: variant.clone(), reason: "connect" })
+                .get_or_create(&VariantError { variant: variant.clone(), reason: metrics::REASON_CONNECT })
                 .inc();
             tracing::warn!(%variant, error = %e, "backend unreachable");
             error(
@@ -102,7 +102,7 @@ pub async fn forward(State(state): State<Arc<RouterState>>, request: Request) ->
             state
                 .metrics
                 .errors
-                .get_or_create(&VariantError { variant: variant.clone(), reason: "timeout" })
+                .get_or_create(&VariantError { variant: variant.clone(), reason: metrics::REASON_TIMEOUT })
                 .inc();
             error(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -116,7 +116,7 @@ pub async fn forward(State(state): State<Arc<RouterState>>, request: Request) ->
         state
             .metrics
             .errors
-            .get_or_create(&VariantError { variant: variant.clone(), reason: "upstream_5xx" })
+            .get_or_create(&VariantError { variant: variant.clone(), reason: metrics::REASON_UPSTREAM_5XX })
             .inc();
     }
     state

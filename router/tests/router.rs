@@ -1,5 +1,6 @@
 //! The router over real HTTP on loopback: weighted split, sticky and
 //! variant headers, reload without dropped requests, metrics, failures.
+//! (Real predictors behind it: `predictor/tests/behind_router.rs`.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -8,23 +9,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Uri};
+use common::echo_backend;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-
-/// A backend that answers who it is and what it got.
-async fn echo_backend(name: &'static str) -> String {
-    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| async move {
-        let sticky = headers.get("x-user").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        axum::Json(json!({"backend": name, "path": uri.to_string(), "body": String::from_utf8_lossy(&body), "user": sticky}))
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
 
 fn write_config(path: &Path, variants: &[(&str, &str, u32)], sticky: bool) {
     let variants: Vec<Value> =
@@ -182,26 +168,4 @@ async fn per_variant_metrics_and_unreachable_backends() {
     ] {
         assert!(metrics.contains(needle), "missing {needle}\n{metrics}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwards_to_real_predictors() {
-    let server = common::start(common::args("mlp", &[])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("router.yaml");
-    write_config(&config, &[("stable", &server.base, 100)], false);
-    let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
-    let client = reqwest::Client::new();
-    let r = client.post(format!("{router}/predict")).json(&json!([5.1, 3.5, 1.4, 0.2])).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["x-hone-variant"], "stable");
-    let body: Value = r.json().await.unwrap();
-    assert!(body["label"].is_string());
-    let body =
-        json!({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]});
-    let r = client.post(format!("{router}/v2/models/mlp/infer")).json(&body).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    // The predictor's own errors pass through unchanged.
-    let r = client.post(format!("{router}/predict")).json(&json!([1])).send().await.unwrap();
-    common::expect_error(r, 422, "invalid_count").await;
 }

@@ -1,8 +1,13 @@
-//! One storage abstraction over every URI scheme Hone accepts, on top of
-//! `object_store`: `file://`, `s3://`, `gs://`, `az://`, `http(s)://` (read)
-//! and `pvc://<claim>/<path>` (a claim mounted under [`PVC_ROOT_ENV`]).
+//! Hone's storage: one abstraction over every URI scheme Hone accepts, on
+//! top of `object_store`: `file://`, `s3://`, `gs://`, `az://`, `http(s)://`
+//! (read) and `pvc://<claim>/<path>` (a claim mounted under [`PVC_ROOT_ENV`]).
 //! Credentials come from the environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`),
 //! which the operator fills from the location's Secret.
+//!
+//! Used by the trainer and the predictor, which may import only contract
+//! crates; [`cuda`] (libtorch's CUDA-backend loader) lives here for the same reason.
+
+pub mod cuda;
 
 use std::sync::Arc;
 
@@ -17,8 +22,11 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use url::Url;
 
-/// Environment variable naming where `pvc://` claims are mounted (default `/mnt/pvc`).
-pub const PVC_ROOT_ENV: &str = "HONE_PVC_ROOT";
+/// Where `pvc://` claims are mounted when [`PVC_ROOT_ENV`] is unset.
+pub use hone_crds::contract::DEFAULT_PVC_ROOT;
+/// Environment variable naming where `pvc://` claims are mounted (default
+/// [`DEFAULT_PVC_ROOT`]); the operator sets it in every pod that mounts a claim.
+pub use hone_crds::contract::env::PVC_ROOT as PVC_ROOT_ENV;
 
 /// What can go wrong reaching storage.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +102,7 @@ impl Location {
                     .host_str()
                     .filter(|c| !c.is_empty())
                     .ok_or_else(|| invalid("no claim name".into()))?;
-                let root = std::env::var(PVC_ROOT_ENV).unwrap_or_else(|_| "/mnt/pvc".to_owned());
+                let root = std::env::var(PVC_ROOT_ENV).unwrap_or_else(|_| DEFAULT_PVC_ROOT.to_owned());
                 let fs_path =
                     std::path::Path::new(&root).join(claim).join(url.path().trim_start_matches('/'));
                 (Arc::new(LocalFileSystem::new()), local_path(&fs_path).map_err(invalid)?)
