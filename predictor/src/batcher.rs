@@ -6,7 +6,13 @@
 //! growing latency without bound. The thread waits up to `max_latency` for
 //! more samples only while other requests are still being decoded, so a lone
 //! request is never delayed for a batch that will not come.
+//!
+//! A forward pass that fails is retried one request at a time, so one poison
+//! input fails only its own request. A panic ends the thread: every waiting
+//! request is answered, and the owner is told (the server then fails its
+//! health checks and exits) instead of queueing requests nobody will run.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError, sync_channel};
@@ -34,6 +40,25 @@ pub struct BatchConfig {
     pub outputs_per_sample: usize,
     /// Where the module runs.
     pub device: Device,
+    /// Injected fault (tests and drills only).
+    pub fault: Option<Fault>,
+}
+
+/// A fault injected on purpose, to prove that the server fails loudly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// Panic in the inference thread on a sample whose first value is this.
+    PanicOn(f32),
+}
+
+impl Fault {
+    /// Parses `inference-panic-on=<value>`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        text.strip_prefix("inference-panic-on=")
+            .and_then(|v| v.parse().ok())
+            .map(Self::PanicOn)
+            .ok_or_else(|| format!("unknown fault {text:?}: the one fault is inference-panic-on=<value>"))
+    }
 }
 
 /// The rows of one request's output, or why the forward pass failed.
@@ -84,16 +109,30 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the inference thread, which owns `module` until every
-    /// [`Batcher`] clone is dropped; join the handle to wait for it.
+    /// [`Batcher`] clone is dropped; join the handle to wait for it. When the
+    /// thread ends, `on_exit` gets `None` (every handle was dropped) or the
+    /// message of the panic that ended it.
     pub fn start(
         module: CModule,
         config: BatchConfig,
         metrics: Metrics,
+        on_exit: impl FnOnce(Option<String>) + Send + 'static,
     ) -> std::io::Result<(Self, JoinHandle<()>)> {
         let (tx, rx) = sync_channel(config.queue_capacity.max(1));
         let arrivals = Arc::new(Arrivals::default());
         let worker = Worker { module, config, rx, arrivals: arrivals.clone(), metrics: metrics.clone() };
-        let handle = std::thread::Builder::new().name("inference".into()).spawn(move || worker.run())?;
+        let handle = std::thread::Builder::new().name("inference".into()).spawn(move || {
+            // Unwinding drops the worker: the batch in hand and the queue, so
+            // every waiting request gets its answer (the channel closed).
+            let failure = std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())).err().map(|payload| {
+                payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned())
+            });
+            on_exit(failure);
+        })?;
         Ok((Self { tx, arrivals, metrics }, handle))
     }
 
@@ -202,34 +241,70 @@ impl Worker {
         self.metrics.inference_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(samples as f64);
         match result {
-            Ok(output) => {
-                let per_sample = self.config.outputs_per_sample;
-                let mut offset = 0;
+            Ok(output) => self.answer(batch, &output),
+            Err(message) if batch.len() == 1 => {
+                tracing::debug!(error = %message, "forward pass failed");
                 for job in batch {
-                    let end = offset + job.samples * per_sample;
-                    let rows =
-                        output.get(offset..end).map(<[f32]>::to_vec).ok_or("output too short".to_owned());
-                    offset = end;
-                    // The caller may have timed out meanwhile; nothing to do then.
-                    let _ = job.reply.send(rows);
+                    let _ = job.reply.send(Err(message.clone()));
                 }
             }
             Err(message) => {
+                // One input may be poison: run each request alone, so only
+                // the ones that fail by themselves get an error.
+                tracing::info!(requests = batch.len(), error = %message, "batched forward pass failed; retrying one request at a time");
+                self.metrics.batch_splits.inc();
                 for job in batch {
-                    let _ = job.reply.send(Err(message.clone()));
+                    let mut shape = vec![job.samples as i64];
+                    shape.extend_from_slice(&self.config.sample_shape);
+                    let result = self.forward(&job.input, &shape, job.samples);
+                    let _ = job.reply.send(result);
                 }
             }
         }
     }
 
-    fn forward(&self, input: &[f32], shape: &[i64], samples: usize) -> Result<Vec<f32>, String> {
-        let tensor = Tensor::from_slice(input).view(shape).to_device(self.config.device);
-        let output = model::forward(&self.module, tensor).map_err(|e| e.to_string())?;
-        let expected = [samples as i64, self.config.outputs_per_sample as i64];
-        if output.size() != expected {
-            return Err(format!("model returned shape {:?}, expected {expected:?}", output.size()));
+    /// Hands each job its rows of `output`.
+    fn answer(&self, batch: Vec<Job>, output: &[f32]) {
+        let per_sample = self.config.outputs_per_sample;
+        let mut offset = 0;
+        for job in batch {
+            let end = offset + job.samples * per_sample;
+            let rows = output.get(offset..end).map(<[f32]>::to_vec).ok_or("output too short".to_owned());
+            offset = end;
+            // The caller may have timed out meanwhile; nothing to do then.
+            let _ = job.reply.send(rows);
         }
-        let output = output.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+    }
+
+    fn forward(&self, input: &[f32], shape: &[i64], samples: usize) -> Result<Vec<f32>, String> {
+        if let Some(Fault::PanicOn(value)) = self.config.fault {
+            let sample_len = input.len() / samples.max(1);
+            if input.chunks(sample_len.max(1)).any(|s| s.first() == Some(&value)) {
+                // The injected fault: a panic, as a libtorch binding bug or a
+                // device failure would cause.
+                #[allow(clippy::panic)]
+                {
+                    panic!("injected fault: inference-panic-on={value}");
+                }
+            }
+        }
+        let err = |e: tch::TchError| e.to_string();
+        let tensor = Tensor::f_from_slice(input).map_err(err)?.f_view(shape).map_err(err)?;
+        let tensor = tensor.f_to_device(self.config.device).map_err(err)?;
+        let output = model::forward(&self.module, tensor).map_err(err)?;
+        let expected = [samples as i64, self.config.outputs_per_sample as i64];
+        // `size` panics only on tensors without sizes (nested ones), which
+        // the panic handling of the thread covers.
+        let size = output.size();
+        if size != expected {
+            return Err(format!("model returned shape {size:?}, expected {expected:?}"));
+        }
+        let output = output
+            .f_to_device(Device::Cpu)
+            .and_then(|t| t.f_to_kind(Kind::Float))
+            .and_then(|t| t.f_contiguous())
+            .and_then(|t| t.f_view([-1]))
+            .map_err(err)?;
         Vec::<f32>::try_from(&output).map_err(|e| e.to_string())
     }
 }

@@ -44,9 +44,35 @@ pub struct ServeArgs {
     /// Largest image width or height, in pixels.
     #[arg(long, env = "HONE_MAX_IMAGE_DIMENSION", default_value_t = 4096)]
     pub max_image_dimension: u32,
-    /// Most images or rows in one `/predict/batch` call.
-    #[arg(long, env = "HONE_MAX_BATCH_ITEMS", default_value_t = 64)]
-    pub max_batch_items: usize,
+    /// Most images or rows in one `/predict/batch` call, and the largest
+    /// batch dimension of an Open Inference Protocol tensor.
+    #[arg(long, env = "HONE_MAX_BATCH_ITEMS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch_items: u32,
+    /// Largest JSON body of `/predict` and `/predict/batch` (feature rows), in
+    /// bytes: parsed JSON takes up to ~32x its text, so it has its own limit.
+    #[arg(long, env = "HONE_MAX_JSON_BYTES", default_value_t = 1 << 20)]
+    pub max_json_bytes: usize,
+    /// Most pixels (width x height) of one image.
+    #[arg(long, env = "HONE_MAX_IMAGE_PIXELS", default_value_t = 16 << 20)]
+    pub max_image_pixels: u64,
+    /// Most request-body bytes held in memory by all requests together;
+    /// a request that would exceed it is answered 429.
+    #[arg(long, env = "HONE_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 << 20)]
+    pub max_inflight_body_bytes: usize,
+    /// Decodes (JSON, images, multipart) running at once on the blocking
+    /// pool; 0: one per core.
+    #[arg(long, env = "HONE_DECODE_THREADS", default_value_t = 0)]
+    pub decode_threads: usize,
+    /// Decodes waiting for a decode thread; more are answered 429.
+    #[arg(long, env = "HONE_DECODE_QUEUE", default_value_t = 64)]
+    pub decode_queue: usize,
+    /// Longest a client may take to send a request's headers, and longest an
+    /// idle keep-alive connection is kept, in milliseconds.
+    #[arg(long, env = "HONE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request's body, in milliseconds (408 after).
+    #[arg(long, env = "HONE_BODY_READ_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_ms: u64,
     /// Accepted API keys: a file with one key per line, or a folder with one
     /// key per file (a mounted Secret). Unset: no authentication.
     #[arg(long, env = "HONE_API_KEYS_FILE")]
@@ -72,6 +98,11 @@ pub struct ServeArgs {
     /// Seconds to keep serving in-flight requests after SIGTERM before exiting anyway.
     #[arg(long, env = "HONE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Fault injection for tests and chaos drills only, never in production:
+    /// `inference-panic-on=<value>` makes the inference thread panic on a
+    /// sample whose first value is `<value>`.
+    #[arg(long, env = "HONE_FAULT_INJECTION", hide = true)]
+    pub fault_injection: Option<String>,
 }
 
 /// `hone-predictor verify`.

@@ -13,8 +13,8 @@ pub enum InputError {
     /// The image bytes are not a PNG or JPEG that decodes.
     #[error("cannot decode image: {0}")]
     UndecodableImage(String),
-    /// The image is wider or taller than allowed.
-    #[error("image is {width}x{height} pixels; the limit is {limit} on each side")]
+    /// The image is wider, taller or larger than allowed.
+    #[error("image is {width}x{height} pixels; the limits are {limit} on each side and {max_pixels} in all")]
     ImageTooLarge {
         /// Width in pixels.
         width: u32,
@@ -22,6 +22,8 @@ pub enum InputError {
         height: u32,
         /// Limit per side.
         limit: u32,
+        /// Limit of width x height.
+        max_pixels: u64,
     },
     /// A tensor's shape does not match the model's signature.
     #[error("input {name:?} has shape {found:?}; the model expects {expected}")]

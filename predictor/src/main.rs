@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve a TorchScript model over Open Inference Protocol v2 and /predict.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Fetch a model, check its digest, load it and run one forward pass.
     Verify(VerifyArgs),
     /// Print the libtorch build this binary runs on, as JSON.
@@ -62,6 +62,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => runtime.block_on(async {
+            let args = *args;
             let shutdown = serve::shutdown_signal(); // before we listen: see shutdown_signal
             let listener = tokio::net::TcpListener::bind(args.addr)
                 .await

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Requests waiting for the inference thread.
     pub queue_depth: Gauge,
+    /// Batched forward passes that failed and were retried one request at a time.
+    pub batch_splits: Counter,
     /// Predictions by top class.
     pub predictions: Family<ClassLabels, Counter>,
     /// Confidence (top-class probability) of each prediction.
@@ -88,6 +90,7 @@ impl Metrics {
             inference_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
             queue_depth: Gauge::default(),
+            batch_splits: Counter::default(),
             predictions: Family::default(),
             confidence: Histogram::new([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]),
             model_loaded: Gauge::default(),
@@ -110,6 +113,11 @@ impl Metrics {
             "queue_depth",
             "Requests waiting for the inference thread",
             metrics.queue_depth.clone(),
+        );
+        registry.register(
+            "batch_splits",
+            "Batched forward passes that failed and were retried one request at a time",
+            metrics.batch_splits.clone(),
         );
         registry.register("predictions", "Predictions by top class", metrics.predictions.clone());
         registry.register(

@@ -31,12 +31,12 @@ pub struct Preprocessor {
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     feature_names: Vec<String>,
-    max_dimension: u32,
+    limits: ImageLimits,
 }
 
 impl Preprocessor {
     /// Builds the preprocessor of a validated card (see [`crate::model::validate_card`]).
-    pub fn new(card: &ModelCard, max_dimension: u32) -> Self {
+    pub fn new(card: &ModelCard, max_dimension: u32, max_pixels: u64) -> Self {
         let shape = &card.signature.input_shape;
         let width = shape.first().copied().unwrap_or(1).max(1) as usize;
         let (height, pixels_wide) = match (card.input, shape.as_slice()) {
@@ -61,7 +61,7 @@ impl Preprocessor {
             mean,
             inv_std,
             feature_names: card.feature_names.clone(),
-            max_dimension,
+            limits: ImageLimits { max_dimension, max_pixels },
         }
     }
 
@@ -85,7 +85,7 @@ impl Preprocessor {
                 "this model takes tabular input: send a JSON feature row, not an image".into(),
             ));
         }
-        let image = decode_image(bytes, self.max_dimension)?;
+        let image = decode_image(bytes, self.limits)?;
         let (h, w) = (self.height, self.pixels_wide);
         let plane = (h * w) as usize;
         let mut values = Vec::with_capacity(self.width * plane);
@@ -211,9 +211,27 @@ fn number(value: &Value) -> Result<f64, InputError> {
     if x.is_finite() && (x as f32).is_finite() { Ok(x) } else { Err(InputError::NonFinite) }
 }
 
-/// Decodes PNG or JPEG bytes, refusing images over `max_dimension` pixels on
-/// a side before any pixel buffer is allocated.
-pub fn decode_image(bytes: &[u8], max_dimension: u32) -> Result<DynamicImage, InputError> {
+/// The largest image a request may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Most pixels on a side.
+    pub max_dimension: u32,
+    /// Most pixels in all (width x height).
+    pub max_pixels: u64,
+}
+
+impl ImageLimits {
+    /// The most bytes one decode may allocate: RGBA16 of the largest accepted
+    /// image plus decoder scratch space (the memory formula in docs/predictor.md).
+    pub fn max_alloc(&self) -> u64 {
+        self.max_pixels.min(u64::from(self.max_dimension).pow(2)) * 8 + (16 << 20)
+    }
+}
+
+/// Decodes PNG or JPEG bytes, refusing images over the limits from their
+/// header, before any pixel buffer is allocated.
+pub fn decode_image(bytes: &[u8], limits: ImageLimits) -> Result<DynamicImage, InputError> {
+    let max_dimension = limits.max_dimension;
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| InputError::UndecodableImage(e.to_string()))?;
@@ -228,8 +246,13 @@ pub fn decode_image(bytes: &[u8], max_dimension: u32) -> Result<DynamicImage, In
     }
     let (width, height) =
         reader.into_dimensions().map_err(|e| InputError::UndecodableImage(e.to_string()))?;
-    if width > max_dimension || height > max_dimension {
-        return Err(InputError::ImageTooLarge { width, height, limit: max_dimension });
+    let too_large =
+        || InputError::ImageTooLarge { width, height, limit: max_dimension, max_pixels: limits.max_pixels };
+    if width > max_dimension
+        || height > max_dimension
+        || u64::from(width) * u64::from(height) > limits.max_pixels
+    {
+        return Err(too_large());
     }
     if width == 0 || height == 0 {
         return Err(InputError::UndecodableImage("image has no pixels".into()));
@@ -237,14 +260,13 @@ pub fn decode_image(bytes: &[u8], max_dimension: u32) -> Result<DynamicImage, In
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| InputError::UndecodableImage(e.to_string()))?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(max_dimension);
-    limits.max_image_height = Some(max_dimension);
-    // RGBA16 of the largest accepted image, plus decoder scratch space.
-    limits.max_alloc = Some(u64::from(max_dimension) * u64::from(max_dimension) * 8 + (16 << 20));
-    reader.limits(limits);
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(max_dimension);
+    decoder_limits.max_image_height = Some(max_dimension);
+    decoder_limits.max_alloc = Some(limits.max_alloc());
+    reader.limits(decoder_limits);
     reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => InputError::ImageTooLarge { width, height, limit: max_dimension },
+        image::ImageError::Limits(_) => too_large(),
         other => InputError::UndecodableImage(other.to_string()),
     })
 }
@@ -280,7 +302,7 @@ mod tests {
 
     #[test]
     fn gray_png_is_scaled_normalised_and_measured() {
-        let pre = Preprocessor::new(&image_card(), 64);
+        let pre = Preprocessor::new(&image_card(), 64, 1 << 20);
         let img = GrayImage::from_raw(2, 2, vec![0, 255, 255, 0]).unwrap();
         let sample = pre.image(&png(DynamicImage::ImageLuma8(img))).unwrap();
         assert_eq!(sample.values, vec![-1.0, 1.0, 1.0, -1.0]);
@@ -289,7 +311,7 @@ mod tests {
 
     #[test]
     fn rgb_images_are_resized_and_converted_to_the_signature() {
-        let pre = Preprocessor::new(&image_card(), 64);
+        let pre = Preprocessor::new(&image_card(), 64, 1 << 20);
         let img = RgbImage::from_pixel(5, 7, image::Rgb([255, 255, 255]));
         let sample = pre.image(&png(DynamicImage::ImageRgb8(img))).unwrap();
         assert_eq!(sample.values.len(), 4);
@@ -298,9 +320,14 @@ mod tests {
 
     #[test]
     fn oversized_and_garbage_images_are_refused() {
-        let pre = Preprocessor::new(&image_card(), 4);
+        let pre = Preprocessor::new(&image_card(), 4, 1 << 20);
         let big = png(DynamicImage::ImageLuma8(GrayImage::new(5, 3)));
-        assert!(matches!(pre.image(&big), Err(InputError::ImageTooLarge { width: 5, height: 3, limit: 4 })));
+        assert!(matches!(
+            pre.image(&big),
+            Err(InputError::ImageTooLarge { width: 5, height: 3, limit: 4, .. })
+        ));
+        let few_pixels = Preprocessor::new(&image_card(), 64, 14);
+        assert!(matches!(few_pixels.image(&big), Err(InputError::ImageTooLarge { max_pixels: 14, .. })));
         assert!(matches!(pre.image(b"not an image"), Err(InputError::UndecodableImage(_))));
         let mut truncated = png(DynamicImage::ImageLuma8(GrayImage::new(4, 4)));
         truncated.truncate(30);
@@ -309,7 +336,7 @@ mod tests {
 
     #[test]
     fn rows_are_standardised_in_feature_order() {
-        let pre = Preprocessor::new(&tabular_card(), 64);
+        let pre = Preprocessor::new(&tabular_card(), 64, 1 << 20);
         let by_array = pre.row(&serde_json::json!([3.0, 6.0])).unwrap();
         assert_eq!(by_array.values, vec![1.0, 1.0]);
         assert_eq!(by_array.drift, vec![3.0, 6.0]);
@@ -319,7 +346,7 @@ mod tests {
 
     #[test]
     fn bad_rows_are_refused_with_reasons() {
-        let pre = Preprocessor::new(&tabular_card(), 64);
+        let pre = Preprocessor::new(&tabular_card(), 64, 1 << 20);
         assert!(matches!(pre.row(&serde_json::json!([1.0])), Err(InputError::Count { .. })));
         assert!(matches!(pre.row(&serde_json::json!({"x": 1.0})), Err(InputError::Feature(_))));
         assert!(matches!(
@@ -333,9 +360,9 @@ mod tests {
 
     #[test]
     fn drift_of_model_input_undoes_normalisation() {
-        let pre = Preprocessor::new(&tabular_card(), 64);
+        let pre = Preprocessor::new(&tabular_card(), 64, 1 << 20);
         assert_eq!(pre.drift_of_model_input(&[1.0, 1.0]), vec![3.0, 6.0]);
-        let pre = Preprocessor::new(&image_card(), 64);
+        let pre = Preprocessor::new(&image_card(), 64, 1 << 20);
         assert_eq!(pre.drift_of_model_input(&[-1.0, 1.0, 1.0, -1.0]), vec![0.5]);
     }
 }

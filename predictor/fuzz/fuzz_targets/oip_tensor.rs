@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((request, mut binary)) = parse_request(body, header) {
         let _ = requested_outputs(&request, 3);
         for input in &request.inputs {
-            let _ = decode_input(input, &mut binary, &[2, 2]);
+            let _ = decode_input(input, &mut binary, &[2, 2], 64);
         }
     }
 });

@@ -19,6 +19,8 @@ pub const INPUT_NAME: &str = "input";
 pub const OUTPUT_LOGITS: &str = "logits";
 /// Output with the softmax of the logits.
 pub const OUTPUT_PROBABILITIES: &str = "probabilities";
+/// Every output a model answers; a request may name each once.
+pub const OUTPUTS: [&str; 2] = [OUTPUT_LOGITS, OUTPUT_PROBABILITIES];
 
 /// `POST /v2/models/{name}/infer` request.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -51,9 +53,11 @@ pub struct RequestInput {
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     /// Values, flat or nested in row-major order; absent when sent as binary.
+    /// Kept as raw JSON until the shape is checked, so that the values are
+    /// only ever parsed into a buffer of the size the shape allows.
     #[serde(default)]
     #[schema(value_type = Option<Vec<f64>>)]
-    pub data: Option<FlatData>,
+    pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// One output asked for.

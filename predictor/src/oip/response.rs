@@ -3,7 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{InferRequest, InferResponse, OUTPUT_LOGITS, OUTPUT_PROBABILITIES, ResponseOutput, softmax_rows};
+use super::{
+    InferRequest, InferResponse, OUTPUT_LOGITS, OUTPUT_PROBABILITIES, OUTPUTS, ResponseOutput, softmax_rows,
+};
 use crate::input::InputError;
 
 /// One output to answer.
@@ -29,11 +31,19 @@ fn flag(params: Option<&Map<String, Value>>, key: &str) -> Result<bool, InputErr
 pub fn requested_outputs(request: &InferRequest, classes: usize) -> Result<Vec<OutputRequest>, InputError> {
     let binary_default = flag(request.parameters.as_ref(), "binary_data_output")?;
     let Some(outputs) = &request.outputs else {
-        return Ok([OUTPUT_LOGITS, OUTPUT_PROBABILITIES]
+        return Ok(OUTPUTS
             .into_iter()
             .map(|name| OutputRequest { name, binary: binary_default, classification: None })
             .collect());
     };
+    // Each output at most once: the response can never be larger than the
+    // model's answer in every form, whatever the request lists.
+    if outputs.len() > OUTPUTS.len() {
+        return Err(InputError::TooMany { what: "outputs", found: outputs.len(), limit: OUTPUTS.len() });
+    }
+    if outputs.len() == 2 && outputs[0].name == outputs[1].name {
+        return Err(InputError::Unsupported(format!("output {:?} is requested twice", outputs[0].name)));
+    }
     outputs
         .iter()
         .map(|o| {
@@ -187,5 +197,18 @@ mod tests {
     fn unknown_outputs_are_refused() {
         let (request, _) = parse_request(br#"{"inputs":[],"outputs":[{"name":"features"}]}"#, None).unwrap();
         assert!(requested_outputs(&request, 2).is_err());
+    }
+
+    #[test]
+    fn repeated_or_too_many_outputs_are_refused() {
+        let twice = br#"{"inputs":[],"outputs":[{"name":"logits"},{"name":"logits"}]}"#;
+        let (request, _) = parse_request(twice, None).unwrap();
+        assert!(matches!(requested_outputs(&request, 2), Err(InputError::Unsupported(_))));
+        let many = format!(r#"{{"inputs":[],"outputs":[{}]}}"#, vec![r#"{"name":"logits"}"#; 5000].join(","));
+        let (request, _) = parse_request(many.as_bytes(), None).unwrap();
+        assert!(matches!(
+            requested_outputs(&request, 2),
+            Err(InputError::TooMany { found: 5000, limit: 2, .. })
+        ));
     }
 }

@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use super::{HEADER_CONTENT_LENGTH, InferRequest, RequestInput};
@@ -89,8 +88,10 @@ impl Datatype {
 }
 
 /// JSON tensor data flattened in row-major order, whatever its nesting.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FlatData {
+    /// Most values accepted; parsing stops with an error past it.
+    cap: usize,
     /// The values, booleans as 0 and 1.
     pub values: Vec<f64>,
     /// Whether any value was a JSON float (not allowed for integer types).
@@ -103,11 +104,30 @@ pub struct FlatData {
     pub has_string: bool,
 }
 
-impl<'de> Deserialize<'de> for FlatData {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut flat = FlatData::default();
-        Flatten(&mut flat).deserialize(deserializer)?;
+impl FlatData {
+    /// Flattens raw JSON data, refusing more than `cap` values as soon as
+    /// the next one arrives (so the buffer never outgrows the shape).
+    pub fn parse(raw: &str, cap: usize) -> Result<Self, serde_json::Error> {
+        let mut flat = FlatData {
+            cap,
+            values: Vec::with_capacity(cap.min(1 << 20)),
+            has_float: false,
+            has_bool: false,
+            has_number: false,
+            has_string: false,
+        };
+        let mut deserializer = serde_json::Deserializer::from_str(raw);
+        Flatten(&mut flat).deserialize(&mut deserializer)?;
+        deserializer.end()?;
         Ok(flat)
+    }
+
+    fn push<E: de::Error>(&mut self, value: f64) -> Result<(), E> {
+        if self.values.len() >= self.cap {
+            return Err(E::custom(format_args!("more values than the shape holds ({})", self.cap)));
+        }
+        self.values.push(value);
+        Ok(())
     }
 }
 
@@ -131,33 +151,28 @@ impl<'de> Visitor<'de> for Flatten<'_> {
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
         self.0.has_bool = true;
-        self.0.values.push(if v { 1.0 } else { 0.0 });
-        Ok(())
+        self.0.push(if v { 1.0 } else { 0.0 })
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
         self.0.has_number = true;
-        self.0.values.push(v as f64);
-        Ok(())
+        self.0.push(v as f64)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
         self.0.has_number = true;
-        self.0.values.push(v as f64);
-        Ok(())
+        self.0.push(v as f64)
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         self.0.has_number = true;
         self.0.has_float = true;
-        self.0.values.push(v);
-        Ok(())
+        self.0.push(v)
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
         self.0.has_string = true;
-        self.0.values.push(f64::NAN);
-        Ok(())
+        self.0.push(f64::NAN)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
@@ -184,12 +199,14 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>) -> Result<(Infer
     Ok((request, binary))
 }
 
-/// Checks one input against the model's sample shape and returns its values
-/// as `f32` and its batch size. Binary inputs consume their bytes from `binary`.
+/// Checks one input against the model's sample shape and the largest batch
+/// (before parsing any value) and returns its values as `f32` and its batch
+/// size. Binary inputs consume their bytes from `binary`.
 pub fn decode_input(
     input: &RequestInput,
     binary: &mut &[u8],
     sample_shape: &[i64],
+    max_batch: usize,
 ) -> Result<(Vec<f32>, usize), InputError> {
     let datatype = Datatype::parse(&input.datatype)?;
     let shape_error = || InputError::Shape {
@@ -200,6 +217,13 @@ pub fn decode_input(
     if input.shape.len() != sample_shape.len() + 1 || input.shape[1..] != *sample_shape || input.shape[0] < 1
     {
         return Err(shape_error());
+    }
+    if input.shape[0] as u64 > max_batch as u64 {
+        return Err(InputError::TooMany {
+            what: "samples in the batch dimension",
+            found: usize::try_from(input.shape[0]).unwrap_or(usize::MAX),
+            limit: max_batch,
+        });
     }
     let count = input
         .shape
@@ -216,7 +240,12 @@ pub fn decode_input(
             )));
         }
         (None, None) => return Err(InputError::Json(format!("input {:?} has no data", input.name))),
-        (Some(data), None) => from_json(data, datatype, count, &input.name)?,
+        (Some(data), None) => {
+            // One more than the shape holds, so a long array is a Count error.
+            let data = FlatData::parse(data.get(), count.saturating_add(1))
+                .map_err(|e| InputError::Json(format!("input {:?} data: {e}", input.name)))?;
+            from_json(&data, datatype, count, &input.name)?
+        }
         (None, Some(size)) => {
             let size = size
                 .as_u64()
@@ -345,7 +374,7 @@ mod tests {
 
     fn decode(json: &str, shape: &[i64]) -> Result<(Vec<f32>, usize), InputError> {
         let (request, mut rest) = parse_request(json.as_bytes(), None)?;
-        decode_input(&request.inputs[0], &mut rest, shape)
+        decode_input(&request.inputs[0], &mut rest, shape, 64)
     }
 
     fn request(datatype: &str, shape: &str, data: &str) -> String {
@@ -377,6 +406,8 @@ mod tests {
         assert!(matches!(err(request("FP32", "[0,2]", "[]")), InputError::Shape { .. }));
         assert!(matches!(err(request("FP32", "[2]", "[1,2]")), InputError::Shape { .. }));
         assert!(matches!(err(request("FP32", "[1,2]", "[1,2,3]")), InputError::Count { .. }));
+        assert!(matches!(err(request("FP32", "[1,2]", "[1,2,3,4,5,6]")), InputError::Json(_)));
+        assert!(matches!(err(request("FP32", "[65,2]", "[1,2]")), InputError::TooMany { limit: 64, .. }));
         assert!(matches!(err(request("BYTES", "[1,2]", "[1,2]")), InputError::Datatype(_)));
         assert!(matches!(err(request("INT8", "[1,2]", "[1,200]")), InputError::Datatype(_)));
         assert!(matches!(err(request("INT32", "[1,2]", "[1,2.5]")), InputError::Datatype(_)));
@@ -385,7 +416,7 @@ mod tests {
         assert!(matches!(err(request("FP32", "[1,2]", r#"[1,"NaN"]"#)), InputError::Datatype(_)));
         assert!(matches!(err(request("FP32", "[1,2]", r#"[1,{}]"#)), InputError::Json(_)));
         let huge = request("FP32", "[9223372036854775807,2]", "[1,2]");
-        assert!(matches!(err(huge), InputError::Shape { .. } | InputError::Count { .. }));
+        assert!(matches!(err(huge), InputError::TooMany { .. }));
     }
 
     #[test]
@@ -395,10 +426,10 @@ mod tests {
         body.extend_from_slice(&1.5f32.to_le_bytes());
         body.extend_from_slice(&(-2.0f32).to_le_bytes());
         let (request, mut rest) = parse_request(&body, Some(json.len())).unwrap();
-        assert_eq!(decode_input(&request.inputs[0], &mut rest, &[2]).unwrap(), (vec![1.5, -2.0], 1));
+        assert_eq!(decode_input(&request.inputs[0], &mut rest, &[2], 64).unwrap(), (vec![1.5, -2.0], 1));
         assert!(rest.is_empty());
         let (request, mut short) = parse_request(&body[..body.len() - 1], Some(json.len())).unwrap();
-        assert!(decode_input(&request.inputs[0], &mut short, &[2]).is_err());
+        assert!(decode_input(&request.inputs[0], &mut short, &[2], 64).is_err());
         assert!(parse_request(&body, Some(body.len() + 1)).is_err());
     }
 

@@ -1,8 +1,12 @@
-//! `hone-predictor serve`: fetch and check the model, start answering health
-//! probes, load and warm up the module on a blocking thread, then turn ready.
+//! `hone-predictor serve`: answer health probes at once (live, not ready),
+//! fetch and check the model, load and warm it up on a blocking thread, then
+//! turn ready. A slow download never fails liveness; a failed one, a failed
+//! load or a dead inference thread ends the process with an error.
 
+mod admission;
 mod auth;
 mod body;
+mod http;
 mod ops;
 mod predict;
 mod state;
@@ -21,9 +25,10 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+pub use admission::{BodyBudget, DecodePool};
 pub use auth::{Auth, RateLimiter};
-pub use body::{Media, media, read_body};
-pub use state::{AppState, Limits};
+pub use body::{BodyLimits, Media, ReadBody, media, read_body};
+pub use state::{AppState, Health, Limits};
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
@@ -51,6 +56,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(#[source] std::io::Error),
+    /// The inference thread died (a panic); the process must restart.
+    #[error("the inference thread died: {0}")]
+    InferenceThread(String),
 }
 
 /// Serves the model of `args` on `listener` until `shutdown` resolves, then
@@ -61,23 +69,55 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let device = model::parse_device(&args.device).map_err(ServeError::Config)?;
-    let files = model::fetch_model(&args.model, args.digest.as_deref()).await?;
-    let version = args.model_version.clone().unwrap_or_else(|| short_digest(&files.digest));
-    tracing::info!(model = %args.model, digest = %files.digest, %version, "model fetched and digest checked");
+    if let Some(fault) = &args.fault_injection {
+        crate::batcher::Fault::parse(fault).map_err(ServeError::Config)?;
+        tracing::warn!(%fault, "FAULT INJECTION is on: this server will fail on purpose");
+    }
     let auth = match &args.api_keys_file {
         Some(path) => {
-            let keys = Auth::load_keys(path)
+            let auth = Auth::from_path(path, args.rate_limit_rps, args.rate_limit_burst)
                 .map_err(|source| ServeError::ApiKeys { path: path.display().to_string(), source })?;
-            if keys.is_empty() {
+            if auth.key_count() == 0 {
                 return Err(ServeError::Config(format!("{} holds no API key", path.display())));
             }
-            Some(Auth::new(keys, args.rate_limit_rps, args.rate_limit_burst))
+            Some(auth)
         }
         None => None,
     };
+    // Health probes are answered from the start: live while the model is
+    // fetched (however long that takes), not ready until it can answer.
+    let (routes, current_routes) = tokio::sync::watch::channel(loading_router());
+    let (stop_server, server_stopped) = tokio::sync::watch::channel(false);
+    let header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
+    tracing::info!(addr = ?listener.local_addr().ok(), "listening");
+    let server = tokio::spawn(http::serve(listener, current_routes, header_read_timeout, async move {
+        let mut stopped = server_stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    tokio::pin!(shutdown);
+
+    let fetched = tokio::select! {
+        fetched = model::fetch_model(&args.model, args.digest.as_deref()) => fetched,
+        () = &mut shutdown => {
+            tracing::info!("shutting down before the model was fetched");
+            return finish(&stop_server, server, grace).await;
+        }
+    };
+    let files = match fetched {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = finish(&stop_server, server, grace).await;
+            return Err(e.into());
+        }
+    };
+    let version = args.model_version.clone().unwrap_or_else(|| short_digest(&files.digest));
+    tracing::info!(model = %args.model, digest = %files.digest, %version, "model fetched and digest checked");
     let (metrics, registry) = Metrics::new(&args.model_name, &version);
+    let key_reload =
+        auth.as_ref().zip(args.api_keys_file.clone()).map(|(auth, path)| auth.spawn_reload(path));
     let state = Arc::new(AppState::new(&args, &files, version, metrics, registry, auth));
-    let app = router(state.clone(), &args.cors_origins)?;
+    let _ = routes.send(router(state.clone(), &args.cors_origins)?);
 
     let failure = Arc::new(tokio::sync::Notify::new());
     let load_error = Arc::new(std::sync::Mutex::new(None::<LoadError>));
@@ -88,6 +128,8 @@ pub async fn run(
             if threads > 0 {
                 tch::set_num_threads(threads);
             }
+            // `files` (the model's bytes) is dropped when this closure ends:
+            // after loading, the module is the only copy in memory.
             if let Err(e) = state.load(&files.module, device) {
                 tracing::error!(error = %e, "cannot serve the model");
                 *load_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
@@ -95,33 +137,51 @@ pub async fn run(
             }
         });
     }
-
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let graceful = {
-        let (state, stop) = (state.clone(), stop.clone());
-        async move {
-            tokio::select! {
-                () = shutdown => tracing::info!("shutting down: finishing in-flight requests"),
-                () = failure.notified() => {}
-            }
-            state.stop_ready();
-            stop.notify_one();
-        }
-    };
-    let grace = Duration::from_secs(args.shutdown_grace_seconds);
-    tracing::info!(addr = ?listener.local_addr().ok(), "listening");
-    let server = axum::serve(listener, app).with_graceful_shutdown(graceful);
     tokio::select! {
-        result = server => result.map_err(ServeError::Http)?,
-        () = async { stop.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("grace period over; exiting with requests still in flight");
-        }
+        () = &mut shutdown => tracing::info!("shutting down: finishing in-flight requests"),
+        () = failure.notified() => {}
+        () = state.health.failed() => {}
+    }
+    state.stop_ready();
+    let served = finish(&stop_server, server, grace).await;
+    if let Some(task) = key_reload {
+        task.abort();
     }
     state.close();
+    if let Some(reason) = state.health.failure() {
+        return Err(ServeError::InferenceThread(reason.to_owned()));
+    }
     match load_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(e) => Err(e.into()),
-        None => Ok(()),
+        None => served,
     }
+}
+
+/// Stops accepting connections and waits up to `grace` for the open ones.
+async fn finish(
+    stop: &tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    let _ = stop.send(true);
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(ServeError::Http(e)),
+        Ok(Err(e)) => Err(ServeError::Http(std::io::Error::other(e))),
+        Err(_) => {
+            tracing::warn!("grace period over; exiting with requests still in flight");
+            Ok(())
+        }
+    }
+}
+
+/// What answers while the model is being fetched: live, not ready, and 503
+/// for everything else.
+fn loading_router() -> Router {
+    Router::new()
+        .route("/v2/health/live", get(|| async { axum::Json(serde_json::json!({ "live": true })) }))
+        .fallback(|| async { ApiError::NotReady })
+        .layer(axum::middleware::from_fn(ops::request_id))
 }
 
 /// The first 12 hex digits of a `sha256:` digest.
@@ -160,6 +220,7 @@ pub fn router(state: Arc<AppState>, cors_origins: &[String]) -> Result<Router, S
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::record_request))
+        .layer(axum::middleware::from_fn(ops::request_id))
         .with_state(state);
     if !cors_origins.is_empty() {
         app = app.layer(cors(cors_origins)?);

@@ -14,14 +14,14 @@ use utoipa::OpenApi;
 use super::openapi::ApiDoc;
 use super::state::AppState;
 use crate::drift::DriftReport;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, REQUEST_ID_HEADER};
 use crate::metrics::{FeatureLabels, RequestLabels, RouteLabels, render, status_class};
 
 /// Prometheus metrics (text format); drift gauges are refreshed on each scrape.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     refresh_drift(&state);
-    let text = render(&state.registry).map_err(|e| ApiError::Inference(format!("encoding metrics: {e}")))?;
+    let text = render(&state.registry).map_err(|e| ApiError::Internal(format!("encoding metrics: {e}")))?;
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
@@ -64,6 +64,17 @@ pub async fn record_request(State(state): State<Arc<AppState>>, request: Request
     response
 }
 
+/// Gives every request an id (the client's `x-request-id` when plain, else a
+/// fresh one): error bodies and logs carry it, and the response echoes it.
+pub async fn request_id(request: Request, next: Next) -> Response {
+    let id = crate::error::request_id(request.headers().get(REQUEST_ID_HEADER).map(HeaderValue::as_bytes));
+    let mut response = crate::error::with_request_id(id.clone(), next.run(request)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
 /// 401 without a known API key (when keys are configured), 429 past its rate.
 pub async fn require_api_key(
     State(state): State<Arc<AppState>>,
@@ -71,7 +82,7 @@ pub async fn require_api_key(
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(auth) = &state.auth {
-        auth.check(request.headers())?;
+        auth.check(request.headers(), super::http::peer(&request))?;
     }
     Ok(next.run(request).await)
 }

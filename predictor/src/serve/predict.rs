@@ -74,7 +74,7 @@ pub async fn predict(
     let arrival = state.arriving()?;
     let samples = read_samples(&state, &headers, body, false).await?;
     let mut answers = run(&state, samples, arrival).await?;
-    answers.pop().map(Json).ok_or_else(|| ApiError::Inference("no output".into()))
+    answers.pop().map(Json).ok_or_else(|| ApiError::Internal("no output".into()))
 }
 
 /// Classifies several images (multipart files) or rows (`{"instances": [..]}` or `[..]`).
@@ -131,9 +131,10 @@ fn answer(state: &AppState, prediction: Prediction) -> PredictResponse {
     }
 }
 
-/// Decodes the body into samples; `batch` allows (and limits) several.
+/// Reads the body and decodes it into samples on the decode pool; `batch`
+/// allows (and limits) several.
 async fn read_samples(
-    state: &AppState,
+    state: &Arc<AppState>,
     headers: &HeaderMap,
     body: Body,
     batch: bool,
@@ -154,13 +155,28 @@ async fn read_samples(
         (Media::Image | Media::Multipart(_) | Media::Missing, InputKind::Image) => {}
         _ => return Err(unsupported()),
     }
-    let limit = state.limits.max_body_bytes;
+    let limits = match kind {
+        InputKind::Image => state.limits.body,
+        InputKind::Tabular => state.limits.json_body,
+    };
+    let body = read_body(headers, body, limits, &state.body_budget).await?;
     let max_items = if batch { state.limits.max_batch_items } else { 1 };
-    let bytes = read_body(headers, body, limit).await?;
+    let worker = state.clone();
+    state.decode.run(move || decode_samples(&worker, body.bytes, media, batch, max_items)).await
+}
+
+/// Decodes a whole body (blocking: runs on the decode pool).
+fn decode_samples(
+    state: &AppState,
+    bytes: Bytes,
+    media: Media,
+    batch: bool,
+    max_items: usize,
+) -> Result<Vec<Sample>, ApiError> {
     let pre = &state.preprocessor;
-    match (media, kind) {
+    match (media, pre.kind()) {
         (Media::Multipart(boundary), InputKind::Image) => {
-            let files = multipart_files(bytes, boundary, max_items.max(1) * 2).await?;
+            let files = multipart_files(bytes, boundary, max_items.max(1) * 2)?;
             check_count(files.len(), max_items, batch)?;
             decode_images(pre, &files)
         }

@@ -2,7 +2,7 @@
 //! readiness, limits, metrics and the drift monitor.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hone_crds::contract::ModelCard;
@@ -10,8 +10,10 @@ use prometheus_client::registry::Registry;
 use tch::Device;
 use tokio::sync::oneshot;
 
+use super::admission::{BodyBudget, DecodePool};
 use super::auth::Auth;
-use crate::batcher::{ArrivalGuard, BatchConfig, Batcher, Job, SubmitError};
+use super::body::BodyLimits;
+use crate::batcher::{ArrivalGuard, BatchConfig, Batcher, Fault, Job, SubmitError};
 use crate::config::ServeArgs;
 use crate::drift::DriftMonitor;
 use crate::error::ApiError;
@@ -22,12 +24,44 @@ use crate::preprocess::Preprocessor;
 /// Request limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest body in bytes.
-    pub max_body_bytes: usize,
+    /// Bodies of images, multipart and OIP requests.
+    pub body: BodyLimits,
+    /// JSON bodies of `/predict` and `/predict/batch`.
+    pub json_body: BodyLimits,
     /// Longest wait for inference.
     pub request_timeout: Duration,
-    /// Most items per `/predict/batch` call.
+    /// Most items per `/predict/batch` call and samples per OIP tensor.
     pub max_batch_items: usize,
+}
+
+/// Whether the inference thread can still answer: shared with the thread's
+/// exit hook, which has no reference to the whole state.
+#[derive(Debug, Default)]
+pub struct Health {
+    failure: OnceLock<String>,
+    failed: tokio::sync::Notify,
+}
+
+impl Health {
+    /// Records that the inference thread died of `reason`; live turns false.
+    pub fn fail(&self, reason: String) {
+        tracing::error!(%reason, "the inference thread died; failing health checks and exiting");
+        let _ = self.failure.set(reason);
+        self.failed.notify_waiters();
+        self.failed.notify_one();
+    }
+
+    /// Why the inference thread died, once it has.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// Resolves once the inference thread has died.
+    pub async fn failed(&self) {
+        if self.failure.get().is_none() {
+            self.failed.notified().await;
+        }
+    }
 }
 
 /// One prediction.
@@ -63,6 +97,12 @@ pub struct AppState {
     pub drift: DriftMonitor,
     /// API keys, when required.
     pub auth: Option<Auth>,
+    /// Request bodies held in memory, all requests together.
+    pub body_budget: BodyBudget,
+    /// Where bodies are decoded.
+    pub decode: DecodePool,
+    /// Whether the inference thread lives.
+    pub health: Arc<Health>,
     batch_config: BatchConfig,
     batcher: OnceLock<Batcher>,
     inference_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -82,16 +122,24 @@ impl AppState {
     ) -> Self {
         let card = files.card.clone();
         let reference = card.training_stats.as_ref().map(|s| s.features.clone()).unwrap_or_default();
+        let body_timeout = Duration::from_millis(args.body_read_timeout_ms);
         Self {
             name: args.model_name.clone(),
             version,
             digest: files.digest.clone(),
-            preprocessor: Preprocessor::new(&card, args.max_image_dimension),
+            preprocessor: Preprocessor::new(&card, args.max_image_dimension, args.max_image_pixels),
             limits: Limits {
-                max_body_bytes: args.max_body_bytes,
+                body: BodyLimits { max_bytes: args.max_body_bytes, timeout: body_timeout },
+                json_body: BodyLimits {
+                    max_bytes: args.max_json_bytes.min(args.max_body_bytes),
+                    timeout: body_timeout,
+                },
                 request_timeout: Duration::from_millis(args.request_timeout_ms),
-                max_batch_items: args.max_batch_items,
+                max_batch_items: args.max_batch_items as usize,
             },
+            body_budget: BodyBudget::new(args.max_inflight_body_bytes),
+            decode: DecodePool::new(args.decode_threads, args.decode_queue),
+            health: Arc::new(Health::default()),
             drift: DriftMonitor::new(args.drift_window, reference),
             batch_config: BatchConfig {
                 max_batch_size: args.max_batch_size as usize,
@@ -100,6 +148,7 @@ impl AppState {
                 sample_shape: card.signature.input_shape.clone(),
                 outputs_per_sample: card.signature.classes.len(),
                 device: Device::Cpu,
+                fault: args.fault_injection.as_deref().and_then(|f| Fault::parse(f).ok()),
             },
             card,
             metrics,
@@ -120,7 +169,13 @@ impl AppState {
         model::forward_zeros(&module, &self.card, 1, device)?;
         model::forward_zeros(&module, &self.card, self.batch_config.max_batch_size as i64, device)?;
         let config = BatchConfig { device, ..self.batch_config.clone() };
-        let (batcher, thread) = Batcher::start(module, config, self.metrics.clone())
+        let health = self.health.clone();
+        let on_exit = move |failure: Option<String>| {
+            if let Some(reason) = failure {
+                health.fail(reason);
+            }
+        };
+        let (batcher, thread) = Batcher::start(module, config, self.metrics.clone(), on_exit)
             .map_err(|e| LoadError::WarmUp(format!("starting the inference thread: {e}")))?;
         // `load` runs once per process, so the cell is always empty here.
         let _ = self.batcher.set(batcher);
@@ -137,9 +192,14 @@ impl AppState {
         Ok(())
     }
 
-    /// Whether the model is loaded, warmed up and not shutting down.
+    /// Whether the model is loaded, warmed up, can answer and is not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.is_live()
+    }
+
+    /// Whether the process can still serve: false once the inference thread died.
+    pub fn is_live(&self) -> bool {
+        self.health.failure().is_none()
     }
 
     /// Stops reporting ready (shutdown has begun); in-flight requests still finish.
@@ -186,13 +246,16 @@ impl AppState {
         let job = Job { input, samples, deadline: Instant::now() + timeout, reply };
         let submitted = batcher.submit(job);
         drop(arrival);
+        let stopped = || if self.is_live() { ApiError::NotReady } else { ApiError::InferenceUnavailable };
         match submitted {
             Ok(()) => {}
             Err(SubmitError::Full) => return Err(ApiError::Overloaded),
-            Err(SubmitError::Closed) => return Err(ApiError::NotReady),
+            Err(SubmitError::Closed) => return Err(stopped()),
         }
         match tokio::time::timeout(timeout, answer).await {
             Err(_) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
+            // The thread dropped the job: it died (or expired it past its deadline).
+            Ok(Err(_)) if !self.is_live() => Err(ApiError::InferenceUnavailable),
             Ok(Err(_)) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
             Ok(Ok(Err(message))) => Err(ApiError::Inference(message)),
             Ok(Ok(Ok(output))) => Ok(output),

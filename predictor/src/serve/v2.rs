@@ -15,10 +15,13 @@ use crate::error::{ApiError, ErrorBody};
 use crate::input::InputError;
 use crate::oip::{self, HEADER_CONTENT_LENGTH, InferRequest, InferResponse, ModelMetadata, ServerMetadata};
 
-/// Server liveness: 200 while the process serves HTTP.
-#[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses((status = 200, description = "live")))]
-pub async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "live": true }))
+/// Server liveness: 200 while the process can serve; 503 once its inference
+/// thread has died (the process is exiting, and the kubelet restarts it).
+#[utoipa::path(get, path = "/v2/health/live", tag = "v2", responses(
+    (status = 200, description = "live"),
+    (status = 503, description = "the inference thread died", body = ErrorBody)))]
+pub async fn live(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.is_live() { Ok(Json(json!({ "live": true }))) } else { Err(ApiError::InferenceUnavailable) }
 }
 
 /// Server readiness: 200 once the model is loaded and warmed up.
@@ -123,8 +126,42 @@ pub async fn infer_versioned(
     run_infer(&state, &name, Some(&version), &headers, body).await
 }
 
-async fn run_infer(
+/// An infer request, checked and decoded.
+struct DecodedInfer {
+    id: Option<String>,
+    wanted: Vec<oip::OutputRequest>,
+    values: Vec<f32>,
+    batch: usize,
+}
+
+/// Parses and checks an infer body and decodes its tensor; observes drift.
+/// Blocking: runs on the decode pool.
+fn decode_request(
     state: &AppState,
+    bytes: &[u8],
+    header_length: Option<usize>,
+) -> Result<DecodedInfer, ApiError> {
+    let (request, mut binary) = oip::parse_request(bytes, header_length)?;
+    let [input] = request.inputs.as_slice() else {
+        return Err(InputError::Count {
+            what: "inputs (this model takes one tensor)".into(),
+            expected: 1,
+            found: request.inputs.len(),
+        }
+        .into());
+    };
+    let wanted = oip::requested_outputs(&request, state.card.signature.classes.len())?;
+    let sample_shape = &state.card.signature.input_shape;
+    let (values, batch) = oip::decode_input(input, &mut binary, sample_shape, state.limits.max_batch_items)?;
+    let sample_len = values.len() / batch.max(1);
+    for sample in values.chunks(sample_len.max(1)) {
+        state.drift.observe(&state.preprocessor.drift_of_model_input(sample));
+    }
+    Ok(DecodedInfer { id: request.id, wanted, values, batch })
+}
+
+async fn run_infer(
+    state: &Arc<AppState>,
     name: &str,
     version: Option<&str>,
     headers: &HeaderMap,
@@ -143,33 +180,20 @@ async fn run_infer(
     if header_length.is_none() {
         check_json_media(headers)?;
     }
-    let bytes = read_body(headers, body, state.limits.max_body_bytes).await?;
-    let (request, mut binary) = oip::parse_request(&bytes, header_length)?;
-    let [input] = request.inputs.as_slice() else {
-        return Err(InputError::Count {
-            what: "inputs (this model takes one tensor)".into(),
-            expected: 1,
-            found: request.inputs.len(),
-        }
-        .into());
-    };
-    let classes = &state.card.signature.classes;
-    let wanted = oip::requested_outputs(&request, classes.len())?;
-    let (values, batch) = oip::decode_input(input, &mut binary, &state.card.signature.input_shape)?;
-    let sample_len = values.len() / batch.max(1);
-    for sample in values.chunks(sample_len.max(1)) {
-        state.drift.observe(&state.preprocessor.drift_of_model_input(sample));
-    }
+    let body = read_body(headers, body, state.limits.body, &state.body_budget).await?;
+    let worker = state.clone();
+    let decoded = state.decode.run(move || decode_request(&worker, &body.bytes, header_length)).await?;
+    let DecodedInfer { id, wanted, values, batch } = decoded;
     let logits = state.infer(values, batch, arrival).await?;
     state.predictions(&logits);
     let head = InferResponse {
         model_name: state.name.clone(),
         model_version: state.version.clone(),
-        id: request.id,
+        id,
         outputs: vec![],
     };
-    let (json, binary) = oip::build_response(head, &wanted, &logits, classes)
-        .map_err(|e| ApiError::Inference(format!("encoding the response: {e}")))?;
+    let (json, binary) = oip::build_response(head, &wanted, &logits, &state.card.signature.classes)
+        .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))?;
     if binary.is_empty() {
         return Ok(
             ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()

@@ -22,7 +22,7 @@ pub fn python() -> PathBuf {
     }
 }
 
-/// Folder with `cnn/`, `mlp/`, `slow/` models (made on first use).
+/// Folder with `cnn/`, `mlp/`, `slow/`, `poison/` models (made on first use).
 pub fn models() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -31,7 +31,7 @@ pub fn models() -> &'static Path {
         let out = Command::new(python())
             .arg(&script)
             .arg(dir.path())
-            .args(["cnn", "mlp", "slow"])
+            .args(["cnn", "mlp", "slow", "poison"])
             .output()
             .expect("run make_models.py (is the venv on PATH? eval \"$(hack/env.sh)\")");
         assert!(out.status.success(), "make_models.py failed: {}", String::from_utf8_lossy(&out.stderr));

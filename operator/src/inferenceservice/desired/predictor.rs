@@ -21,7 +21,9 @@ use super::super::names::{
     TERMINATION_GRACE_SECONDS, env, label_value, predictor_name,
 };
 use super::super::validate::{ModelRef, ValidService};
-use super::scaling::{autoscaler, disruption_budget, http_probe, meta, pre_stop_sleep, selector, service};
+use super::scaling::{
+    autoscaler, disruption_budget, http_probe, meta, pre_stop_sleep, selector, service, startup_probe,
+};
 use crate::children::{
     restricted_container_security_context, restricted_pod_security_context, scratch_mount, scratch_volume,
 };
@@ -136,6 +138,7 @@ fn pod_spec(valid: &ValidService, model: &ModelRef) -> PodSpec {
         env: Some(predictor_env(valid, model)),
         env_from,
         resources: Some(resources(valid)),
+        startup_probe: Some(startup_probe(READY_PATH)),
         readiness_probe: Some(http_probe(READY_PATH, 5)),
         liveness_probe: Some(http_probe(LIVE_PATH, 10)),
         lifecycle: Some(pre_stop_sleep()),

@@ -54,6 +54,22 @@ pub fn http_probe(path: &str, period_seconds: i32) -> Probe {
     }
 }
 
+/// Longest a predictor may take to fetch, check, load and warm up its model
+/// before the kubelet restarts it. Liveness is not probed until then, so a
+/// large model on slow storage never crash-loops; the predictor answers
+/// `live` while it fetches anyway.
+pub const STARTUP_SECONDS: i32 = 600;
+/// How often the startup probe asks.
+const STARTUP_PERIOD_SECONDS: i32 = 5;
+
+/// A startup probe on `path` that allows [`STARTUP_SECONDS`].
+pub fn startup_probe(path: &str) -> Probe {
+    Probe {
+        failure_threshold: Some(STARTUP_SECONDS / STARTUP_PERIOD_SECONDS),
+        ..http_probe(path, STARTUP_PERIOD_SECONDS)
+    }
+}
+
 /// A preStop sleep (Kubernetes 1.30+; the images are distroless, so there is
 /// no `sleep` binary to exec): endpoints and routers stop sending first.
 pub fn pre_stop_sleep() -> Lifecycle {
