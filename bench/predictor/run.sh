@@ -72,7 +72,7 @@ variants:
   - {name: a, url: "http://127.0.0.1:18080", weight: 90}
   - {name: b, url: "http://127.0.0.1:18080", weight: 10}
 YAML
-"$bin/hone-router" --config "$work/router.yaml" --addr 127.0.0.1:18090 2>"$work/router.log" &
+"$bin/hone-router" --config "$work/router.yaml" --addr 127.0.0.1:18090 --admin-addr 127.0.0.1:18091 2>"$work/router.log" &
 pids+=($!)
 wait_ready http://127.0.0.1:18080/v2/health/ready
 wait_ready http://127.0.0.1:18090/v2/health/ready

@@ -263,19 +263,29 @@ fn default_cpu_target() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct Routing {
     /// A request carrying this header always lands on the same variant for
-    /// the same header value (consistent hashing by weight).
+    /// the same header value (consistent hashing by weight). A variant's
+    /// canary gets its share of the variant's sticky traffic by round robin,
+    /// never by the header's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), regex(pattern = crate::common::HEADER_NAME_PATTERN))]
     pub sticky_header: Option<String>,
-    /// A request carrying this header goes to the variant it names.
+    /// A request carrying this header goes to the variant it names, which
+    /// must be one of `spec.variants` with weight above 0 (anything else is
+    /// answered 400), unless `allowCanaryPinning` is set.
     #[serde(default = "default_variant_header")]
     #[schemars(length(min = 1, max = 128), regex(pattern = crate::common::HEADER_NAME_PATTERN))]
     pub variant_header: String,
+    /// Let the variant header also name a canary backend (`<variant>-v<N>`)
+    /// or a variant at weight 0. Off by default: a client that can pick the
+    /// canary can move its metrics, and so the rollout's decision. Turn it on
+    /// only where every client is trusted (e.g. for smoke tests of a canary).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_canary_pinning: bool,
 }
 
 impl Default for Routing {
     fn default() -> Self {
-        Self { sticky_header: None, variant_header: default_variant_header() }
+        Self { sticky_header: None, variant_header: default_variant_header(), allow_canary_pinning: false }
     }
 }
 

@@ -15,6 +15,10 @@ pub const MAX_WEIGHT: u32 = 10_000;
 /// Key of the config file in the router's ConfigMap.
 pub const CONFIG_FILE: &str = "router.yaml";
 
+/// Port of the router's admin listener (`/metrics`, `/router/config`): not
+/// the client port, and not in the router's Service.
+pub const ADMIN_PORT: u16 = 9090;
+
 /// The router config file (YAML or JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -37,8 +41,21 @@ pub struct VariantBackend {
     pub name: String,
     /// Base URL of its predictor Service, e.g. `http://iris-a.ns.svc:8080`.
     pub url: String,
-    /// Relative share of traffic (0 = only reachable through the variant header).
+    /// Relative share of traffic (0: only through the variant header, and
+    /// only when [`pinnable`](Self::pinnable)).
     pub weight: u32,
+    /// Whether the variant header may send a request here. The operator sets
+    /// it for a named variant's backend with traffic, and for every backend
+    /// (canaries and variants at weight 0 too) only when the InferenceService
+    /// has `spec.routing.allowCanaryPinning`. Default false.
+    #[serde(default)]
+    pub pinnable: bool,
+    /// On a canary backend (`<variant>-v<N>`): the backend of the variant it
+    /// is the canary of. A sticky value then picks the variant, and the
+    /// canary's share of it is split by round robin, so no sticky value
+    /// steers a client to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_of: Option<String>,
 }
 
 /// Environment variables of `hone-router` (every flag has one).
@@ -55,19 +72,38 @@ pub mod env {
     pub const MAX_BODY_BYTES: &str = "HONE_MAX_BODY_BYTES";
     /// Seconds to finish in-flight requests after SIGTERM.
     pub const SHUTDOWN_GRACE_SECONDS: &str = "HONE_SHUTDOWN_GRACE_SECONDS";
+    /// Listen address of the admin port (`/metrics`, `/router/config`).
+    pub const ADMIN_ADDR: &str = "HONE_ADMIN_ADDR";
+    /// Longest a client may take to send a request's headers, in milliseconds.
+    pub const HEADER_READ_TIMEOUT_MS: &str = "HONE_HEADER_READ_TIMEOUT_MS";
+    /// Longest a client may take to send a request's body, in milliseconds.
+    pub const BODY_READ_TIMEOUT_MS: &str = "HONE_BODY_READ_TIMEOUT_MS";
+    /// Most request-body bytes all requests in flight may hold together.
+    pub const MAX_INFLIGHT_BODY_BYTES: &str = "HONE_MAX_INFLIGHT_BODY_BYTES";
 }
 
 /// Names of the router's metric families and labels (`hone_router_*`), as
 /// the router registers them and the operator's canary analysis reads them.
 /// A counter's samples end in `_total`, a histogram's in `_bucket`, `_sum`
 /// and `_count` (the exposition format adds them).
+///
+/// [`REQUESTS`], [`ERRORS`] and [`REQUEST_DURATION`] count inference only
+/// (`POST /predict`, `/predict/batch`, `/v2/models/{name}[/versions/{v}]/infer`)
+/// and only requests a backend was asked to answer; everything else
+/// forwarded is in [`OTHER_REQUESTS`], the router's own refusals in
+/// [`REJECTED`], and analysis reads neither.
 pub mod metrics {
-    /// Counter: requests forwarded, by [`LABEL_VARIANT`] and [`LABEL_STATUS_CLASS`].
+    /// Counter: inference requests forwarded, by [`LABEL_VARIANT`] and [`LABEL_STATUS_CLASS`].
     pub const REQUESTS: &str = "hone_router_requests";
-    /// Counter: failed requests, by [`LABEL_VARIANT`] and [`LABEL_REASON`].
+    /// Counter: failed inference requests, by [`LABEL_VARIANT`] and [`LABEL_REASON`].
     pub const ERRORS: &str = "hone_router_errors";
-    /// Histogram: time to the backend's response headers, by [`LABEL_VARIANT`].
+    /// Histogram: time to the backend's response headers of inference requests, by [`LABEL_VARIANT`].
     pub const REQUEST_DURATION: &str = "hone_router_request_duration_seconds";
+    /// Counter: other requests forwarded (not inference), by [`LABEL_VARIANT`].
+    pub const OTHER_REQUESTS: &str = "hone_router_other_requests";
+    /// Counter: requests the router answered itself with a 4xx (body too
+    /// large or too slow, a variant that may not be pinned, ...), by [`LABEL_REASON`].
+    pub const REJECTED: &str = "hone_router_rejected";
     /// Gauge: configured weight, by [`LABEL_VARIANT`].
     pub const VARIANT_WEIGHT: &str = "hone_router_variant_weight";
     /// Counter: config reloads, by `result` (`success`, `error`).
@@ -102,7 +138,10 @@ mod tests {
             serde_yaml::from_str("variants:\n- {name: a, url: 'http://a:8080', weight: 10000}\n").unwrap();
         assert_eq!(config.variant_header, "x-hone-variant");
         assert_eq!(config.sticky_header, None);
+        assert!(!config.variants[0].pinnable, "the variant header pins nothing unless told");
+        assert_eq!(config.variants[0].canary_of, None);
         let text = serde_yaml::to_string(&config).unwrap();
+        assert!(text.contains("pinnable: false") && !text.contains("canaryOf"), "{text}");
         assert!(!text.contains("stickyHeader"), "{text}");
         assert_eq!(serde_yaml::from_str::<RouterConfig>(&text).unwrap(), config);
         assert!(serde_yaml::from_str::<RouterConfig>("variants: []\nextra: 1\n").is_err());

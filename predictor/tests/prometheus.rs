@@ -255,7 +255,8 @@ async fn dashboard_and_rules_evaluate_on_real_scrapes() {
     let variants: Vec<Value> = WEIGHTS
         .iter()
         .zip(&backends)
-        .map(|((name, weight), url)| json!({"name": name, "url": url, "weight": weight}))
+        // Named variants with traffic, which the operator marks pinnable.
+        .map(|((name, weight), url)| json!({"name": name, "url": url, "weight": weight, "pinnable": true}))
         .collect();
     let router_config = dir.path().join("router.yaml");
     std::fs::write(&router_config, serde_yaml::to_string(&json!({"variants": variants})).unwrap()).unwrap();
@@ -276,7 +277,8 @@ async fn dashboard_and_rules_evaluate_on_real_scrapes() {
                 target(&stable.base, "digits-stable-v1-7d9f", Some("stable")),
                 target(&canary.base, "digits-canary-v2-5c8b", Some("canary")),
             ]},
-            {"job_name": "routers", "static_configs": [target(&router, "digits-router-6f4d", None)]},
+            // The router's metrics are on its admin port (as the chart's PodMonitor scrapes them).
+            {"job_name": "routers", "static_configs": [target(&router.admin, "digits-router-6f4d", None)]},
         ],
     });
     std::fs::write(dir.path().join("prometheus.yml"), serde_yaml::to_string(&config).unwrap()).unwrap();

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use hone_crds::router::env;
+use hone_crds::router::{ADMIN_PORT, env};
 
 /// `hone-router` flags.
 #[derive(Args, Debug, Clone)]
@@ -13,18 +13,33 @@ pub struct RouterArgs {
     /// Router config (YAML or JSON), reloaded when it changes.
     #[arg(long, env = env::CONFIG)]
     pub config: PathBuf,
-    /// Listen address.
+    /// Listen address of the client port (forwarded traffic, health).
     #[arg(long, env = env::ADDR, default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,
+    /// Listen address of the admin port (`/metrics`, `/router/config`);
+    /// keep it out of the clients' reach.
+    #[arg(long, env = env::ADMIN_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)))]
+    pub admin_addr: SocketAddr,
     /// How often the config file is checked for changes, in milliseconds.
     #[arg(long, env = env::RELOAD_MS, default_value_t = 500)]
     pub reload_ms: u64,
-    /// Longest a forwarded request may take, in milliseconds (504 after).
+    /// Longest a forwarded request may take at the backend, in milliseconds (504 after).
     #[arg(long, env = env::REQUEST_TIMEOUT_MS, default_value_t = 30_000)]
     pub request_timeout_ms: u64,
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes; larger ones are answered 413.
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
+    /// Most request-body bytes all requests in flight hold together; a
+    /// request that would exceed it is answered 429.
+    #[arg(long, env = env::MAX_INFLIGHT_BODY_BYTES, default_value_t = 256 << 20)]
+    pub max_inflight_body_bytes: usize,
+    /// Longest a client may take to send a request's headers (and longest an
+    /// idle keep-alive connection is kept), in milliseconds.
+    #[arg(long, env = env::HEADER_READ_TIMEOUT_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request's body, in milliseconds (408 after).
+    #[arg(long, env = env::BODY_READ_TIMEOUT_MS, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_ms: u64,
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = env::SHUTDOWN_GRACE_SECONDS, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,

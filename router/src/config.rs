@@ -37,6 +37,17 @@ impl RouterConfigExt for RouterConfig {
                 return Err(format!("variant {:?} url {:?} must be http://host[:port]", v.name, v.url));
             }
         }
+        for v in &self.variants {
+            let Some(stable) = &v.canary_of else { continue };
+            let ok =
+                self.variants.iter().any(|s| s.name == *stable && s.name != v.name && s.canary_of.is_none());
+            if !ok {
+                return Err(format!(
+                    "variant {:?} is a canary of {stable:?}, which must be another variant that is no canary",
+                    v.name
+                ));
+            }
+        }
         if self.variants.iter().all(|v| v.weight == 0) {
             return Err("every variant has weight 0".into());
         }
@@ -61,6 +72,13 @@ mod tests {
         assert_eq!(config.variant_header, "x-hone-variant");
         assert_eq!(config.variants[1].weight, 10);
         assert_eq!(config.sticky_header.as_deref(), Some("x-user"));
+        assert!(config.variants.iter().all(|v| !v.pinnable), "not pinnable unless the config says so");
+        let canary = RouterConfig::parse(
+            "variants:\n- {name: a, url: 'http://a', weight: 9, pinnable: true}\n- {name: a-v2, url: 'http://b', weight: 1, canaryOf: a}\n",
+        )
+        .unwrap();
+        assert!(canary.variants[0].pinnable);
+        assert_eq!(canary.variants[1].canary_of.as_deref(), Some("a"));
     }
 
     #[test]
@@ -72,6 +90,9 @@ mod tests {
             r#"{"variants": [{"name": "a", "url": "ftp://a", "weight": 1}]}"#,
             r#"{"variants": [{"name": "a", "url": "http://a", "weight": 1}], "stickyHeader": "bad header"}"#,
             r#"{"variants": [{"name": "a", "url": "http://a", "weight": 1}], "extra": 1}"#,
+            r#"{"variants": [{"name": "a", "url": "http://a", "weight": 1, "canaryOf": "a"}]}"#,
+            r#"{"variants": [{"name": "a", "url": "http://a", "weight": 1}, {"name": "b", "url": "http://b", "weight": 1, "canaryOf": "c"}]}"#,
+            r#"{"variants": [{"name": "a", "url": "http://a", "weight": 1}, {"name": "b", "url": "http://b", "weight": 1, "canaryOf": "a"}, {"name": "c", "url": "http://c", "weight": 1, "canaryOf": "b"}]}"#,
         ];
         for text in bad {
             assert!(RouterConfig::parse(text).is_err(), "{text}");

@@ -2,14 +2,24 @@
 //! weight, sticky header or variant header, per a config file the operator
 //! writes (a ConfigMap), reloaded on change without a restart.
 //!
-//! It owns its metrics (`hone_router_*`, what canary analysis reads) and
-//! links no libtorch: its image carries only this binary.
+//! Clients cannot steer it: the variant header reaches only the backends the
+//! config marks pinnable, a sticky value cannot pick a canary, and only
+//! requests a backend actually answered on an inference route count in the
+//! per-backend metrics canary analysis reads. The router's own refusals
+//! (oversized or slow bodies, unknown variants) are 4xx answers of its own,
+//! counted apart. Its metrics and config are on a separate admin listener.
+//!
+//! It links no libtorch: its image carries only this binary.
 
 pub mod args;
 pub mod balance;
+pub mod body;
 pub mod config;
+pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod reject;
+pub mod routes;
 pub mod server;
 pub mod shutdown;
 

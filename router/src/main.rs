@@ -41,6 +41,9 @@ fn run(args: RouterArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("binding {}", args.addr))?;
-        hone_router::run(args, listener, shutdown).await.context("router")
+        let admin = tokio::net::TcpListener::bind(args.admin_addr)
+            .await
+            .with_context(|| format!("binding {} (admin)", args.admin_addr))?;
+        hone_router::run(args, listener, admin, shutdown).await.context("router")
     })
 }

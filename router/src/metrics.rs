@@ -1,5 +1,9 @@
 //! The router's metrics (`hone_router_*`), per variant: what canary analysis
 //! reads. Family and label names are the contract in `hone_crds::router::metrics`.
+//!
+//! Requests, errors and latency count only inference requests a backend was
+//! asked to answer; other forwarded requests and the router's own refusals
+//! have series of their own, so neither can move a canary's figures.
 
 use hone_crds::router::metrics as names;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -34,6 +38,13 @@ pub struct VariantLabel {
     pub variant: String,
 }
 
+/// Labels of the rejection counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectReason {
+    /// A `Rejection::reason`.
+    pub reason: &'static str,
+}
+
 /// Labels of the reload counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadResult {
@@ -44,12 +55,16 @@ pub struct ReloadResult {
 /// Every router metric.
 #[derive(Clone)]
 pub struct RouterMetrics {
-    /// Requests by variant and status class.
+    /// Inference requests by variant and status class.
     pub requests: Family<VariantStatus, Counter>,
-    /// Failed requests by variant and reason (5xx answers included).
+    /// Failed inference requests by variant and reason.
     pub errors: Family<VariantError, Counter>,
-    /// Time to the backend's response headers, per variant.
+    /// Time to the backend's response headers of inference requests, per variant.
     pub duration: Family<VariantLabel, Histogram>,
+    /// Other forwarded requests, per variant.
+    pub other_requests: Family<VariantLabel, Counter>,
+    /// Requests the router answered itself, by reason.
+    pub rejected: Family<RejectReason, Counter>,
     /// Current weight of each variant.
     pub weight: Family<VariantLabel, Gauge>,
     /// Config reloads by result.
@@ -64,19 +79,35 @@ impl RouterMetrics {
             requests: Family::default(),
             errors: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))),
+            other_requests: Family::default(),
+            rejected: Family::default(),
             weight: Family::default(),
             reloads: Family::default(),
         };
         registry.register(
             names::REQUESTS,
-            "Requests forwarded, by variant and status class",
+            "Inference requests forwarded, by variant and status class",
             metrics.requests.clone(),
         );
-        registry.register(names::ERRORS, "Failed requests by variant and reason", metrics.errors.clone());
+        registry.register(
+            names::ERRORS,
+            "Failed inference requests by variant and reason",
+            metrics.errors.clone(),
+        );
         registry.register(
             names::REQUEST_DURATION,
-            "Time to the backend's response headers, per variant",
+            "Time to the backend's response headers of inference requests, per variant",
             metrics.duration.clone(),
+        );
+        registry.register(
+            names::OTHER_REQUESTS,
+            "Other requests forwarded (not inference; not read by canary analysis), per variant",
+            metrics.other_requests.clone(),
+        );
+        registry.register(
+            names::REJECTED,
+            "Requests the router answered itself with a 4xx, by reason",
+            metrics.rejected.clone(),
         );
         registry.register(names::VARIANT_WEIGHT, "Configured weight of each variant", metrics.weight.clone());
         registry.register(names::CONFIG_RELOADS, "Config reloads by result", metrics.reloads.clone());
@@ -115,12 +146,16 @@ mod tests {
             .get_or_create(&VariantError { variant: "a".into(), reason: names::REASON_CONNECT })
             .inc();
         metrics.duration.get_or_create(&VariantLabel { variant: "a".into() }).observe(0.01);
+        metrics.other_requests.get_or_create(&VariantLabel { variant: "a".into() }).inc();
+        metrics.rejected.get_or_create(&RejectReason { reason: "body_too_large" }).inc();
         let text = render(&registry).unwrap();
         let (v, s, r) = (names::LABEL_VARIANT, names::LABEL_STATUS_CLASS, names::LABEL_REASON);
         for needle in [
             format!(r#"{}_total{{{v}="a",{s}="5xx"}} 1"#, names::REQUESTS),
             format!(r#"{}_total{{{v}="a",{r}="connect"}} 1"#, names::ERRORS),
             format!(r#"{}_count{{{v}="a"}} 1"#, names::REQUEST_DURATION),
+            format!(r#"{}_total{{{v}="a"}} 1"#, names::OTHER_REQUESTS),
+            format!(r#"{}_total{{{r}="body_too_large"}} 1"#, names::REJECTED),
         ] {
             assert!(text.contains(&needle), "missing {needle}\n{text}");
         }

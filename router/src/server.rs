@@ -1,5 +1,9 @@
 //! The router's server: its state (the routing table, the HTTP client, the
-//! metrics), its routes, and the config watcher.
+//! metrics, the body budget), its two listeners, and the config watcher.
+//!
+//! The client port forwards everything but the router's own health; the
+//! admin port serves `/metrics` and `/router/config`, which clients must not
+//! reach (the router's Service exposes only the client port).
 //!
 //! A reload swaps an `Arc` of the routing table: requests in flight finish on
 //! the table they started with, so a change drops nothing.
@@ -11,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::client::legacy::Client;
@@ -22,9 +26,11 @@ use tokio::net::TcpListener;
 
 use crate::args::RouterArgs;
 use crate::balance::Balancer;
+use crate::body::{BodyLimits, Budget};
 use crate::config::{RouterConfig, RouterConfigExt};
 use crate::metrics::{ReloadResult, RouterMetrics, VariantLabel};
-use crate::proxy;
+use crate::reject::{error, quote};
+use crate::{http, proxy};
 
 /// Why the router cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +52,6 @@ pub enum RouterError {
         /// What is wrong.
         reason: String,
     },
-    /// The HTTP server failed.
-    #[error("HTTP server: {0}")]
-    Http(#[source] std::io::Error),
 }
 
 /// One config and its balancer.
@@ -67,12 +70,13 @@ pub struct RouterState {
     pub(crate) metrics: RouterMetrics,
     registry: Registry,
     pub(crate) timeout: Duration,
-    pub(crate) max_body_bytes: usize,
+    pub(crate) body_limits: BodyLimits,
+    pub(crate) budget: Budget,
 }
 
 impl RouterState {
-    /// State routing by `config`.
-    pub fn new(config: RouterConfig, timeout: Duration, max_body_bytes: usize) -> Self {
+    /// State routing by `config` with the limits of `args`.
+    pub fn new(config: RouterConfig, args: &RouterArgs) -> Self {
         let (metrics, registry) = RouterMetrics::new();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -85,8 +89,12 @@ impl RouterState {
             client,
             metrics,
             registry,
-            timeout,
-            max_body_bytes,
+            timeout: Duration::from_millis(args.request_timeout_ms),
+            body_limits: BodyLimits {
+                max_bytes: args.max_body_bytes,
+                read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+            },
+            budget: Budget::new(args.max_inflight_body_bytes),
         };
         state.publish_weights(&config);
         state
@@ -125,51 +133,68 @@ pub fn load_config(path: &Path) -> Result<(RouterConfig, String), RouterError> {
     Ok((config, text))
 }
 
-/// Runs the router on `listener` until `shutdown` resolves.
+/// Runs the router, clients on `listener` and admin on `admin`, until
+/// `shutdown` resolves; then in-flight requests get the shutdown grace.
 pub async fn run(
     args: RouterArgs,
     listener: TcpListener,
+    admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouterError> {
     let (config, text) = load_config(&args.config)?;
     tracing::info!(variants = config.variants.len(), "router config loaded");
-    let state = Arc::new(RouterState::new(
-        config,
-        Duration::from_millis(args.request_timeout_ms),
-        args.max_body_bytes,
-    ));
+    let state = Arc::new(RouterState::new(config, &args));
     let watcher = tokio::spawn(watch_config(
         state.clone(),
         args.config.clone(),
         text,
         Duration::from_millis(args.reload_ms.max(10)),
     ));
-    let app = app(state);
+    let header_timeout = Duration::from_millis(args.header_read_timeout_ms);
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let graceful = {
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.notify_one();
-        }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which only happens on the way out.
+        let _ = rx.wait_for(|stop| *stop).await;
     };
-    let served = tokio::select! {
-        r = axum::serve(listener, app).with_graceful_shutdown(graceful) => r.map_err(RouterError::Http),
-        () = async { stop.notified().await; tokio::time::sleep(grace).await } => Ok(()),
+    let servers = async {
+        tokio::join!(
+            http::serve(listener, client_app(state.clone()), header_timeout, until_stopped(stopped.clone())),
+            http::serve(admin, admin_app(state.clone()), header_timeout, until_stopped(stopped)),
+        )
     };
+    let signal = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        _ = servers => {}
+        () = signal => {}
+    }
     watcher.abort();
-    served
+    Ok(())
 }
 
-/// The router's routes: its own health and metrics, everything else forwarded.
-pub fn app(state: Arc<RouterState>) -> Router {
+/// The client port: the router's own health, everything else forwarded.
+pub fn client_app(state: Arc<RouterState>) -> Router {
     Router::new()
         .route("/v2/health/live", get(|| async { axum::Json(serde_json::json!({ "live": true })) }))
         .route("/v2/health/ready", get(|| async { axum::Json(serde_json::json!({ "ready": true })) }))
+        .fallback(proxy::forward)
+        .with_state(state)
+}
+
+/// The admin port: metrics, the config in use, and health.
+pub fn admin_app(state: Arc<RouterState>) -> Router {
+    Router::new()
         .route("/metrics", get(router_metrics))
         .route("/router/config", get(current_config))
-        .fallback(proxy::forward)
+        .route("/v2/health/live", get(|| async { axum::Json(serde_json::json!({ "live": true })) }))
+        .fallback(|uri: Uri| async move {
+            let path = quote(uri.path().as_bytes());
+            error(StatusCode::NOT_FOUND, "not_found", format!("no admin endpoint {path}"))
+        })
         .with_state(state)
 }
 
@@ -180,7 +205,7 @@ async fn router_metrics(State(state): State<Arc<RouterState>>) -> Response {
             text,
         )
             .into_response(),
-        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }
 

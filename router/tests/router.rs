@@ -12,9 +12,13 @@ use std::time::{Duration, Instant};
 use common::echo_backend;
 use serde_json::{Value, json};
 
+/// Writes a config of `(name, url, weight)` backends, each pinnable by the
+/// variant header (as the operator marks named variants with traffic).
 fn write_config(path: &Path, variants: &[(&str, &str, u32)], sticky: bool) {
-    let variants: Vec<Value> =
-        variants.iter().map(|(n, url, w)| json!({"name": n, "url": url, "weight": w})).collect();
+    let variants: Vec<Value> = variants
+        .iter()
+        .map(|(n, url, w)| json!({"name": n, "url": url, "weight": w, "pinnable": true}))
+        .collect();
     let mut config = json!({"variants": variants});
     if sticky {
         config["stickyHeader"] = json!("x-user");
@@ -46,18 +50,11 @@ async fn splits_by_weight_and_forwards_path_query_and_body() {
     write_config(&config, &[("a", &a, 90), ("b", &b, 10)], false);
     let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
     let client = reqwest::Client::new();
-    let got = counts(&client, &format!("{router}/v2/models/m/infer"), 1000).await;
+    let got = counts(&client, &router.url("/v2/models/m/infer"), 1000).await;
     assert_eq!(got["a"], 900);
     assert_eq!(got["b"], 100);
-    let body: Value = client
-        .post(format!("{router}/predict?x=1"))
-        .body("payload")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value =
+        client.post(router.url("/predict?x=1")).body("payload").send().await.unwrap().json().await.unwrap();
     assert_eq!(body["path"], "/predict?x=1");
     assert_eq!(body["body"], "payload");
 }
@@ -70,7 +67,7 @@ async fn sticky_and_variant_headers() {
     write_config(&config, &[("a", &a, 50), ("b", &b, 50)], true);
     let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
     let client = reqwest::Client::new();
-    let url = format!("{router}/predict");
+    let url = router.url("/predict");
     let mut seen = HashMap::new();
     for round in 0..3 {
         for user in 0..40 {
@@ -87,7 +84,7 @@ async fn sticky_and_variant_headers() {
         assert_eq!(r.headers()["x-hone-variant"], "b", "the variant header beats stickiness");
     }
     let r = client.post(&url).header("x-hone-variant", "c").send().await.unwrap();
-    common::expect_error(r, 400, "unknown_variant").await;
+    common::expect_error(r, 400, "variant_not_selectable").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +95,7 @@ async fn reloads_within_two_seconds_without_dropping_requests() {
     write_config(&config, &[("a", &a, 100), ("b", &b, 0)], false);
     let router = common::start_router(&config, &["--request-timeout-ms", "2000"]).await;
     let client = reqwest::Client::new();
-    let url = format!("{router}/predict");
+    let url = router.url("/predict");
     // Traffic runs throughout the change; every request must succeed.
     let load = {
         let (client, url) = (client.clone(), url.clone());
@@ -127,11 +124,14 @@ async fn reloads_within_two_seconds_without_dropping_requests() {
     }
     assert_eq!(counts(&client, &url, 20).await["b"], 20);
     // A broken file keeps the last good config.
-    std::fs::write(&config, "variants: [").unwrap();
+    // Written atomically too: a watcher could otherwise see the file empty
+    // and then broken, and count two failed reloads.
+    std::fs::write(config.with_extension("tmp"), "variants: [").unwrap();
+    std::fs::rename(config.with_extension("tmp"), &config).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(counts(&client, &url, 10).await["b"], 10);
     assert_eq!(load.await.unwrap(), 0, "requests failed during the reload");
-    let metrics = reqwest::get(format!("{router}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = router.metrics().await;
     assert!(metrics.contains(r#"hone_router_config_reloads_total{result="success"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"hone_router_config_reloads_total{result="error"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"hone_router_variant_weight{variant="b"} 100"#), "{metrics}");
@@ -151,7 +151,7 @@ async fn per_variant_metrics_and_unreachable_backends() {
     let client = reqwest::Client::new();
     let mut statuses = HashMap::new();
     for _ in 0..10 {
-        let r = client.post(format!("{router}/predict")).send().await.unwrap();
+        let r = client.post(router.url("/predict")).send().await.unwrap();
         let variant = r.headers()["x-hone-variant"].to_str().unwrap().to_owned();
         if variant == "down" {
             common::expect_error(r, 502, "backend_unreachable").await;
@@ -159,7 +159,7 @@ async fn per_variant_metrics_and_unreachable_backends() {
         *statuses.entry(variant).or_insert(0) += 1;
     }
     assert_eq!(statuses["a"], 5);
-    let metrics = reqwest::get(format!("{router}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = router.metrics().await;
     for needle in [
         r#"hone_router_requests_total{variant="a",status_class="2xx"} 5"#,
         r#"hone_router_requests_total{variant="down",status_class="5xx"} 5"#,

@@ -9,6 +9,9 @@ use crate::children::{MAX_NAME_LEN, child_name, sha256_hex};
 pub const PORT: i32 = 8080;
 /// Name of that port in containers and Services.
 pub const PORT_NAME: &str = "http";
+/// Name of the router's admin port (`hone_crds::router::ADMIN_PORT`: metrics,
+/// config) in its container; no Service exposes it.
+pub const ADMIN_PORT_NAME: &str = "admin";
 /// Name of the predictor container.
 pub const PREDICTOR_CONTAINER: &str = "predictor";
 /// Name of the router container.
@@ -24,7 +27,7 @@ pub const COMPONENT_ROUTER: &str = "router";
 pub const READY_PATH: &str = "/v2/health/ready";
 /// Liveness probe path (Open Inference Protocol v2).
 pub const LIVE_PATH: &str = "/v2/health/live";
-/// Path of the router's Prometheus metrics.
+/// Path of the router's Prometheus metrics (on its admin port).
 pub const METRICS_PATH: &str = "/metrics";
 /// Where the API key Secret is mounted in predictor pods.
 pub const API_KEYS_DIR: &str = "/etc/hone/api-keys";

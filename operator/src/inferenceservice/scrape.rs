@@ -11,7 +11,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use super::desired::router::router_selector;
-use super::names::{METRICS_PATH, PORT, SCRAPE_MAX_BYTES, SCRAPE_TIMEOUT};
+use hone_crds::router::ADMIN_PORT;
+
+use super::names::{METRICS_PATH, SCRAPE_MAX_BYTES, SCRAPE_TIMEOUT};
 use super::promtext::{self, RouterMetrics};
 
 /// The router pods could not be listed.
@@ -61,12 +63,17 @@ pub async fn router_metrics(
     let mut pages = Vec::new();
     for ip in addresses {
         // Every pod counts: a sum without one of them would look like a counter reset.
-        match fetch(&http, &format!("http://{ip}:{PORT}{METRICS_PATH}")).await {
+        match fetch(&http, &metrics_url(&ip)).await {
             Ok(text) => pages.push(promtext::router_metrics(&text)),
             Err(error) => return Ok(Err(error)),
         }
     }
     Ok(Ok(promtext::sum(pages)))
+}
+
+/// A router pod's metrics: on its admin port, which clients cannot reach.
+fn metrics_url(pod_ip: &str) -> String {
+    format!("http://{pod_ip}:{ADMIN_PORT}{METRICS_PATH}")
 }
 
 async fn fetch(http: &Client<HttpConnector, Empty<Bytes>>, url: &str) -> Result<String, String> {
@@ -101,6 +108,11 @@ mod tests {
         let http = Client::builder(TokioExecutor::new()).build_http();
         let text = fetch(&http, &url).await.unwrap();
         assert_eq!(promtext::router_metrics(&text)["a-v2"].requests, 7.0);
+    }
+
+    #[test]
+    fn router_pods_are_scraped_on_the_admin_port() {
+        assert_eq!(metrics_url("10.0.0.7"), "http://10.0.0.7:9090/metrics");
     }
 
     #[tokio::test]

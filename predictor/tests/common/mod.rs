@@ -57,17 +57,35 @@ struct RouterCli {
     router: RouterArgs,
 }
 
+/// A router (`hone-router`) running in this process.
+pub struct RouterUrls {
+    /// `http://127.0.0.1:PORT` of the client port (what `{router}` prints).
+    pub base: String,
+    /// `http://127.0.0.1:PORT` of the admin port (`/metrics`, `/router/config`).
+    pub admin: String,
+}
+
+impl std::fmt::Display for RouterUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.base)
+    }
+}
+
 /// Starts a router (`hone-router`, in this process) on `config` (reread
-/// every 100 ms) with `extra` flags; returns its base URL.
-pub async fn start_router(config: &Path, extra: &[&str]) -> String {
+/// every 100 ms) with `extra` flags.
+pub async fn start_router(config: &Path, extra: &[&str]) -> RouterUrls {
     let mut argv =
         vec!["hone-router", "--config", config.to_str().expect("UTF-8 path"), "--reload-ms", "100"];
     argv.extend_from_slice(extra);
     let args = RouterCli::try_parse_from(argv).expect("valid router flags").router;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let base = format!("http://{}", listener.local_addr().expect("local address"));
-    tokio::spawn(hone_router::run(args, listener, std::future::pending()));
-    base
+    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let urls = RouterUrls {
+        base: format!("http://{}", listener.local_addr().expect("local address")),
+        admin: format!("http://{}", admin.local_addr().expect("local address")),
+    };
+    tokio::spawn(hone_router::run(args, listener, admin, std::future::pending()));
+    urls
 }
 
 /// Serve args for `model` plus extra flags.

@@ -28,7 +28,8 @@ pub fn http_route_resource() -> ApiResource {
 }
 
 /// The HTTPRoute sending `backends` their weights, and a request whose
-/// variant header names a backend to that backend. The sticky header has no
+/// variant header names a pinnable backend to that backend (a header naming
+/// any other falls through to the weighted rule). The sticky header has no
 /// Gateway API equivalent (no consistent hashing in the core API); the
 /// `Router` provider honours it.
 pub fn http_route(valid: &ValidService, gateway: &GatewayTraffic, backends: &[Backend]) -> DynamicObject {
@@ -51,6 +52,7 @@ pub fn http_route(valid: &ValidService, gateway: &GatewayTraffic, backends: &[Ba
         .collect();
     let mut rules: Vec<Value> = backends
         .iter()
+        .filter(|b| b.pinnable)
         .map(|b| {
             json!({
                 "matches": [{"headers": [{"type": "Exact", "name": valid.routing.variant_header, "value": b.name}]}],

@@ -31,6 +31,11 @@ pub struct Backend {
     pub url: String,
     /// Share of all traffic in basis points (variant percent times 100).
     pub weight: u32,
+    /// For a canary, the name of its variant's stable backend.
+    pub canary_of: Option<String>,
+    /// Whether the variant header may select it: a variant's stable backend
+    /// with traffic, or any backend under `spec.routing.allowCanaryPinning`.
+    pub pinnable: bool,
 }
 
 /// Everything the InferenceService should own.
@@ -63,7 +68,9 @@ impl Desired {
 }
 
 /// The backends of `plan`: each servable variant's stable version with its
-/// share of the variant's weight, and its canary with the rest.
+/// share of the variant's weight, and its canary with the rest. Clients may
+/// pin (variant header) only a variant's stable backend with traffic, unless
+/// the spec allows canary pinning.
 pub fn backends(valid: &ValidService, plan: &Plan) -> Vec<Backend> {
     let mut backends = Vec::new();
     for variant in &plan.variants {
@@ -72,11 +79,14 @@ pub fn backends(valid: &ValidService, plan: &Plan) -> Vec<Backend> {
         let canary_percent =
             variant.canary.as_ref().map_or(0, |c| u32::try_from(c.weight.clamp(0, 100)).unwrap_or(0));
         let service = predictor_name(&valid.name, &variant.name, stable.version);
+        let stable_weight = weight * (100 - canary_percent);
         backends.push(Backend {
             name: variant.name.clone(),
             url: service_url(&service, &valid.namespace),
             service,
-            weight: weight * (100 - canary_percent),
+            weight: stable_weight,
+            canary_of: None,
+            pinnable: stable_weight > 0 || valid.routing.allow_canary_pinning,
         });
         if let Some(canary) = &variant.canary {
             let service = predictor_name(&valid.name, &variant.name, canary.model.version);
@@ -85,6 +95,8 @@ pub fn backends(valid: &ValidService, plan: &Plan) -> Vec<Backend> {
                 url: service_url(&service, &valid.namespace),
                 service,
                 weight: weight * canary_percent,
+                canary_of: Some(variant.name.clone()),
+                pinnable: valid.routing.allow_canary_pinning,
             });
         }
     }

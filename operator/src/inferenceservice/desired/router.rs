@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use hone_crds::consts::LABEL_INFERENCE_SERVICE;
-use hone_crds::router::{CONFIG_FILE, RouterConfig, VariantBackend};
+use hone_crds::router::{ADMIN_PORT, CONFIG_FILE, RouterConfig, VariantBackend};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec,
@@ -15,8 +15,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::super::names::{
-    COMPONENT_ROUTER, LABEL_COMPONENT, LIVE_PATH, PORT, PORT_NAME, READY_PATH, ROUTER_CONFIG_DIR,
-    ROUTER_CONFIG_VOLUME, ROUTER_CONTAINER, ROUTER_REPLICAS, TERMINATION_GRACE_SECONDS, router_name,
+    ADMIN_PORT_NAME, COMPONENT_ROUTER, LABEL_COMPONENT, LIVE_PATH, PORT, PORT_NAME, READY_PATH,
+    ROUTER_CONFIG_DIR, ROUTER_CONFIG_VOLUME, ROUTER_CONTAINER, ROUTER_REPLICAS, TERMINATION_GRACE_SECONDS,
+    router_name,
 };
 use super::super::validate::ValidService;
 use super::Backend;
@@ -46,12 +47,19 @@ pub fn router_selector(isvc: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The router config for `backends` (relative weights, headers from `spec.routing`).
+/// The router config for `backends` (relative weights, which may be pinned,
+/// canaries and their variants, headers from `spec.routing`).
 pub fn router_config(valid: &ValidService, backends: &[Backend]) -> RouterConfig {
     RouterConfig {
         variants: backends
             .iter()
-            .map(|b| VariantBackend { name: b.name.clone(), url: b.url.clone(), weight: b.weight })
+            .map(|b| VariantBackend {
+                name: b.name.clone(),
+                url: b.url.clone(),
+                weight: b.weight,
+                pinnable: b.pinnable,
+                canary_of: b.canary_of.clone(),
+            })
             .collect(),
         sticky_header: valid.routing.sticky_header.clone(),
         variant_header: valid.routing.variant_header.clone(),
@@ -77,12 +85,22 @@ pub fn router_objects(valid: &ValidService, backends: &[Backend]) -> RouterObjec
         name: ROUTER_CONTAINER.to_owned(),
         // The image's entrypoint is hone-router itself: no subcommand.
         image: Some(valid.router_image.clone()),
-        ports: Some(vec![ContainerPort {
-            name: Some(PORT_NAME.to_owned()),
-            container_port: PORT,
-            protocol: Some("TCP".to_owned()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(PORT_NAME.to_owned()),
+                container_port: PORT,
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+            // Metrics (canary analysis, PodMonitor) and /router/config; the
+            // Service exposes only the client port.
+            ContainerPort {
+                name: Some(ADMIN_PORT_NAME.to_owned()),
+                container_port: i32::from(ADMIN_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+        ]),
         env: Some(vec![EnvVar {
             name: hone_crds::router::env::CONFIG.to_owned(),
             value: Some(format!("{ROUTER_CONFIG_DIR}/{CONFIG_FILE}")),

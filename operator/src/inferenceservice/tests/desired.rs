@@ -193,6 +193,10 @@ fn router_config_lists_backends_by_weight_with_the_headers() {
         backends,
         [("a", "http://digits-a-v1.ml.svc:8080", 9000), ("b", "http://digits-b-v3.ml.svc:8080", 1000)]
     );
+    assert!(
+        config.variants.iter().all(|v| v.pinnable && v.canary_of.is_none()),
+        "named variants with traffic"
+    );
     let text = &desired.config_maps[0].data.as_ref().unwrap()["router.yaml"];
     assert_eq!(serde_yaml::from_str::<RouterConfig>(text).unwrap(), config);
     assert_eq!(desired.url.as_deref(), Some("http://digits-router.ml.svc:8080"));
@@ -201,6 +205,17 @@ fn router_config_lists_backends_by_weight_with_the_headers() {
     assert_eq!(c.image.as_deref(), Some("hone.local/router:dev"), "the router's own image, no libtorch");
     assert_eq!(c.args, None, "the image's entrypoint is hone-router");
     assert_eq!(env(&c)["HONE_ROUTER_CONFIG"], "/etc/hone/router/router.yaml");
+    let ports: Vec<_> = c
+        .ports
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.unwrap_or_default(), p.container_port))
+        .collect();
+    assert_eq!(ports, [("http".to_owned(), 8080), ("admin".to_owned(), 9090)]);
+    let service_ports = desired.services.last().unwrap().spec.clone().unwrap().ports.unwrap();
+    assert_eq!(service_ports.len(), 1, "the Service exposes the client port only");
+    assert_eq!(service_ports[0].port, 8080);
     assert_eq!(router.spec.as_ref().unwrap().replicas, Some(2));
     let template = router.spec.as_ref().unwrap().template.metadata.clone().unwrap();
     assert_eq!(template.annotations, None, "no config hash: the router reloads the file");
@@ -214,10 +229,38 @@ fn a_canary_splits_its_variant_weight() {
     let model = valid.models["digits-v2"].clone();
     plan.variants[0].canary = Some(Canary { model, weight: 10, backend: "a-v2".into() });
     let desired = desired::build(&valid, &plan, true);
-    let weights: Vec<_> =
-        desired.router_config.unwrap().variants.into_iter().map(|v| (v.name, v.weight)).collect();
-    assert_eq!(weights, [("a".into(), 8100), ("a-v2".into(), 900), ("b".into(), 1000)]);
+    let config = desired.router_config.clone().unwrap();
+    let weights: Vec<_> = config.variants.iter().map(|v| (v.name.as_str(), v.weight)).collect();
+    assert_eq!(weights, [("a", 8100), ("a-v2", 900), ("b", 1000)]);
     assert!(desired.deployments.iter().any(|d| d.metadata.name.as_deref() == Some("digits-a-v2")));
+    // Clients may pin the variants, never the canary, and no sticky value lands on it.
+    let pins: Vec<_> =
+        config.variants.iter().map(|v| (v.name.as_str(), v.pinnable, v.canary_of.as_deref())).collect();
+    assert_eq!(pins, [("a", true, None), ("a-v2", false, Some("a")), ("b", true, None)]);
+}
+
+#[test]
+fn allow_canary_pinning_makes_every_backend_pinnable() {
+    let yaml = AB.replace(
+        "routing: {stickyHeader: x-user}",
+        "routing: {stickyHeader: x-user, allowCanaryPinning: true}",
+    );
+    let valid = valid(&yaml, &three_versions());
+    assert!(valid.routing.allow_canary_pinning);
+    let mut plan = plan_of(&valid, &Default::default(), &[], at(0));
+    let model = valid.models["digits-v2"].clone();
+    plan.variants[0].canary = Some(Canary { model, weight: 100, backend: "a-v2".into() });
+    let config = desired::build(&valid, &plan, true).router_config.unwrap();
+    let pins: Vec<_> = config.variants.iter().map(|v| (v.name.as_str(), v.weight, v.pinnable)).collect();
+    assert_eq!(pins, [("a", 0, true), ("a-v2", 9000, true), ("b", 1000, true)]);
+    // Without it, a variant whose traffic all went to its canary is not pinnable either.
+    let valid = super::valid(AB, &three_versions());
+    let mut plan = plan_of(&valid, &Default::default(), &[], at(0));
+    let model = valid.models["digits-v2"].clone();
+    plan.variants[0].canary = Some(Canary { model, weight: 100, backend: "a-v2".into() });
+    let config = desired::build(&valid, &plan, true).router_config.unwrap();
+    let pins: Vec<_> = config.variants.iter().map(|v| (v.name.as_str(), v.weight, v.pinnable)).collect();
+    assert_eq!(pins, [("a", 0, false), ("a-v2", 9000, false), ("b", 1000, true)]);
 }
 
 #[test]
@@ -254,6 +297,17 @@ fn gateway_api_gets_a_weighted_http_route_with_header_matches() {
         rules[2]["backendRefs"][1],
         serde_json::json!({"name": "digits-b-v3", "port": 8080, "weight": 1000})
     );
+    // A canary gets weight in the default rule but no header rule of its own.
+    let valid = valid(&yaml, &three_versions());
+    let mut plan = plan_of(&valid, &Default::default(), &[], at(0));
+    let model = valid.models["digits-v2"].clone();
+    plan.variants[0].canary = Some(Canary { model, weight: 10, backend: "a-v2".into() });
+    let route = desired::build(&valid, &plan, true).route.unwrap();
+    let rules = route.data["spec"]["rules"].as_array().unwrap().clone();
+    let pinned: Vec<_> =
+        rules.iter().filter_map(|r| r["matches"][0]["headers"][0]["value"].as_str()).collect();
+    assert_eq!(pinned, ["a", "b"]);
+    assert_eq!(rules.last().unwrap()["backendRefs"].as_array().unwrap().len(), 3);
     let valid = super::valid(&yaml, &three_versions());
     let plan = plan_of(&valid, &Default::default(), &[], at(0));
     assert!(desired::build(&valid, &plan, false).route.is_none(), "no route without the Gateway API");
