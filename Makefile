@@ -35,6 +35,23 @@ unit-test: ## Unit and integration tests of every crate (real training, MinIO an
 	$(WITH_TORCH) export HONE_MINIO_BIN="$$(hack/build-minio.sh | tail -n 1)" && \
 	  $(CARGO) test --workspace --exclude hone-cluster-tests
 
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard predictor/fuzz/fuzz_targets/*.rs))))
+
+# The committed corpus only seeds a run: what libFuzzer finds goes to the
+# first (scratch) folder, so the corpus in git never grows by itself.
+.PHONY: fuzz
+fuzz: ## Fuzz the predictor's decoders on nightly, FUZZ_SECONDS (60) per target; crash reproducers land in predictor/fuzz/artifacts/
+	@cargo_fuzz=$$(hack/build-cargo-fuzz.sh | tail -n 1) && export PATH="$$(dirname "$$cargo_fuzz"):$$PATH" && \
+	  $(WITH_TORCH) cd predictor/fuzz && $(CARGO) +nightly fuzz build && \
+	  crashed= && for target in $(FUZZ_TARGETS); do \
+	    echo "fuzz: $$target for $(FUZZ_SECONDS)s" && mkdir -p "target/corpus/$$target" && \
+	    $(CARGO) +nightly fuzz run "$$target" "target/corpus/$$target" "corpus/$$target" -- \
+	      -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || crashed="$$crashed $$target"; \
+	  done && \
+	  if [ -n "$$crashed" ]; then \
+	    echo "fuzz: failed:$$crashed (reproducers in predictor/fuzz/artifacts/<target>/)" >&2; exit 1; fi
+
 .PHONY: cluster-test
 cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (runs the real hone-operator binary)
 	$(WITH_TORCH) $(CARGO) build -p hone-operator -p kubectl-hone

@@ -7,6 +7,7 @@ pub mod config;
 pub mod drift;
 pub mod error;
 pub mod fetch;
+pub mod fuzzing;
 pub mod input;
 pub mod metrics;
 pub mod model;

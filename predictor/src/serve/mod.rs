@@ -27,7 +27,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 pub use admission::{BodyBudget, DecodePool};
 pub use auth::{Auth, RateLimiter};
-pub use body::{BodyLimits, Media, ReadBody, media, read_body};
+pub use body::{BodyLimits, Media, ReadBody, media, multipart_files, read_body};
 pub use state::{AppState, Health, Limits};
 
 use crate::config::ServeArgs;
