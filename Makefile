@@ -54,7 +54,7 @@ fuzz: ## Fuzz the predictor's decoders on nightly, FUZZ_SECONDS (60) per target;
 
 .PHONY: cluster-test
 cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (runs the real hone-operator binary)
-	$(WITH_TORCH) $(CARGO) build -p hone-operator -p kubectl-hone
+	$(WITH_TORCH) $(CARGO) build -p hone-operator -p kubectl-hone -p hone-router
 	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests -- --test-threads=4
 
 .PHONY: test

@@ -74,6 +74,8 @@ pub mod env {
     pub const SHUTDOWN_GRACE_SECONDS: &str = "HONE_SHUTDOWN_GRACE_SECONDS";
     /// Listen address of the admin port (`/metrics`, `/router/config`).
     pub const ADMIN_ADDR: &str = "HONE_ADMIN_ADDR";
+    /// `<namespace>/<name>` of the ConfigMap to watch through the API.
+    pub const CONFIG_MAP: &str = "HONE_ROUTER_CONFIG_MAP";
     /// Longest a client may take to send a request's headers, in milliseconds.
     pub const HEADER_READ_TIMEOUT_MS: &str = "HONE_HEADER_READ_TIMEOUT_MS";
     /// Longest a client may take to send a request's body, in milliseconds.

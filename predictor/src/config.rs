@@ -26,6 +26,11 @@ pub struct ServeArgs {
     /// Listen address.
     #[arg(long, env = "HONE_ADDR", default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,
+    /// Listen address of the admin port: `/metrics` and `/drift` without an
+    /// API key, for Prometheus; keep it out of the clients' reach. Unset: no
+    /// admin port (then `/metrics` is on the client port, behind the key).
+    #[arg(long, env = "HONE_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
     /// Most samples in one forward pass.
     #[arg(long, env = "HONE_MAX_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_batch_size: u32,

@@ -17,10 +17,11 @@ use tokio::net::TcpStream;
 use common::{expect_error, gray_png, model};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hone-predictor");
-/// Peak resident memory the image server may reach over its hostile suite:
-/// libtorch and the model (about 300 MiB here) plus the body budget and the
-/// decode working set the limits allow (docs/predictor.md has the formula).
-const RSS_BUDGET_MIB: u64 = 1024;
+/// How much the image server's peak resident memory may grow over its
+/// hostile suite, above what it holds once ready (libtorch and the model):
+/// the body budget plus the decode working set the limits allow
+/// (docs/predictor.md has the formula; 256 MiB + 2 x 48 MiB here).
+const RSS_GROWTH_BUDGET_MIB: u64 = 384;
 /// How fast a server must answer its health checks after each case.
 const RECOVERY: Duration = Duration::from_secs(1);
 
@@ -179,6 +180,7 @@ async fn the_image_server_survives_hostile_requests_within_its_memory_budget() {
     let normal =
         client.post(server.url("/predict")).header("content-type", "image/png").body(gray_png(8, 8, 128));
     server.still_serves(&normal, "start").await;
+    let baseline = server.peak_rss_mib();
     let infer = server.infer_url();
 
     // An oversized OIP batch, JSON: refused from the shape, before the data is parsed.
@@ -336,8 +338,15 @@ async fn the_image_server_survives_hostile_requests_within_its_memory_budget() {
     server.still_serves(&normal, "slow body").await;
 
     let peak = server.peak_rss_mib();
-    println!("peak RSS of the image server over the hostile suite: {peak} MiB (budget {RSS_BUDGET_MIB} MiB)");
-    assert!(peak < RSS_BUDGET_MIB, "peak RSS {peak} MiB over the budget of {RSS_BUDGET_MIB} MiB");
+    println!(
+        "image server peak RSS: {baseline} MiB once ready, {peak} MiB over the hostile suite \
+         (+{} MiB; budget +{RSS_GROWTH_BUDGET_MIB} MiB)",
+        peak.saturating_sub(baseline)
+    );
+    assert!(
+        peak.saturating_sub(baseline) < RSS_GROWTH_BUDGET_MIB,
+        "peak RSS grew from {baseline} to {peak} MiB, over the budget of +{RSS_GROWTH_BUDGET_MIB} MiB"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -465,4 +474,31 @@ async fn a_panicking_inference_thread_fails_health_and_ends_the_process() {
     assert!(log.contains("inference thread died"), "{log}");
     let after = client.get(server.url("/v2/health/live")).timeout(RECOVERY).send().await;
     assert!(after.is_err(), "the health check still answers: {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_needs_the_key_on_the_client_port_and_lives_on_the_admin_port() {
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(keys.path(), "k1\n").unwrap();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    let keys_file = keys.path().to_str().unwrap();
+    let mut server = Server::spawn("mlp", &["--api-keys-file", keys_file, "--admin-addr", &admin], &[]);
+    server.wait_ready().await;
+    let client = reqwest::Client::new();
+    for path in ["/metrics", "/drift", "/v2/models/mlp"] {
+        let r = client.get(server.url(path)).send().await.unwrap();
+        expect_error(r, 401, "unauthorized").await;
+        let r = client.get(server.url(path)).header("x-api-key", "k1").send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path} with the key");
+    }
+    // Prometheus scrapes the admin port, which takes no key and serves no model route.
+    let metrics = client.get(format!("http://{admin}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("hone_predictor_requests_total"));
+    assert_eq!(client.get(format!("http://{admin}/drift")).send().await.unwrap().status(), 200);
+    let r = client.post(format!("http://{admin}/predict")).json(&[1, 2, 3, 4]).send().await.unwrap();
+    expect_error(r, 404, "not_found").await;
+    let normal = client.post(server.url("/predict")).header("x-api-key", "k1").json(&[5.1, 3.5, 1.4, 0.2]);
+    server.still_serves(&normal, "introspection").await;
 }

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::Args;
 use hone_crds::router::{ADMIN_PORT, env};
 
+use crate::watch::ConfigMapRef;
+
 /// `hone-router` flags.
 #[derive(Args, Debug, Clone)]
 pub struct RouterArgs {
@@ -20,6 +22,11 @@ pub struct RouterArgs {
     /// keep it out of the clients' reach.
     #[arg(long, env = env::ADMIN_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)))]
     pub admin_addr: SocketAddr,
+    /// Follow this ConfigMap (`<namespace>/<name>`) through the Kubernetes
+    /// API instead of polling the file: a change applies as soon as the
+    /// apiserver sends it. The file is then only the config to start with.
+    #[arg(long, env = env::CONFIG_MAP)]
+    pub config_map: Option<ConfigMapRef>,
     /// How often the config file is checked for changes, in milliseconds.
     #[arg(long, env = env::RELOAD_MS, default_value_t = 500)]
     pub reload_ms: u64,

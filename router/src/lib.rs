@@ -15,6 +15,7 @@ pub mod args;
 pub mod balance;
 pub mod body;
 pub mod config;
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
@@ -22,6 +23,7 @@ pub mod reject;
 pub mod routes;
 pub mod server;
 pub mod shutdown;
+pub mod watch;
 
 pub use args::RouterArgs;
 pub use server::{RouterError, run};

@@ -52,6 +52,9 @@ pub enum RouterError {
         /// What is wrong.
         reason: String,
     },
+    /// `--config-map` is set but no Kubernetes API client could be made.
+    #[error("{0}")]
+    Kubernetes(String),
 }
 
 /// One config and its balancer.
@@ -144,12 +147,29 @@ pub async fn run(
     let (config, text) = load_config(&args.config)?;
     tracing::info!(variants = config.variants.len(), "router config loaded");
     let state = Arc::new(RouterState::new(config, &args));
-    let watcher = tokio::spawn(watch_config(
-        state.clone(),
-        args.config.clone(),
-        text,
-        Duration::from_millis(args.reload_ms.max(10)),
-    ));
+    let watcher = match &args.config_map {
+        // In a cluster: the ConfigMap through the API, never the (older) file again.
+        Some(reference) => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| RouterError::Kubernetes(format!("connecting to the Kubernetes API: {e}")))?;
+            tracing::info!(configmap = %format!("{}/{}", reference.namespace, reference.name), "following the router ConfigMap through the API");
+            let state = state.clone();
+            let mut applied = text;
+            tokio::spawn(crate::watch::watch_config_map(client, reference.clone(), move |new: &str| {
+                if new != applied {
+                    apply_text(&state, new, "api");
+                    applied = new.to_owned();
+                }
+            }))
+        }
+        None => tokio::spawn(watch_config(
+            state.clone(),
+            args.config.clone(),
+            text,
+            Duration::from_millis(args.reload_ms.max(10)),
+        )),
+    };
     let header_timeout = Duration::from_millis(args.header_read_timeout_ms);
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -230,18 +250,32 @@ async fn watch_config(state: Arc<RouterState>, path: PathBuf, mut applied: Strin
             continue;
         }
         seen = now;
-        match load_config(&path) {
-            Ok((_, text)) if text == applied => {}
-            Ok((config, text)) => {
-                tracing::info!(variants = ?config.variants.iter().map(|v| (&v.name, v.weight)).collect::<Vec<_>>(), "router config reloaded");
-                state.replace(config);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text == applied => {}
+            Ok(text) => {
+                apply_text(&state, &text, "file");
                 applied = text;
-                state.metrics.reloads.get_or_create(&ReloadResult { result: "success" }).inc();
             }
             Err(e) => {
-                tracing::warn!(error = %e, "keeping the previous router config");
+                tracing::warn!(error = %e, path = %path.display(), "keeping the previous router config");
                 state.metrics.reloads.get_or_create(&ReloadResult { result: "error" }).inc();
             }
+        }
+    }
+}
+
+/// Applies a new config text when it is valid; an invalid one keeps the
+/// last good config. Counted in the reload metric either way.
+fn apply_text(state: &RouterState, text: &str, source: &'static str) {
+    match RouterConfig::parse(text) {
+        Ok(config) => {
+            tracing::info!(source, variants = ?config.variants.iter().map(|v| (&v.name, v.weight)).collect::<Vec<_>>(), "router config reloaded");
+            state.replace(config);
+            state.metrics.reloads.get_or_create(&ReloadResult { result: "success" }).inc();
+        }
+        Err(reason) => {
+            tracing::warn!(source, %reason, "invalid router config; keeping the previous one");
+            state.metrics.reloads.get_or_create(&ReloadResult { result: "error" }).inc();
         }
     }
 }

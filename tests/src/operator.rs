@@ -136,7 +136,7 @@ pub async fn revoke(client: &Client, namespace: &str) -> anyhow::Result<()> {
 }
 
 /// A kubeconfig that is `KUBECONFIG` with every user impersonating `user`.
-fn impersonating_kubeconfig(user: &str, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+pub fn impersonating_kubeconfig(user: &str, dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     let source = std::env::var("KUBECONFIG").context("KUBECONFIG must name the test cluster's kubeconfig")?;
     let source = source.split(':').next().unwrap_or_default().to_owned();
     let text = std::fs::read_to_string(&source).with_context(|| format!("reading {source}"))?;

@@ -19,9 +19,7 @@ use hone_cluster_tests::{TestNamespace, client, wait_for};
 use hone_crds::consts::{LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION, LABEL_VARIANT};
 use hone_operator::children::child_labels;
 use hone_operator::inferenceservice::desired::router::router_selector;
-use hone_operator::inferenceservice::names::{
-    ADMIN_PORT_NAME, COMPONENT_PREDICTOR, LABEL_COMPONENT, PORT_NAME,
-};
+use hone_operator::inferenceservice::names::{ADMIN_PORT_NAME, COMPONENT_PREDICTOR, LABEL_COMPONENT};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::discovery::{Discovery, Scope};
@@ -181,9 +179,9 @@ fn check_monitoring_objects(objects: &[DynamicObject], namespace: &str) {
         let spec = &monitor.data["spec"];
         assert_eq!(spec["namespaceSelector"]["any"], true, "every namespace: {spec}");
         let endpoint = &spec["podMetricsEndpoints"][0];
-        // Routers serve their metrics on the admin port, off the client port.
-        let port = if monitor.name_any() == predictors[0] { PORT_NAME } else { ADMIN_PORT_NAME };
-        assert_eq!(endpoint["port"], port, "the container port the operator names");
+        // Routers and predictors serve their metrics on the admin port, off
+        // the client port (where a predictor's need its API key).
+        assert_eq!(endpoint["port"], ADMIN_PORT_NAME, "the container port the operator names");
         assert_eq!(endpoint["path"], "/metrics");
         // The `inferenceservice` label the rules and the dashboard group by.
         let relabel = |target: &str| {

@@ -8,8 +8,9 @@ use std::fmt::Debug;
 use hone_crds::consts::FIELD_MANAGER;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -87,7 +88,15 @@ pub async fn apply(
     let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
     let routes = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &http_route_resource());
+    let service_accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    let roles = Api::<Role>::namespaced(client.clone(), namespace);
+    let role_bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
 
+    // The router's identity before its pods, which run as it.
+    apply_each(&service_accounts, &desired.service_accounts, &observed.service_accounts, "ServiceAccount")
+        .await?;
+    apply_each(&roles, &desired.roles, &observed.roles, "Role").await?;
+    apply_each(&role_bindings, &desired.role_bindings, &observed.role_bindings, "RoleBinding").await?;
     apply_each(&services, &desired.services, &observed.services, "Service").await?;
     let applied_deployments =
         apply_each(&deployments, &desired.deployments, &observed.deployments, "Deployment").await?;
@@ -106,6 +115,11 @@ pub async fn apply(
     let keep = |wanted: BTreeSet<String>| -> BTreeSet<String> { wanted.union(draining).cloned().collect() };
     prune(&routes, &observed.routes, &names(desired.route.iter()), "HTTPRoute").await?;
     prune(&config_maps, &observed.config_maps, &names(desired.config_maps.iter()), "ConfigMap").await?;
+    prune(&role_bindings, &observed.role_bindings, &names(desired.role_bindings.iter()), "RoleBinding")
+        .await?;
+    prune(&roles, &observed.roles, &names(desired.roles.iter()), "Role").await?;
+    let wanted = names(desired.service_accounts.iter());
+    prune(&service_accounts, &observed.service_accounts, &wanted, "ServiceAccount").await?;
     prune(&deployments, &observed.deployments, &keep(names(desired.deployments.iter())), "Deployment")
         .await?;
     prune(&services, &observed.services, &keep(names(desired.services.iter())), "Service").await?;

@@ -120,6 +120,10 @@ async fn a_new_service_gets_predictors_and_a_router_applied_server_side() {
     assert_eq!(
         applies,
         [
+            // The router's identity first: its pods run as it.
+            "/api/v1/namespaces/ml/serviceaccounts/digits-router",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles/digits-router",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/digits-router",
             "/api/v1/namespaces/ml/services/digits-a-v1",
             "/api/v1/namespaces/ml/services/digits-router",
             "/apis/apps/v1/namespaces/ml/deployments/digits-a-v1",

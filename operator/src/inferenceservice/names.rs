@@ -9,8 +9,8 @@ use crate::children::{MAX_NAME_LEN, child_name, sha256_hex};
 pub const PORT: i32 = 8080;
 /// Name of that port in containers and Services.
 pub const PORT_NAME: &str = "http";
-/// Name of the router's admin port (`hone_crds::router::ADMIN_PORT`: metrics,
-/// config) in its container; no Service exposes it.
+/// Name of the admin port (`hone_crds::router::ADMIN_PORT`) in router and
+/// predictor containers: metrics and config or drift; no Service exposes it.
 pub const ADMIN_PORT_NAME: &str = "admin";
 /// Name of the predictor container.
 pub const PREDICTOR_CONTAINER: &str = "predictor";
@@ -64,8 +64,10 @@ pub mod env {
     pub const API_KEYS_FILE: &str = "HONE_API_KEYS_FILE";
     /// Seconds to finish in-flight requests after SIGTERM.
     pub const SHUTDOWN_GRACE_SECONDS: &str = "HONE_SHUTDOWN_GRACE_SECONDS";
+    /// Listen address of the predictor's admin port (metrics, drift; no key).
+    pub const ADMIN_ADDR: &str = "HONE_ADMIN_ADDR";
     /// Every variable the operator sets itself; `spec.predictor.env` may not override them.
-    pub const MANAGED: [&str; 9] = [
+    pub const MANAGED: [&str; 10] = [
         MODEL_URI,
         MODEL_DIGEST,
         MODEL_NAME,
@@ -74,6 +76,7 @@ pub mod env {
         MAX_LATENCY_MS,
         API_KEYS_FILE,
         SHUTDOWN_GRACE_SECONDS,
+        ADMIN_ADDR,
         crate::labels::ENV_PVC_ROOT,
     ];
 }
@@ -86,9 +89,10 @@ pub const SHUTDOWN_GRACE_SECONDS: i64 = 30;
 /// Room for the preStop sleep plus the shutdown grace, with a margin.
 pub const TERMINATION_GRACE_SECONDS: i64 = PRE_STOP_SLEEP_SECONDS + SHUTDOWN_GRACE_SECONDS + 5;
 
-/// How long predictors that lost their traffic are kept: a ConfigMap change
-/// reaches the router's volume within the kubelet sync period (1 minute by
-/// default) and the router reloads within 500 ms.
+/// How long predictors that lost their traffic are kept: routers follow
+/// their ConfigMap through the API within moments, but requests already
+/// forwarded must finish, and a router whose watch dropped catches up only
+/// when it reconnects (or, on an old image, at the kubelet's next sync).
 pub const DRAIN_PERIOD: Duration = Duration::from_secs(90);
 /// How often a rollout waiting on analysis (metrics, requests) looks again.
 pub const ANALYSIS_POLL: Duration = Duration::from_secs(15);

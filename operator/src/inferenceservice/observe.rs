@@ -10,8 +10,9 @@ use hone_crds::inferenceservice::{ANNOTATION_ROUTER_METRICS_URL, RolloutStrategy
 use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -69,6 +70,12 @@ pub struct Observed {
     pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// ConfigMaps it controls (the router config).
     pub config_maps: Vec<ConfigMap>,
+    /// ServiceAccounts it controls (the router's).
+    pub service_accounts: Vec<ServiceAccount>,
+    /// Roles it controls (the router's).
+    pub roles: Vec<Role>,
+    /// RoleBindings it controls (the router's).
+    pub role_bindings: Vec<RoleBinding>,
     /// HTTPRoutes it controls.
     pub routes: Vec<DynamicObject>,
     /// Whether HTTPRoutes exist in the cluster.
@@ -101,6 +108,9 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed,
     let autoscalers = lister.owned("HorizontalPodAutoscalers").await?;
     let disruption_budgets = lister.owned("PodDisruptionBudgets").await?;
     let config_maps = lister.owned("ConfigMaps").await?;
+    let service_accounts = lister.owned("ServiceAccounts").await?;
+    let roles = lister.owned("Roles").await?;
+    let role_bindings = lister.owned("RoleBindings").await?;
     let gateway_api = gateway_api_installed(&ctx.client).await?;
     let routes = if gateway_api {
         let api =
@@ -134,6 +144,9 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed,
         autoscalers,
         disruption_budgets,
         config_maps,
+        service_accounts,
+        roles,
+        role_bindings,
         routes,
         gateway_api,
         model_versions,

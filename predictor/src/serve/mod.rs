@@ -90,10 +90,23 @@ pub async fn run(
     let (stop_server, server_stopped) = tokio::sync::watch::channel(false);
     let header_read_timeout = Duration::from_millis(args.header_read_timeout_ms);
     tracing::info!(addr = ?listener.local_addr().ok(), "listening");
-    let server = tokio::spawn(http::serve(listener, current_routes, header_read_timeout, async move {
-        let mut stopped = server_stopped;
+    let stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|s| *s).await;
-    }));
+    };
+    let (admin_routes, current_admin_routes) = tokio::sync::watch::channel(loading_router());
+    let admin = match args.admin_addr {
+        Some(addr) => {
+            let admin = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Config(format!("binding the admin address {addr}: {e}")))?;
+            tracing::info!(addr = ?admin.local_addr().ok(), "admin port listening");
+            let until = stopped(server_stopped.clone());
+            Some(tokio::spawn(http::serve(admin, current_admin_routes, header_read_timeout, until)))
+        }
+        None => None,
+    };
+    let server =
+        tokio::spawn(http::serve(listener, current_routes, header_read_timeout, stopped(server_stopped)));
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     tokio::pin!(shutdown);
 
@@ -118,6 +131,7 @@ pub async fn run(
         auth.as_ref().zip(args.api_keys_file.clone()).map(|(auth, path)| auth.spawn_reload(path));
     let state = Arc::new(AppState::new(&args, &files, version, metrics, registry, auth));
     let _ = routes.send(router(state.clone(), &args.cors_origins)?);
+    let _ = admin_routes.send(admin_router(state.clone()));
 
     let failure = Arc::new(tokio::sync::Notify::new());
     let load_error = Arc::new(std::sync::Mutex::new(None::<LoadError>));
@@ -144,6 +158,9 @@ pub async fn run(
     }
     state.stop_ready();
     let served = finish(&stop_server, server, grace).await;
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     if let Some(task) = key_reload {
         task.abort();
     }
@@ -155,6 +172,19 @@ pub async fn run(
         Some(e) => Err(e.into()),
         None => served,
     }
+}
+
+/// The admin port: metrics and drift for Prometheus and operators, with no
+/// key (the port is not in the Service clients use), and health.
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/drift", get(ops::drift))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(uri.path().to_owned()) })
+        .layer(axum::middleware::from_fn(ops::request_id))
+        .with_state(state)
 }
 
 /// Stops accepting connections and waits up to `grace` for the open ones.
@@ -201,13 +231,13 @@ pub fn router(state: Arc<AppState>, cors_origins: &[String]) -> Result<Router, S
         .route("/predict", post(predict::predict))
         .route("/predict/batch", post(predict::predict_batch))
         .route("/drift", get(ops::drift))
+        .route("/metrics", get(ops::metrics))
         .route("/ui/model", get(ui::model))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), ops::require_api_key));
     let public = Router::new()
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))
-        .route("/metrics", get(ops::metrics))
         .route("/docs", get(ops::docs))
         .route("/docs/openapi.json", get(ops::docs))
         .route("/", get(ui::page))

@@ -89,10 +89,12 @@ async fn api_keys_and_per_key_rate_limits() {
     );
     let r = client.get(server.url("/v2/models/mlp")).send().await.unwrap();
     expect_error(r, 401, "unauthorized").await;
-    // Probes and scrapes need no key.
-    for path in ["/v2/health/live", "/v2/health/ready", "/metrics", "/docs"] {
+    // Probes need no key; metrics show what the key protects, so they need
+    // it on the client port (Prometheus scrapes the admin port instead).
+    for path in ["/v2/health/live", "/v2/health/ready", "/docs"] {
         assert_eq!(client.get(server.url(path)).send().await.unwrap().status(), 200, "{path}");
     }
+    expect_error(client.get(server.url("/metrics")).send().await.unwrap(), 401, "unauthorized").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,14 +6,16 @@
 pub mod gateway;
 pub mod predictor;
 pub mod router;
+pub mod router_access;
 pub mod scaling;
 
 use hone_crds::inferenceservice::TrafficProvider;
 use hone_crds::router::RouterConfig;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::DynamicObject;
 
 use super::names::{predictor_name, router_name, service_url};
@@ -51,6 +53,12 @@ pub struct Desired {
     pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// The router config.
     pub config_maps: Vec<ConfigMap>,
+    /// The router's ServiceAccount.
+    pub service_accounts: Vec<ServiceAccount>,
+    /// The router's Role: read its ConfigMap.
+    pub roles: Vec<Role>,
+    /// The router's RoleBinding.
+    pub role_bindings: Vec<RoleBinding>,
     /// The HTTPRoute (GatewayAPI provider, when the Gateway API is installed).
     pub route: Option<DynamicObject>,
     /// The router config written, for status and tests.
@@ -128,6 +136,9 @@ pub fn build(valid: &ValidService, plan: &Plan, gateway_api: bool) -> Desired {
             desired.url = Some(service_url(&router_name(&valid.name), &valid.namespace));
             desired.router_config = Some(router.config);
             desired.config_maps.push(router.config_map);
+            desired.service_accounts.push(router.access.service_account);
+            desired.roles.push(router.access.role);
+            desired.role_bindings.push(router.access.role_binding);
             desired.deployments.push(router.deployment);
             desired.services.push(router.service);
             desired.disruption_budgets.push(router.disruption_budget);

@@ -15,9 +15,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use hone_crds::router::ADMIN_PORT;
+
 use super::super::names::{
-    API_KEYS_DIR, API_KEYS_VOLUME, COMPONENT_PREDICTOR, GPU_RESOURCE, LABEL_COMPONENT, LIVE_PATH,
-    MODEL_VOLUME, PORT, PORT_NAME, PREDICTOR_CONTAINER, READY_PATH, SHUTDOWN_GRACE_SECONDS,
+    ADMIN_PORT_NAME, API_KEYS_DIR, API_KEYS_VOLUME, COMPONENT_PREDICTOR, GPU_RESOURCE, LABEL_COMPONENT,
+    LIVE_PATH, MODEL_VOLUME, PORT, PORT_NAME, PREDICTOR_CONTAINER, READY_PATH, SHUTDOWN_GRACE_SECONDS,
     TERMINATION_GRACE_SECONDS, env, label_value, predictor_name,
 };
 use super::super::validate::{ModelRef, ValidService};
@@ -129,12 +131,22 @@ fn pod_spec(valid: &ValidService, model: &ModelRef) -> PodSpec {
         name: PREDICTOR_CONTAINER.to_owned(),
         image: Some(valid.image.clone()),
         args: Some(vec!["serve".to_owned()]),
-        ports: Some(vec![ContainerPort {
-            name: Some(PORT_NAME.to_owned()),
-            container_port: PORT,
-            protocol: Some("TCP".to_owned()),
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(PORT_NAME.to_owned()),
+                container_port: PORT,
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+            // Metrics and drift without a key, for the PodMonitor; the
+            // Service (what clients and the router use) exposes only `http`.
+            ContainerPort {
+                name: Some(ADMIN_PORT_NAME.to_owned()),
+                container_port: i32::from(ADMIN_PORT),
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            },
+        ]),
         env: Some(predictor_env(valid, model)),
         env_from,
         resources: Some(resources(valid)),
@@ -181,6 +193,7 @@ pub fn predictor_env(valid: &ValidService, model: &ModelRef) -> Vec<EnvVar> {
         vars.push((ENV_PVC_ROOT, PVC_ROOT.to_owned()));
     }
     vars.push((env::SHUTDOWN_GRACE_SECONDS, SHUTDOWN_GRACE_SECONDS.to_string()));
+    vars.push((env::ADMIN_ADDR, format!("0.0.0.0:{ADMIN_PORT}")));
     let mut env: Vec<EnvVar> = vars
         .into_iter()
         .map(|(name, value)| EnvVar { name: name.to_owned(), value: Some(value), value_from: None })

@@ -21,6 +21,7 @@ use super::super::names::{
 };
 use super::super::validate::ValidService;
 use super::Backend;
+use super::router_access::{RouterAccess, router_access};
 use super::scaling::{disruption_budget, http_probe, meta, pre_stop_sleep, selector};
 use crate::children::{restricted_container_security_context, restricted_pod_security_context};
 
@@ -37,6 +38,8 @@ pub struct RouterObjects {
     pub service: k8s_openapi::api::core::v1::Service,
     /// The router's disruption budget.
     pub disruption_budget: k8s_openapi::api::policy::v1::PodDisruptionBudget,
+    /// Its ServiceAccount and its right to read the ConfigMap.
+    pub access: RouterAccess,
 }
 
 /// The labels that select the router pods of an InferenceService.
@@ -101,11 +104,20 @@ pub fn router_objects(valid: &ValidService, backends: &[Backend]) -> RouterObjec
                 ..Default::default()
             },
         ]),
-        env: Some(vec![EnvVar {
-            name: hone_crds::router::env::CONFIG.to_owned(),
-            value: Some(format!("{ROUTER_CONFIG_DIR}/{CONFIG_FILE}")),
-            value_from: None,
-        }]),
+        env: Some(vec![
+            EnvVar {
+                name: hone_crds::router::env::CONFIG.to_owned(),
+                value: Some(format!("{ROUTER_CONFIG_DIR}/{CONFIG_FILE}")),
+                value_from: None,
+            },
+            // Weight changes through the API within moments; the mounted file
+            // is only the config to start with.
+            EnvVar {
+                name: hone_crds::router::env::CONFIG_MAP.to_owned(),
+                value: Some(format!("{}/{name}", valid.namespace)),
+                value_from: None,
+            },
+        ]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), Quantity("100m".to_owned())),
@@ -134,7 +146,9 @@ pub fn router_objects(valid: &ValidService, backends: &[Backend]) -> RouterObjec
             ..Default::default()
         }]),
         security_context: Some(restricted_pod_security_context()),
-        automount_service_account_token: Some(false),
+        // Its own identity, which may read only its ConfigMap (router_access).
+        service_account_name: Some(name.clone()),
+        automount_service_account_token: Some(true),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
         ..Default::default()
@@ -159,5 +173,6 @@ pub fn router_objects(valid: &ValidService, backends: &[Backend]) -> RouterObjec
         deployment,
         service: super::scaling::service(valid, &name, &pods, &pods),
         disruption_budget: disruption_budget(valid, &name, &pods, &pods),
+        access: router_access(valid, &name, &name, &pods),
     }
 }

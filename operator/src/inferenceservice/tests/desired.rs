@@ -220,6 +220,34 @@ fn router_config_lists_backends_by_weight_with_the_headers() {
     let template = router.spec.as_ref().unwrap().template.metadata.clone().unwrap();
     assert_eq!(template.annotations, None, "no config hash: the router reloads the file");
     assert_eq!(pod(router).volumes.unwrap()[0].config_map.as_ref().unwrap().name, "digits-router");
+    // It follows that ConfigMap through the API, as its own ServiceAccount.
+    assert_eq!(env(&c)["HONE_ROUTER_CONFIG_MAP"], "ml/digits-router");
+    let spec = pod(router);
+    assert_eq!(spec.service_account_name.as_deref(), Some("digits-router"));
+    assert_eq!(spec.automount_service_account_token, Some(true));
+}
+
+#[test]
+fn the_router_may_read_its_own_config_map_and_nothing_else() {
+    let desired = build(AB);
+    let [account] = desired.service_accounts.as_slice() else { panic!("one ServiceAccount") };
+    assert_eq!(account.metadata.name.as_deref(), Some("digits-router"));
+    assert_eq!(account.automount_service_account_token, Some(false), "only the router pods mount its token");
+    let [role] = desired.roles.as_slice() else { panic!("one Role") };
+    let rules = role.rules.clone().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
+    assert_eq!(rules[0].resources.as_deref(), Some(&["configmaps".to_owned()][..]));
+    assert_eq!(rules[0].resource_names.as_deref(), Some(&["digits-router".to_owned()][..]));
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    let [binding] = desired.role_bindings.as_slice() else { panic!("one RoleBinding") };
+    assert_eq!(binding.role_ref.name, "digits-router");
+    let subject = &binding.subjects.as_ref().unwrap()[0];
+    assert_eq!((subject.kind.as_str(), subject.name.as_str()), ("ServiceAccount", "digits-router"));
+    assert_eq!(subject.namespace.as_deref(), Some("ml"));
+    for meta in [&account.metadata, &role.metadata, &binding.metadata] {
+        assert_eq!(meta.owner_references.as_ref().unwrap()[0].kind, "InferenceService", "removed with it");
+    }
 }
 
 #[test]
