@@ -36,21 +36,28 @@ unit-test: ## Unit and integration tests of every crate (real training, MinIO an
 	  $(CARGO) test --workspace --exclude hone-cluster-tests
 
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard predictor/fuzz/fuzz_targets/*.rs))))
+# The cargo-fuzz crates; FUZZ_TARGETS (every target of them by default) picks
+# targets by name, each run in the crate that has it.
+FUZZ_CRATES := predictor/fuzz router/fuzz
+FUZZ_TARGETS ?= $(sort $(basename $(notdir $(wildcard $(FUZZ_CRATES:%=%/fuzz_targets/*.rs)))))
+FUZZ_SOURCES = $(foreach t,$(FUZZ_TARGETS),$(or $(wildcard $(FUZZ_CRATES:%=%/fuzz_targets/$(t).rs)),$(error no fuzz target $(t) in $(FUZZ_CRATES))))
 
 # The committed corpus only seeds a run: what libFuzzer finds goes to the
-# first (scratch) folder, so the corpus in git never grows by itself.
+# first (scratch) folder, so the corpus in git never grows by itself. Only
+# the predictor links libtorch.
 .PHONY: fuzz
-fuzz: ## Fuzz the predictor's decoders on nightly, FUZZ_SECONDS (60) per target; crash reproducers land in predictor/fuzz/artifacts/
+fuzz: ## Fuzz the predictor's decoders and the router's header and body handling on nightly, FUZZ_SECONDS (60) per target; crash reproducers land in <crate>/fuzz/artifacts/
 	@cargo_fuzz=$$(hack/build-cargo-fuzz.sh | tail -n 1) && export PATH="$$(dirname "$$cargo_fuzz"):$$PATH" && \
-	  $(WITH_TORCH) cd predictor/fuzz && $(CARGO) +nightly fuzz build && \
-	  crashed= && for target in $(FUZZ_TARGETS); do \
-	    echo "fuzz: $$target for $(FUZZ_SECONDS)s" && mkdir -p "target/corpus/$$target" && \
-	    $(CARGO) +nightly fuzz run "$$target" "target/corpus/$$target" "corpus/$$target" -- \
-	      -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || crashed="$$crashed $$target"; \
+	  $(if $(filter predictor/%,$(FUZZ_SOURCES)),$(WITH_TORCH)) \
+	  for crate in $(sort $(patsubst %/fuzz_targets/,%,$(dir $(FUZZ_SOURCES)))); do \
+	    (cd "$$crate" && $(CARGO) +nightly fuzz build); done && \
+	  crashed= && for source in $(FUZZ_SOURCES); do \
+	    crate=$${source%/fuzz_targets/*} && target=$$(basename "$$source" .rs) && \
+	    echo "fuzz: $$crate $$target for $(FUZZ_SECONDS)s" && mkdir -p "$$crate/target/corpus/$$target" && \
+	    (cd "$$crate" && $(CARGO) +nightly fuzz run "$$target" "target/corpus/$$target" "corpus/$$target" -- \
+	      -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) || crashed="$$crashed $$crate/artifacts/$$target/"; \
 	  done && \
-	  if [ -n "$$crashed" ]; then \
-	    echo "fuzz: failed:$$crashed (reproducers in predictor/fuzz/artifacts/<target>/)" >&2; exit 1; fi
+	  if [ -n "$$crashed" ]; then echo "fuzz: failed; reproducers in:$$crashed" >&2; exit 1; fi
 
 .PHONY: cluster-test
 cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (runs the real hone-operator binary)

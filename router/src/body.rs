@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::reject::Rejection;
 
 /// Bytes per permit of the memory budget.
-const BUDGET_UNIT: usize = 1024;
+pub const BUDGET_UNIT: usize = 1024;
 
 /// Limits on request bodies.
 #[derive(Clone, Debug)]

@@ -91,7 +91,7 @@ async fn prepare(state: &RouterState, table: &Table, request: Request) -> Result
 }
 
 /// The backend by variant header, then sticky header, then weight.
-fn choose(table: &Table, headers: &HeaderMap) -> Result<usize, Rejection> {
+pub fn choose(table: &Table, headers: &HeaderMap) -> Result<usize, Rejection> {
     let pinned = headers.get(table.config.variant_header.as_str()).map(HeaderValue::as_bytes);
     let sticky =
         table.config.sticky_header.as_deref().and_then(|h| headers.get(h)).map(HeaderValue::as_bytes);

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// Most characters of a client-sent value quoted back in an error message.
-const QUOTE_MAX_CHARS: usize = 64;
+pub const QUOTE_MAX_CHARS: usize = 64;
 
 /// A request the router refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
