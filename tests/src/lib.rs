@@ -129,6 +129,25 @@ pub async fn isvc_status_where(
     .await
 }
 
+/// Creates ModelVersion `digits-v<version>` (model `digits`, a 1x8x8 input,
+/// two classes) and marks it Ready as its verify Job would.
+pub async fn ready_model_version(client: &Client, ns: &str, version: u32) -> anyhow::Result<()> {
+    let api: Api<hone_crds::ModelVersion> = Api::namespaced(client.clone(), ns);
+    let name = format!("digits-v{version}");
+    let mv: hone_crds::ModelVersion = serde_json::from_value(serde_json::json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
+        "metadata": {"name": name},
+        "spec": {"model": "digits", "version": version,
+            "artifact": {"uri": format!("s3://models/{name}/model.pt")},
+            "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]}},
+    }))?;
+    api.create(&PostParams::default(), &mv).await?;
+    let status = serde_json::json!({"apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
+        "status": {"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64))}});
+    api.patch_status(&name, &PatchParams::apply("test-verifier").force(), &Patch::Apply(&status)).await?;
+    Ok(())
+}
+
 /// Installs (or updates) every CRD with server-side apply and waits until
 /// each is Established. Safe to run from several tests at once.
 pub async fn install_crds(client: &Client) -> anyhow::Result<()> {

@@ -159,7 +159,7 @@ fn binary() -> anyhow::Result<PathBuf> {
 }
 
 /// A plain HTTP/1.0 GET on loopback (the operator's metrics server), body only.
-fn http_get(addr: &str, path: &str) -> Option<String> {
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -170,7 +170,8 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.").then(|| body.to_owned()).filter(|_| head.contains(" 200 "))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A loopback port free right now.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

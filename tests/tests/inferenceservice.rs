@@ -11,9 +11,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hone_cluster_tests::{TestNamespace, client, install_crds, isvc_status_where, serve_text, wait_for};
+use hone_cluster_tests::{
+    TestNamespace, client, install_crds, isvc_status_where, ready_model_version, serve_text, wait_for,
+};
+use hone_crds::InferenceService;
 use hone_crds::inferenceservice::{InferenceServicePhase, InferenceServiceStatus};
-use hone_crds::{InferenceService, ModelVersion};
 use hone_operator::config::OperatorConfig;
 use hone_operator::context::Context;
 use hone_operator::metrics::Metrics;
@@ -33,23 +35,6 @@ fn canary_page(backend: &str, requests: u32, errors: u32) -> String {
          hone_router_request_duration_seconds_bucket{{variant=\"{backend}\",le=\"+Inf\"}} {requests}\n",
         requests - errors
     )
-}
-
-async fn create_ready_model_version(client: &Client, ns: &str, version: u32) -> anyhow::Result<()> {
-    let api: Api<ModelVersion> = Api::namespaced(client.clone(), ns);
-    let name = format!("digits-v{version}");
-    let mv: ModelVersion = serde_json::from_value(json!({
-        "apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
-        "metadata": {"name": name},
-        "spec": {"model": "digits", "version": version,
-            "artifact": {"uri": format!("s3://models/{name}/model.pt")},
-            "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]}},
-    }))?;
-    api.create(&PostParams::default(), &mv).await?;
-    let status = json!({"apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
-        "status": {"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64))}});
-    api.patch_status(&name, &PatchParams::apply("test-verifier").force(), &Patch::Apply(&status)).await?;
-    Ok(())
 }
 
 async fn status_where(
@@ -89,7 +74,7 @@ async fn canary_promotes_on_good_metrics_and_aborts_on_bad() -> anyhow::Result<(
 
 async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     for version in 1..=3 {
-        create_ready_model_version(client, ns, version).await?;
+        ready_model_version(client, ns, version).await?;
     }
     let body = Arc::new(Mutex::new(String::new()));
     let url = serve_text(body.clone());
@@ -167,7 +152,7 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         }
     };
     wait_for("tracker on digits-v3", TIMEOUT, tracking("digits-v3")).await?;
-    create_ready_model_version(client, ns, 4).await?;
+    ready_model_version(client, ns, 4).await?;
     wait_for("tracker on digits-v4", TIMEOUT, tracking("digits-v4")).await?;
 
     let settled = successes(&metrics);

@@ -12,13 +12,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hone_cluster_tests::operator::impersonating_kubeconfig;
+use hone_cluster_tests::operator::{free_port, impersonating_kubeconfig};
 use hone_cluster_tests::{
-    TestNamespace, client, install_crds, isvc_status_where, wait_for, workspace_binary,
+    TestNamespace, client, install_crds, isvc_status_where, ready_model_version, wait_for, workspace_binary,
 };
+use hone_crds::InferenceService;
 use hone_crds::inferenceservice::InferenceServicePhase;
 use hone_crds::router::RouterConfig;
-use hone_crds::{InferenceService, ModelVersion};
 use hone_operator::config::OperatorConfig;
 use hone_operator::context::Context;
 use hone_operator::metrics::Metrics;
@@ -30,23 +30,6 @@ use kube::{Api, Client};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-async fn ready_model_version(client: &Client, ns: &str, version: u32) -> anyhow::Result<()> {
-    let api: Api<ModelVersion> = Api::namespaced(client.clone(), ns);
-    let name = format!("digits-v{version}");
-    let mv: ModelVersion = serde_json::from_value(json!({
-        "apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
-        "metadata": {"name": name},
-        "spec": {"model": "digits", "version": version,
-            "artifact": {"uri": format!("s3://models/{name}/model.pt")},
-            "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]}},
-    }))?;
-    api.create(&PostParams::default(), &mv).await?;
-    let status = json!({"apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
-        "status": {"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64))}});
-    api.patch_status(&name, &PatchParams::apply("test-verifier").force(), &Patch::Apply(&status)).await?;
-    Ok(())
-}
 
 /// The real router, impersonating `user`, following `ns/digits-router`.
 struct RouterProcess {
@@ -62,9 +45,7 @@ impl RouterProcess {
         let kubeconfig = impersonating_kubeconfig(user, &dir)?;
         let config = dir.join("router.yaml");
         std::fs::write(&config, initial)?;
-        let port =
-            |_| std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
-        let (client_port, admin_port) = (port(0)?, port(1)?);
+        let (client_port, admin_port) = (free_port()?, free_port()?);
         let log = std::fs::File::create(dir.join("router.log"))?;
         let child = Command::new(workspace_binary("hone-router", "HONE_ROUTER_BIN", "hone-router")?)
             .args(["--config", config.to_str().unwrap()])
@@ -86,7 +67,7 @@ impl RouterProcess {
 
     /// The weights the router routes by now, by backend name.
     async fn weights(&self) -> Option<Vec<(String, u32)>> {
-        let config: RouterConfig = reqwest_get(&format!("{}/router/config", self.admin))
+        let config: RouterConfig = http_get(&format!("{}/router/config", self.admin))
             .await
             .and_then(|t| serde_json::from_str(&t).ok())?;
         Some(config.variants.into_iter().map(|v| (v.name, v.weight)).collect())
@@ -120,24 +101,11 @@ impl Drop for RouterProcess {
     }
 }
 
-/// A plain HTTP/1.0 GET on loopback; the body, or None.
-async fn reqwest_get(url: &str) -> Option<String> {
-    let url = url.strip_prefix("http://")?;
-    let (addr, path) = url.split_once('/')?;
+/// A plain HTTP GET on loopback, off the async workers; the body of a 200.
+async fn http_get(url: &str) -> Option<String> {
+    let (addr, path) = url.strip_prefix("http://")?.split_once('/')?;
     let (addr, path) = (addr.to_owned(), format!("/{path}"));
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&addr).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        // hyper answers an HTTP/1.0 request as HTTP/1.0.
-        head.split_whitespace().nth(1).is_some_and(|code| code == "200").then(|| body.to_owned())
-    })
-    .await
-    .ok()?
+    tokio::task::spawn_blocking(move || hone_cluster_tests::operator::http_get(&addr, &path)).await.ok()?
 }
 
 #[tokio::test]

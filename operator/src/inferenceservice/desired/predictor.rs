@@ -7,8 +7,8 @@ use hone_crds::consts::{LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION, LABEL_VARI
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SecretEnvSource, SecretVolumeSource, Service, Volume, VolumeMount,
+    Container, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SecretEnvSource, SecretVolumeSource, Service, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -18,13 +18,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use hone_crds::router::ADMIN_PORT;
 
 use super::super::names::{
-    ADMIN_PORT_NAME, API_KEYS_DIR, API_KEYS_VOLUME, COMPONENT_PREDICTOR, GPU_RESOURCE, LABEL_COMPONENT,
-    LIVE_PATH, MODEL_VOLUME, PORT, PORT_NAME, PREDICTOR_CONTAINER, READY_PATH, SHUTDOWN_GRACE_SECONDS,
-    TERMINATION_GRACE_SECONDS, env, label_value, predictor_name,
+    API_KEYS_DIR, API_KEYS_VOLUME, COMPONENT_PREDICTOR, GPU_RESOURCE, LABEL_COMPONENT, LIVE_PATH,
+    MODEL_VOLUME, PREDICTOR_CONTAINER, READY_PATH, SHUTDOWN_GRACE_SECONDS, TERMINATION_GRACE_SECONDS, env,
+    label_value, predictor_name,
 };
 use super::super::validate::{ModelRef, ValidService};
 use super::scaling::{
-    autoscaler, disruption_budget, http_probe, meta, pre_stop_sleep, selector, service, startup_probe,
+    autoscaler, client_and_admin_ports, disruption_budget, http_probe, meta, pre_stop_sleep, selector,
+    service, startup_probe,
 };
 use crate::children::{
     restricted_container_security_context, restricted_pod_security_context, scratch_mount, scratch_volume,
@@ -131,22 +132,8 @@ fn pod_spec(valid: &ValidService, model: &ModelRef) -> PodSpec {
         name: PREDICTOR_CONTAINER.to_owned(),
         image: Some(valid.image.clone()),
         args: Some(vec!["serve".to_owned()]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some(PORT_NAME.to_owned()),
-                container_port: PORT,
-                protocol: Some("TCP".to_owned()),
-                ..Default::default()
-            },
-            // Metrics and drift without a key, for the PodMonitor; the
-            // Service (what clients and the router use) exposes only `http`.
-            ContainerPort {
-                name: Some(ADMIN_PORT_NAME.to_owned()),
-                container_port: i32::from(ADMIN_PORT),
-                protocol: Some("TCP".to_owned()),
-                ..Default::default()
-            },
-        ]),
+        // Metrics and drift without a key on `admin`, for the PodMonitor.
+        ports: Some(client_and_admin_ports()),
         env: Some(predictor_env(valid, model)),
         env_from,
         resources: Some(resources(valid)),

@@ -5,24 +5,23 @@
 use std::collections::BTreeMap;
 
 use hone_crds::consts::LABEL_INFERENCE_SERVICE;
-use hone_crds::router::{ADMIN_PORT, CONFIG_FILE, RouterConfig, VariantBackend};
+use hone_crds::router::{CONFIG_FILE, RouterConfig, VariantBackend};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::super::names::{
-    ADMIN_PORT_NAME, COMPONENT_ROUTER, LABEL_COMPONENT, LIVE_PATH, PORT, PORT_NAME, READY_PATH,
-    ROUTER_CONFIG_DIR, ROUTER_CONFIG_VOLUME, ROUTER_CONTAINER, ROUTER_REPLICAS, TERMINATION_GRACE_SECONDS,
-    router_name,
+    COMPONENT_ROUTER, LABEL_COMPONENT, LIVE_PATH, READY_PATH, ROUTER_CONFIG_DIR, ROUTER_CONFIG_VOLUME,
+    ROUTER_CONTAINER, ROUTER_REPLICAS, TERMINATION_GRACE_SECONDS, router_name,
 };
 use super::super::validate::ValidService;
 use super::Backend;
 use super::router_access::{RouterAccess, router_access};
-use super::scaling::{disruption_budget, http_probe, meta, pre_stop_sleep, selector};
+use super::scaling::{client_and_admin_ports, disruption_budget, http_probe, meta, pre_stop_sleep, selector};
 use crate::children::{restricted_container_security_context, restricted_pod_security_context};
 
 /// The router's objects.
@@ -88,22 +87,8 @@ pub fn router_objects(valid: &ValidService, backends: &[Backend]) -> RouterObjec
         name: ROUTER_CONTAINER.to_owned(),
         // The image's entrypoint is hone-router itself: no subcommand.
         image: Some(valid.router_image.clone()),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some(PORT_NAME.to_owned()),
-                container_port: PORT,
-                protocol: Some("TCP".to_owned()),
-                ..Default::default()
-            },
-            // Metrics (canary analysis, PodMonitor) and /router/config; the
-            // Service exposes only the client port.
-            ContainerPort {
-                name: Some(ADMIN_PORT_NAME.to_owned()),
-                container_port: i32::from(ADMIN_PORT),
-                protocol: Some("TCP".to_owned()),
-                ..Default::default()
-            },
-        ]),
+        // Metrics (canary analysis, PodMonitor) and /router/config on `admin`.
+        ports: Some(client_and_admin_ports()),
         env: Some(vec![
             EnvVar {
                 name: hone_crds::router::env::CONFIG.to_owned(),

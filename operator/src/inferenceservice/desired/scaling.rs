@@ -10,14 +10,17 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricSpec, MetricTarget, PodsMetricSource, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    HTTPGetAction, Lifecycle, LifecycleHandler, Probe, Service, ServicePort, ServiceSpec, SleepAction,
+    ContainerPort, HTTPGetAction, Lifecycle, LifecycleHandler, Probe, Service, ServicePort, ServiceSpec,
+    SleepAction,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::super::names::{PORT, PORT_NAME, PRE_STOP_SLEEP_SECONDS, RPS_METRIC};
+use hone_crds::router::ADMIN_PORT;
+
+use super::super::names::{ADMIN_PORT_NAME, PORT, PORT_NAME, PRE_STOP_SLEEP_SECONDS, RPS_METRIC};
 use super::super::validate::ValidService;
 use crate::children::child_labels;
 
@@ -37,6 +40,18 @@ pub fn meta(valid: &ValidService, name: &str, extra: &BTreeMap<String, String>) 
 /// A selector matching exactly `labels`.
 pub fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
     LabelSelector { match_labels: Some(labels.clone()), match_expressions: None }
+}
+
+/// The client port `http` and the admin port `admin` of a predictor or
+/// router container; Services expose only the first.
+pub fn client_and_admin_ports() -> Vec<ContainerPort> {
+    let port = |name: &str, number: i32| ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: number,
+        protocol: Some("TCP".to_owned()),
+        ..Default::default()
+    };
+    vec![port(PORT_NAME, PORT), port(ADMIN_PORT_NAME, i32::from(ADMIN_PORT))]
 }
 
 /// An HTTP GET probe on the `http` port.
