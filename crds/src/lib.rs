@@ -15,6 +15,7 @@ pub mod contract;
 pub mod dataset;
 pub mod inferenceservice;
 pub mod modelversion;
+pub mod predictor;
 pub mod router;
 mod schema;
 pub mod trainingjob;

@@ -5,37 +5,38 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use hone_crds::predictor::env;
 
 /// `hone-predictor serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Model location: the folder holding model.pt and model.json, or model.pt itself
     /// (a local path or file://, s3://, gs://, az://, http(s)://, pvc:// URI).
-    #[arg(long, env = "HONE_MODEL_URI")]
+    #[arg(long, env = env::MODEL_URI)]
     pub model: String,
     /// Expected `sha256:` of model.pt; unset: the card's artifactDigest, if any.
-    #[arg(long, env = "HONE_MODEL_DIGEST")]
+    #[arg(long, env = env::MODEL_DIGEST)]
     pub digest: Option<String>,
     /// Model name in the OIP v2 paths and the metrics' `model` label.
-    #[arg(long, env = "HONE_MODEL_NAME", default_value = "model")]
+    #[arg(long, env = env::MODEL_NAME, default_value = "model")]
     pub model_name: String,
     /// Model version in OIP v2 answers and the metrics' `version` label;
     /// unset: the first 12 hex digits of the digest.
-    #[arg(long, env = "HONE_MODEL_VERSION")]
+    #[arg(long, env = env::MODEL_VERSION)]
     pub model_version: Option<String>,
     /// Listen address.
-    #[arg(long, env = "HONE_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::ADDR, default_value = "0.0.0.0:8080")]
     pub addr: SocketAddr,
     /// Listen address of the admin port: `/metrics` and `/drift` without an
     /// API key, for Prometheus; keep it out of the clients' reach. Unset: no
     /// admin port (then `/metrics` is on the client port, behind the key).
-    #[arg(long, env = "HONE_ADMIN_ADDR")]
+    #[arg(long, env = env::ADMIN_ADDR)]
     pub admin_addr: Option<SocketAddr>,
     /// Most samples in one forward pass.
-    #[arg(long, env = "HONE_MAX_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, env = env::MAX_BATCH_SIZE, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_batch_size: u32,
     /// Longest a request waits for others to fill a batch, in milliseconds.
-    #[arg(long, env = "HONE_MAX_LATENCY_MS", default_value_t = 5)]
+    #[arg(long, env = env::MAX_LATENCY_MS, default_value_t = 5)]
     pub max_latency_ms: u64,
     /// Most requests waiting for the inference thread; more are answered 429.
     #[arg(long, env = "HONE_QUEUE_CAPACITY", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
@@ -80,7 +81,7 @@ pub struct ServeArgs {
     pub body_read_timeout_ms: u64,
     /// Accepted API keys: a file with one key per line, or a folder with one
     /// key per file (a mounted Secret). Unset: no authentication.
-    #[arg(long, env = "HONE_API_KEYS_FILE")]
+    #[arg(long, env = env::API_KEYS_FILE)]
     pub api_keys_file: Option<PathBuf>,
     /// Requests per second allowed per API key (token bucket); unset: no limit.
     #[arg(long, env = "HONE_RATE_LIMIT_RPS")]
@@ -95,13 +96,13 @@ pub struct ServeArgs {
     #[arg(long, env = "HONE_DRIFT_WINDOW", default_value_t = 1000)]
     pub drift_window: usize,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, env = "HONE_DEVICE", default_value = "auto")]
+    #[arg(long, env = env::DEVICE, default_value = "auto")]
     pub device: String,
     /// libtorch intra-op threads; 0: libtorch's default (one per core).
     #[arg(long, env = "HONE_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
     /// Seconds to keep serving in-flight requests after SIGTERM before exiting anyway.
-    #[arg(long, env = "HONE_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    #[arg(long, env = env::SHUTDOWN_GRACE_SECONDS, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
     /// Fault injection for tests and chaos drills only, never in production:
     /// `inference-panic-on=<value>` makes the inference thread panic on a
@@ -114,15 +115,15 @@ pub struct ServeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct VerifyArgs {
     /// Model location (as for `serve`).
-    #[arg(long, env = "HONE_MODEL_URI")]
+    #[arg(long, env = env::MODEL_URI)]
     pub model: String,
     /// Expected `sha256:` of model.pt.
-    #[arg(long, env = "HONE_MODEL_DIGEST")]
+    #[arg(long, env = env::MODEL_DIGEST)]
     pub digest: Option<String>,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, env = "HONE_DEVICE", default_value = "cpu")]
+    #[arg(long, env = env::DEVICE, default_value = "cpu")]
     pub device: String,
     /// Where to also write the JSON summary (the pod's termination log).
-    #[arg(long, env = "HONE_TERMINATION_LOG")]
+    #[arg(long, env = env::TERMINATION_LOG)]
     pub termination_log: Option<PathBuf>,
 }

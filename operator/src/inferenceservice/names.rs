@@ -48,24 +48,10 @@ pub const ROUTER_REPLICAS: i32 = 2;
 
 /// Predictor environment (see `predictor/src/config.rs`).
 pub mod env {
-    /// Model location.
-    pub const MODEL_URI: &str = "HONE_MODEL_URI";
-    /// Expected digest of model.pt.
-    pub const MODEL_DIGEST: &str = "HONE_MODEL_DIGEST";
-    /// Model name in the OIP v2 paths.
-    pub const MODEL_NAME: &str = "HONE_MODEL_NAME";
-    /// Model version in OIP v2 answers and metrics.
-    pub const MODEL_VERSION: &str = "HONE_MODEL_VERSION";
-    /// Most samples in one forward pass.
-    pub const MAX_BATCH_SIZE: &str = "HONE_MAX_BATCH_SIZE";
-    /// Longest wait for a batch to fill, in milliseconds.
-    pub const MAX_LATENCY_MS: &str = "HONE_MAX_LATENCY_MS";
-    /// File or folder of accepted API keys.
-    pub const API_KEYS_FILE: &str = "HONE_API_KEYS_FILE";
-    /// Seconds to finish in-flight requests after SIGTERM.
-    pub const SHUTDOWN_GRACE_SECONDS: &str = "HONE_SHUTDOWN_GRACE_SECONDS";
-    /// Listen address of the predictor's admin port (metrics, drift; no key).
-    pub const ADMIN_ADDR: &str = "HONE_ADMIN_ADDR";
+    pub use hone_crds::predictor::env::{
+        ADMIN_ADDR, API_KEYS_FILE, MAX_BATCH_SIZE, MAX_LATENCY_MS, MODEL_DIGEST, MODEL_NAME, MODEL_URI,
+        MODEL_VERSION, SHUTDOWN_GRACE_SECONDS,
+    };
     /// Every variable the operator sets itself; `spec.predictor.env` may not override them.
     pub const MANAGED: [&str; 10] = [
         MODEL_URI,

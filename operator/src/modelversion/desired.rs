@@ -7,6 +7,7 @@ use hone_crds::consts::{
     LABEL_TRAINING_JOB_UID,
 };
 use hone_crds::contract::{MODEL_CARD_FILE, MODEL_FILE, TERMINATION_LOG};
+use hone_crds::predictor::env;
 use hone_crds::{InferenceService, ModelVersion, ModelVersionSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
@@ -128,12 +129,12 @@ pub fn purge_job_name(valid: &ValidModelVersion) -> String {
 pub fn verify_job(valid: &ValidModelVersion) -> Job {
     let artifact = &valid.spec.artifact;
     let mut env = vec![
-        env_var("HONE_MODEL_URI", artifact.uri.trim()),
-        env_var("HONE_TERMINATION_LOG", TERMINATION_LOG),
-        env_var("HONE_DEVICE", "cpu"),
+        env_var(env::MODEL_URI, artifact.uri.trim()),
+        env_var(env::TERMINATION_LOG, TERMINATION_LOG),
+        env_var(env::DEVICE, "cpu"),
     ];
     if let Some(digest) = &artifact.digest {
-        env.push(env_var("HONE_MODEL_DIGEST", digest));
+        env.push(env_var(env::MODEL_DIGEST, digest));
     }
     let container = Container {
         name: VERIFY_CONTAINER.to_owned(),
@@ -174,7 +175,7 @@ pub fn purge_job(valid: &ValidModelVersion) -> Job {
         args: Some(args),
         ..Default::default()
     };
-    let env = vec![env_var("HONE_TERMINATION_LOG", TERMINATION_LOG)];
+    let env = vec![env_var(hone_crds::contract::env::TERMINATION_LOG, TERMINATION_LOG)];
     job(valid, purge_job_name(valid), container, env, true)
 }
 
