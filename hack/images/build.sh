@@ -64,7 +64,13 @@ layer_specs() {
   done < <(LD_LIBRARY_PATH=$libpath ldd "$bin" | awk '/=>/ && $3 ~ /^\// {print $1, $3} !/=>/ && $1 ~ /^\// {print "ld", $1}')
   grep -q 'not found' < <(LD_LIBRARY_PATH=$libpath ldd "$bin") && idie "ldd $bin: some libraries were not found"
   sort -u -o "$sys" "$sys"; sort -u -o "$torch" "$torch"
-  printf '/usr/local/bin/%s %s 0755\n' "$(basename "$bin")" "$bin" > "$IMG_CACHE/$name.app.spec"
+  # The image gets the binary without its debug sections (symbols stay, so
+  # a panic's backtrace still names functions): the release profile's line
+  # tables are most of its size (the router: 101 MB with them, 12 MB without).
+  local shipped="$IMG_CACHE/bin/$(basename "$bin")"
+  mkdir -p "$IMG_CACHE/bin"
+  objcopy --strip-debug "$bin" "$shipped.tmp" && mv -f "$shipped.tmp" "$shipped"
+  printf '/usr/local/bin/%s %s 0755\n' "$(basename "$bin")" "$shipped" > "$IMG_CACHE/$name.app.spec"
 }
 
 for name in "${images[@]}"; do
