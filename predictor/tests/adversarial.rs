@@ -25,6 +25,11 @@ const RSS_GROWTH_BUDGET_MIB: u64 = 384;
 /// How fast a server must answer its health checks after each case.
 const RECOVERY: Duration = Duration::from_secs(1);
 
+/// One server at a time: each test floods its own server on purpose, and on
+/// two shared cores a neighbour's flood would be measured as this one's
+/// recovery time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A `hone-predictor serve` process on a loopback port.
 struct Server {
     child: Child,
@@ -170,6 +175,7 @@ async fn trickle(base: &str, bytes: &[u8], every: Duration, limit: Duration) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_image_server_survives_hostile_requests_within_its_memory_budget() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut server = Server::spawn(
         "cnn",
         &["--header-read-timeout-ms", "1000", "--body-read-timeout-ms", "1000", "--max-batch-items", "64"],
@@ -351,6 +357,7 @@ async fn the_image_server_survives_hostile_requests_within_its_memory_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tabular_server_refuses_hostile_json() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut server = Server::spawn("mlp", &["--max-json-bytes", "65536"], &[]);
     server.wait_ready().await;
     let client = reqwest::Client::new();
@@ -378,6 +385,7 @@ async fn the_tabular_server_refuses_hostile_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_decode_flood_beyond_the_pool_is_answered_429() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut server = Server::spawn("cnn", &["--decode-threads", "1", "--decode-queue", "1"], &[]);
     server.wait_ready().await;
     let client = reqwest::Client::new();
@@ -406,6 +414,7 @@ async fn a_decode_flood_beyond_the_pool_is_answered_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_input_fails_only_its_own_request() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     // A wide batching window, so the poison request shares a forward pass.
     let mut server = Server::spawn("poison", &["--max-latency-ms", "200", "--max-batch-size", "32"], &[]);
     server.wait_ready().await;
@@ -450,6 +459,7 @@ async fn a_poison_input_fails_only_its_own_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_inference_thread_fails_health_and_ends_the_process() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let mut server = Server::spawn("mlp", &[], &[("HONE_FAULT_INJECTION", "inference-panic-on=666")]);
     server.wait_ready().await;
     let client = reqwest::Client::new();
@@ -478,6 +488,7 @@ async fn a_panicking_inference_thread_fails_health_and_ends_the_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn introspection_needs_the_key_on_the_client_port_and_lives_on_the_admin_port() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let keys = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(keys.path(), "k1\n").unwrap();
     let admin_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -243,7 +243,8 @@ impl AppState {
         let batcher = self.batcher.get().ok_or(ApiError::NotReady)?;
         let timeout = self.limits.request_timeout;
         let (reply, answer) = oneshot::channel();
-        let job = Job { input, samples, deadline: Instant::now() + timeout, reply };
+        let deadline = Instant::now() + timeout;
+        let job = Job { input, samples, deadline, reply };
         let submitted = batcher.submit(job);
         drop(arrival);
         let stopped = || if self.is_live() { ApiError::NotReady } else { ApiError::InferenceUnavailable };
@@ -254,9 +255,11 @@ impl AppState {
         }
         match tokio::time::timeout(timeout, answer).await {
             Err(_) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
-            // The thread dropped the job: it died (or expired it past its deadline).
-            Ok(Err(_)) if !self.is_live() => Err(ApiError::InferenceUnavailable),
-            Ok(Err(_)) => Err(ApiError::Timeout(timeout.as_millis() as u64)),
+            // The thread dropped the job: expired past its deadline, or the
+            // thread died (which it may not have recorded yet: unwinding drops
+            // the jobs before the exit hook runs).
+            Ok(Err(_)) if Instant::now() >= deadline => Err(ApiError::Timeout(timeout.as_millis() as u64)),
+            Ok(Err(_)) => Err(ApiError::InferenceUnavailable),
             Ok(Ok(Err(message))) => Err(ApiError::Inference(message)),
             Ok(Ok(Ok(output))) => Ok(output),
         }
