@@ -56,6 +56,11 @@ pub struct RunArgs {
     #[arg(long, env = "HONE_POD_TOLERATIONS")]
     pub pod_tolerations: Option<String>,
     /// Log format.
+    /// Honour the `hone.dev/router-metrics-url` annotation: the operator then
+    /// fetches whatever http:// URL an InferenceService's author names. For
+    /// tests and meshes you control; off by default (and in the chart).
+    #[arg(long, env = "HONE_ALLOW_ROUTER_METRICS_URL")]
+    pub allow_router_metrics_url: bool,
     #[arg(long, env = "HONE_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
     /// Log filter in `tracing` EnvFilter syntax.
@@ -81,6 +86,8 @@ pub struct OperatorConfig {
     pub namespaces: Vec<String>,
     /// Default node selector and tolerations of the pods Hone creates.
     pub placement: Placement,
+    /// Whether `hone.dev/router-metrics-url` is honoured (see `RunArgs`).
+    pub allow_router_metrics_url: bool,
 }
 
 impl OperatorConfig {
@@ -106,6 +113,7 @@ impl OperatorConfig {
             default_output,
             namespaces,
             placement,
+            allow_router_metrics_url: args.allow_router_metrics_url,
         })
     }
 }
@@ -119,6 +127,7 @@ impl Default for OperatorConfig {
             default_output: None,
             namespaces: Vec::new(),
             placement: Placement::default(),
+            allow_router_metrics_url: false,
         }
     }
 }

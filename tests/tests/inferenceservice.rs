@@ -91,7 +91,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     api.create(&PostParams::default(), &isvc).await?;
 
     let metrics = Arc::new(Metrics::new());
-    let ctx = Arc::new(Context::new(client.clone(), OperatorConfig::default(), metrics.clone(), None));
+    // The metrics page is named by the annotation, which the operator honours only when told to.
+    let config = OperatorConfig { allow_router_metrics_url: true, ..OperatorConfig::default() };
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone(), None));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(hone_operator::inferenceservice::controller(ctx, Some(ns), async {
         let _ = stopped.await;
@@ -172,5 +174,52 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         counters
             .contains(r#"hone_operator_reconciles_total{controller="inferenceservice",result="success"}"#)
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_metrics_url_annotation_is_refused_without_the_flag() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let restricted = [("pod-security.kubernetes.io/enforce", "restricted")];
+    let ns = TestNamespace::create(&client, "isvc-url", &restricted).await?;
+    let result = refused_url(&client, &ns.name).await;
+    let cleanup = ns.cleanup().await;
+    result?;
+    cleanup
+}
+
+async fn refused_url(client: &Client, ns: &str) -> anyhow::Result<()> {
+    ready_model_version(client, ns, 1).await?;
+    // Never fetched either (operator mock test without_the_flag_...): observe drops it first.
+    let url = "http://127.0.0.1:9/metrics";
+    let isvc: InferenceService = serde_json::from_value(json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "InferenceService",
+        "metadata": {"name": "digits", "annotations": {"hone.dev/router-metrics-url": url}},
+        "spec": {"variants": [{"name": "a", "modelVersion": "digits-v1", "weight": 100}],
+            "rollout": {"strategy": "Canary", "steps": [50], "stepInterval": "2s"}},
+    }))?;
+    let api: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &isvc).await?;
+    // The operator as the chart runs it: the annotation is not honoured.
+    let ctx =
+        Arc::new(Context::new(client.clone(), OperatorConfig::default(), Arc::new(Metrics::new()), None));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(hone_operator::inferenceservice::controller(ctx, Some(ns), async {
+        let _ = stopped.await;
+    }));
+    let refused = status_where(&api, "InvalidSpec naming the flag", |s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "Ready"
+                && c.reason == "InvalidSpec"
+                && c.message.contains("--allow-router-metrics-url")
+        })
+    })
+    .await?;
+    assert_ne!(refused.phase, Some(InferenceServicePhase::Ready));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    assert!(deployments.get_opt("digits-router").await?.is_none(), "nothing is built for a refused spec");
+    let _ = stop.send(());
+    tokio::time::timeout(TIMEOUT, controller).await??;
     Ok(())
 }

@@ -161,8 +161,7 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     }))?;
     let api: Api<InferenceService> = Api::namespaced(client.clone(), ns);
     api.create(&PostParams::default(), &isvc).await?;
-    let ctx =
-        Arc::new(Context::new(client.clone(), OperatorConfig::default(), Arc::new(Metrics::new()), None));
+    let ctx = Arc::new(Context::new(client.clone(), allow_metrics_url(), Arc::new(Metrics::new()), None));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(hone_operator::inferenceservice::controller(ctx, Some(ns), async {
         let _ = stopped.await;
@@ -276,4 +275,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     let _ = stop.send(());
     tokio::time::timeout(TIMEOUT, controller).await??;
     Ok(())
+}
+
+/// The metrics page is named by the annotation, which the operator honours only when told to.
+fn allow_metrics_url() -> OperatorConfig {
+    OperatorConfig { allow_router_metrics_url: true, ..OperatorConfig::default() }
 }

@@ -432,7 +432,8 @@ async fn operator_restart_in_the_middle_of_a_canary_resumes_from_status() {
     use std::sync::{Arc, Mutex};
 
     let env = Env::new("hone-op-canary").await;
-    let operator = OperatorProcess::start(&env.ns.name, "op-1", &[]).unwrap();
+    // The canary's metrics page is named by the annotation: allowed for this test only.
+    let operator = OperatorProcess::start(&env.ns.name, "op-1", &["--allow-router-metrics-url"]).unwrap();
     operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     ready_model_version(&env, 1).await;
     ready_model_version(&env, 2).await;
@@ -473,7 +474,7 @@ async fn operator_restart_in_the_middle_of_a_canary_resumes_from_status() {
     // Stop the operator mid-rollout and start another: the rollout goes on
     // from the step in status, never back to the first one.
     assert_eq!(operator.stop().await.unwrap(), Some(0));
-    let operator = OperatorProcess::start(&env.ns.name, "op-2", &[]).unwrap();
+    let operator = OperatorProcess::start(&env.ns.name, "op-2", &["--allow-router-metrics-url"]).unwrap();
     operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     let mut lowest_step = before.step;
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -73,9 +73,14 @@ fn apiserver(mut handle: Handle, lists: BTreeMap<String, Vec<Value>>, isvc: Valu
 }
 
 fn context() -> (Arc<Context>, Handle) {
+    // The canary tests name their metrics page with the annotation.
+    context_with(OperatorConfig { allow_router_metrics_url: true, ..OperatorConfig::default() })
+}
+
+fn context_with(config: OperatorConfig) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "default");
-    (Arc::new(Context::new(client, OperatorConfig::default(), Arc::new(Metrics::new()), None)), handle)
+    (Arc::new(Context::new(client, config, Arc::new(Metrics::new()), None)), handle)
 }
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/ml/deployments";
@@ -97,7 +102,14 @@ fn find<'a>(seen: &'a [Seen], method: Method, path: &str) -> Option<&'a Seen> {
 }
 
 async fn reconcile(isvc: InferenceService, lists: BTreeMap<String, Vec<Value>>) -> (Action, Vec<Seen>) {
-    let (ctx, handle) = context();
+    reconcile_with(context(), isvc, lists).await
+}
+
+async fn reconcile_with(
+    (ctx, handle): (Arc<Context>, Handle),
+    isvc: InferenceService,
+    lists: BTreeMap<String, Vec<Value>>,
+) -> (Action, Vec<Seen>) {
     let seen = apiserver(handle, lists, serde_json::to_value(&isvc).unwrap());
     let action = super::reconcile(Arc::new(isvc), ctx).await.unwrap();
     let seen = seen.lock().unwrap().clone();
@@ -235,4 +247,46 @@ async fn an_invalid_spec_leaves_the_children_alone_and_waits() {
         (event.body["reason"].as_str(), event.body["type"].as_str()),
         (Some("InvalidSpec"), Some("Warning"))
     );
+}
+
+#[tokio::test]
+async fn without_the_flag_a_metrics_url_is_never_fetched_even_mid_rollout() {
+    // A listener that only counts: the operator must never dial it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let mut isvc = isvc(
+        "variants: [{name: a, modelVersion: digits-v2, weight: 100}]\nrollout: {strategy: Canary, steps: [10, 50], stepInterval: 1m}",
+    );
+    isvc.metadata.annotations = Some([("hone.dev/router-metrics-url".to_owned(), url)].into_iter().collect());
+    let mut status: InferenceServiceStatus = serving(&[("a", "digits-v1")]);
+    status.rollout = Some(RolloutStatus {
+        variant: "a".into(),
+        from_version: "digits-v1".into(),
+        to_version: "digits-v2".into(),
+        step: 0,
+        canary_weight: 10,
+        started_at: None,
+        step_started_at: None,
+        last_analysis: None,
+        baseline: Some(MetricsBaseline::default()),
+    });
+    isvc.status = Some(status);
+    let mvs = (1..=2)
+        .map(|v| {
+            serde_json::to_value(model_version(&format!("digits-v{v}"), "digits", v, true, &[])).unwrap()
+        })
+        .collect();
+    let lists = BTreeMap::from([(MODEL_VERSIONS.to_owned(), mvs)]);
+    let (_, seen) = reconcile_with(context_with(OperatorConfig::default()), isvc, lists).await;
+
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the operator connected to the URL an object's author named"
+    );
+    let status = &find(&seen, Method::PATCH, STATUS).unwrap().body["status"];
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(ready["message"].as_str().unwrap().contains("--allow-router-metrics-url"), "{ready}");
+    assert!(seen.iter().all(|s| s.method != Method::PATCH || s.path == STATUS), "nothing applied: {seen:?}");
 }

@@ -91,16 +91,18 @@ async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp)
 
     let observed = observe::observe(ctx, isvc).await?;
     let (predictor_image, router_image) = (&ctx.config.predictor_image, &ctx.config.router_image);
-    let valid = match validate::validate(isvc, &observed.model_versions, predictor_image, router_image) {
-        Ok(valid) => valid,
-        Err(validate::Error::InvalidSpec(message)) => {
-            // The children stay as they are: traffic keeps flowing while the spec is fixed.
-            let next = status::invalid(&previous, isvc.metadata.generation, &message, &time);
-            status::update(ctx, isvc, next, Vec::new()).await?;
-            return Ok(Action::await_change());
-        }
-        Err(other) => return Err(other.into()),
-    };
+    let allow_url = ctx.config.allow_router_metrics_url;
+    let valid =
+        match validate::validate(isvc, &observed.model_versions, predictor_image, router_image, allow_url) {
+            Ok(valid) => valid,
+            Err(validate::Error::InvalidSpec(message)) => {
+                // The children stay as they are: traffic keeps flowing while the spec is fixed.
+                let next = status::invalid(&previous, isvc.metadata.generation, &message, &time);
+                status::update(ctx, isvc, next, Vec::new()).await?;
+                return Ok(Action::await_change());
+            }
+            Err(other) => return Err(other.into()),
+        };
     let ready = observed.ready_deployments();
     let plan = rollout::plan(&rollout::Input {
         valid: &valid,

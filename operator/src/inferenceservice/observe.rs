@@ -126,7 +126,13 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed,
         .items;
     let canary = isvc.spec.rollout.as_ref().is_some_and(|r| r.strategy == RolloutStrategy::Canary);
     let rolling_out = isvc.status.as_ref().is_some_and(|s| s.rollout.is_some());
-    let url = isvc.annotations().get(ANNOTATION_ROUTER_METRICS_URL).map(String::as_str);
+    // Only when the operator is told to: otherwise an object's author could
+    // make it fetch any URL (validation then refuses the object).
+    let url = isvc
+        .annotations()
+        .get(ANNOTATION_ROUTER_METRICS_URL)
+        .map(String::as_str)
+        .filter(|_| ctx.config.allow_router_metrics_url);
     let gateway_provider =
         isvc.spec.traffic.as_ref().is_some_and(|t| t.provider == TrafficProvider::GatewayApi);
     let router_metrics = match (canary && rolling_out, url) {

@@ -130,6 +130,7 @@ pub fn validate(
     model_versions: &[ModelVersion],
     default_image: &str,
     router_image: &str,
+    allow_metrics_url: bool,
 ) -> Result<ValidService, Error> {
     let name = isvc.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let namespace = isvc.metadata.namespace.clone().ok_or(Error::MissingMetadata("namespace"))?;
@@ -155,6 +156,13 @@ pub fn validate(
         return Err(invalid("traffic.provider GatewayAPI needs traffic.gateway.parentRefs"));
     }
     let metrics_url = isvc.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_ROUTER_METRICS_URL));
+    if metrics_url.is_some() && !allow_metrics_url {
+        return Err(invalid(format!(
+            "annotation {ANNOTATION_ROUTER_METRICS_URL} is not accepted: it would make the operator fetch a URL \
+             the object's author chooses; remove it, or run the operator with --allow-router-metrics-url \
+             (tests, meshes you control)"
+        )));
+    }
     if let Some(url) = metrics_url
         && !url.starts_with("http://")
     {

@@ -93,7 +93,7 @@ fn requests_are_read_from_the_annotations() {
     // validate() carries the request to the state machine.
     let mut isvc = isvc(CANARY);
     isvc.metadata.annotations = Some(full);
-    let valid = validate(&isvc, &three_versions(), "img", "router-img").unwrap();
+    let valid = validate(&isvc, &three_versions(), "img", "router-img", false).unwrap();
     assert_eq!(valid.action.unwrap().action, "promote");
 }
 

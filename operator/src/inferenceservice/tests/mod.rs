@@ -78,7 +78,7 @@ pub(crate) fn at(seconds: i64) -> Timestamp {
 
 /// The validated `yaml` against `mvs`.
 pub(crate) fn valid(yaml: &str, mvs: &[ModelVersion]) -> ValidService {
-    validate(&isvc(yaml), mvs, "hone.local/predictor:dev", "hone.local/router:dev").unwrap()
+    validate(&isvc(yaml), mvs, "hone.local/predictor:dev", "hone.local/router:dev", false).unwrap()
 }
 
 /// One run of the state machine without metrics.

@@ -6,7 +6,7 @@ use crate::inferenceservice::validate::{Error, Source};
 const ONE: &str = "variants: [{name: a, modelVersion: digits-v1, weight: 100}]";
 
 fn message(yaml: &str) -> String {
-    match validate(&isvc(yaml), &three_versions(), "img", "router-img") {
+    match validate(&isvc(yaml), &three_versions(), "img", "router-img", false) {
         Err(Error::InvalidSpec(message)) => message,
         other => panic!("expected InvalidSpec, got {other:?}"),
     }
@@ -76,16 +76,28 @@ fn what_cel_cannot_check_is_an_invalid_spec() {
 fn names_and_annotations_are_checked() {
     let mut dotted = isvc(ONE);
     dotted.metadata.name = Some("my.service".into());
-    assert!(matches!(validate(&dotted, &[], "i", "r"), Err(Error::InvalidSpec(m)) if m.contains("DNS-1035")));
+    assert!(
+        matches!(validate(&dotted, &[], "i", "r", false), Err(Error::InvalidSpec(m)) if m.contains("DNS-1035"))
+    );
     let mut annotated = isvc(ONE);
     annotated.metadata.annotations =
         Some([("hone.dev/router-metrics-url".to_owned(), "ftp://x".to_owned())].into_iter().collect());
     assert!(
-        matches!(validate(&annotated, &[], "i", "r"), Err(Error::InvalidSpec(m)) if m.contains("http://"))
+        matches!(validate(&annotated, &[], "i", "r", true), Err(Error::InvalidSpec(m)) if m.contains("http://"))
     );
+    // Without the operator flag the annotation is refused whatever its URL:
+    // an object's author must not choose what the operator fetches.
+    annotated.metadata.annotations = Some(
+        [("hone.dev/router-metrics-url".to_owned(), "http://10.0.0.1/".to_owned())].into_iter().collect(),
+    );
+    assert!(matches!(
+        validate(&annotated, &[], "i", "r", false),
+        Err(Error::InvalidSpec(m)) if m.contains("--allow-router-metrics-url")
+    ));
+    assert!(validate(&annotated, &[], "i", "r", true).is_ok());
     let mut no_uid = isvc(ONE);
     no_uid.metadata.uid = None;
-    assert_eq!(validate(&no_uid, &[], "i", "r"), Err(Error::MissingMetadata("uid")));
+    assert_eq!(validate(&no_uid, &[], "i", "r", false), Err(Error::MissingMetadata("uid")));
 }
 
 #[test]
