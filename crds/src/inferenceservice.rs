@@ -54,6 +54,16 @@ pub const REASON_MODEL_VERSION_NOT_READY: &str = "ModelVersionNotReady";
 pub const REASON_ROLLOUT_ABORTED: &str = "RolloutAborted";
 /// Degraded reason (and Event) after a rollout was rolled back by hand.
 pub const REASON_MANUAL_ROLLBACK: &str = "ManualRollback";
+/// Degraded reason (and Warning Event) after a rollout waited past
+/// `spec.rollout.progressDeadline` (for its predictors, the router's metrics
+/// or enough canary requests) and was aborted.
+pub const REASON_PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+/// Default of `spec.rollout.progressDeadline` (a Deployment's default too).
+pub const DEFAULT_PROGRESS_DEADLINE: &str = "10m";
+/// Shortest `spec.rollout.progressDeadline`, in seconds.
+pub const MIN_PROGRESS_DEADLINE_SECONDS: u64 = 10;
+/// Longest `spec.rollout.progressDeadline`, in seconds (one day).
+pub const MAX_PROGRESS_DEADLINE_SECONDS: u64 = 86_400;
 /// Event reason of a rollout promoted by hand before its last step.
 pub const REASON_MANUAL_PROMOTION: &str = "ManualPromotion";
 /// Event reason of a rollout action that found nothing to act on.
@@ -312,6 +322,13 @@ pub struct Rollout {
     /// What the canary must meet at each step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
+    /// How long a rollout may wait without progress (for its new predictors
+    /// to be ready, for the router's metrics, for `minRequests` once a step's
+    /// interval is over) before it is aborted with reason
+    /// `ProgressDeadlineExceeded`; 10s to 24h, default `10m`.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(regex(pattern = crate::common::DURATION_PATTERN))]
+    pub progress_deadline: String,
 }
 
 impl Default for Rollout {
@@ -321,8 +338,13 @@ impl Default for Rollout {
             steps: default_steps(),
             step_interval: default_step_interval(),
             analysis: None,
+            progress_deadline: default_progress_deadline(),
         }
     }
+}
+
+fn default_progress_deadline() -> String {
+    DEFAULT_PROGRESS_DEADLINE.to_owned()
 }
 
 fn default_steps() -> Vec<i32> {
@@ -500,6 +522,14 @@ pub struct RolloutStatus {
     /// analysis judges only the requests that came after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<MetricsBaseline>,
+    /// What the rollout waits for (`WaitingForPredictors`,
+    /// `MetricsUnavailable`, `WaitingForRequests`); unset while it moves on schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// When the rollout began waiting without progress since; it is aborted
+    /// once `spec.rollout.progressDeadline` has passed from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
 }
 
 /// Cumulative router counters of one backend at a point in time.
@@ -538,7 +568,8 @@ pub struct AbortedRollout {
     pub generation: i64,
     /// Why it was aborted.
     pub message: String,
-    /// `RolloutAborted` (analysis failed; also when unset) or `ManualRollback`.
+    /// `RolloutAborted` (analysis failed; also when unset), `ManualRollback`
+    /// or `ProgressDeadlineExceeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

@@ -180,6 +180,7 @@ async fn a_canary_step_reads_the_metrics_url_and_moves_traffic() {
         step_started_at: Some(Time(long_ago)),
         last_analysis: None,
         baseline: Some(MetricsBaseline::default()),
+        ..Default::default()
     });
     // An old predictor whose drain is over.
     status.draining = vec![DrainingPredictor { name: "digits-a-v0".into(), until: Time(long_ago) }];
@@ -270,6 +271,7 @@ async fn without_the_flag_a_metrics_url_is_never_fetched_even_mid_rollout() {
         step_started_at: None,
         last_analysis: None,
         baseline: Some(MetricsBaseline::default()),
+        ..Default::default()
     });
     isvc.status = Some(status);
     let mvs = (1..=2)

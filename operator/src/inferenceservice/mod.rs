@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod apply;
+pub mod deadline;
 pub mod desired;
 pub mod drain;
 pub mod manual;

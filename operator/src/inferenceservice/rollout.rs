@@ -8,6 +8,9 @@
 //! `steps`, judged on the canary backend's router metrics, and promotes or
 //! aborts. A rollout action asked for by hand (`hone.dev/rollout-action`,
 //! see [`super::manual`]) promotes or aborts the rollout in progress early.
+//!
+//! A rollout that waits without progress past `spec.rollout.progressDeadline`
+//! is aborted (see [`super::deadline`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::analysis::{self, Verdict};
+use super::deadline::{self, Wait, waits};
 use super::manual::{self, ActionRequest, Decision};
 use super::names::{ANALYSIS_POLL, canary_backend, predictor_name};
 use super::promtext::RouterMetrics;
@@ -119,6 +123,9 @@ pub mod reasons {
     pub const MANUAL_ROLLBACK: &str = hone_crds::inferenceservice::REASON_MANUAL_ROLLBACK;
     /// A rollout action found nothing to act on.
     pub const ACTION_IGNORED: &str = hone_crds::inferenceservice::REASON_ROLLOUT_ACTION_IGNORED;
+    /// The rollout waited past `spec.rollout.progressDeadline`; traffic went back to the old version.
+    pub const PROGRESS_DEADLINE_EXCEEDED: &str =
+        hone_crds::inferenceservice::REASON_PROGRESS_DEADLINE_EXCEEDED;
 }
 
 /// Runs the state machine once.
@@ -271,11 +278,31 @@ fn advance(
         plan.rollout = Some(r);
         plan.progress = Some(progress);
     };
+    // Moving on schedule: whatever waited before has ended.
+    let moving = |mut r: RolloutStatus, variant: &mut VariantPlan, plan: &mut Plan, progress: Progress| {
+        r.waiting_for = None;
+        r.waiting_since = None;
+        keep(r, variant, plan, progress);
+    };
+    let waiting = |r: RolloutStatus, variant: &mut VariantPlan, plan: &mut Plan, progress: Progress| {
+        match deadline::wait(r, progress.reason, input.now, valid.progress_deadline) {
+            Wait::Within(r, left) => {
+                let poll = plan.requeue_after.unwrap_or(left);
+                plan.requeue_after = Some(poll.min(left).max(Duration::from_secs(1)));
+                keep(r, variant, plan, progress);
+            }
+            Wait::Exceeded(r) => {
+                let (abort, note) = deadline::abort(r, &progress.message, valid);
+                plan.events.push(event(true, reasons::PROGRESS_DEADLINE_EXCEEDED, note));
+                plan.aborted.push(abort);
+            }
+        }
+    };
     if r.canary_weight == 0 && !input.ready.contains(&deployment) {
         let then = if promote_now.is_some() { "; a manual promotion waits for them" } else { "" };
         let message =
             format!("waiting for the predictors of {} (Deployment {deployment}) to be ready{then}", to.name);
-        return keep(r, variant, plan, Progress { reason: "WaitingForPredictors", message });
+        return waiting(r, variant, plan, Progress { reason: waits::PREDICTORS, message });
     }
     if let Some(request) = promote_now {
         let note = format!(
@@ -302,7 +329,7 @@ fn advance(
             };
             plan.requeue_after = Some(ANALYSIS_POLL);
             let message = format!("canary analysis waits for the router's metrics: {why}");
-            return keep(r, variant, plan, Progress { reason: "MetricsUnavailable", message });
+            return waiting(r, variant, plan, Progress { reason: waits::METRICS, message });
         }
     };
     if r.canary_weight == 0 {
@@ -313,7 +340,7 @@ fn advance(
         plan.events.push(event(false, reasons::STEP, step_note(&r, steps.len(), &variant.name)));
         plan.requeue_after = Some(valid.step_interval.min(ANALYSIS_POLL));
         let message = step_note(&r, steps.len(), &variant.name);
-        return keep(r, variant, plan, Progress { reason: "CanaryStep", message });
+        return moving(r, variant, plan, Progress { reason: "CanaryStep", message });
     }
     let step = usize::try_from(r.step).unwrap_or(0).min(steps.len() - 1);
     let started = r.step_started_at.as_ref().map_or(input.now, |t| t.0);
@@ -347,7 +374,7 @@ fn advance(
             plan.events.push(event(false, reasons::STEP, step_note(&r, steps.len(), &variant.name)));
             plan.requeue_after = Some(valid.step_interval.min(ANALYSIS_POLL));
             let message = step_note(&r, steps.len(), &variant.name);
-            keep(r, variant, plan, Progress { reason: "CanaryStep", message });
+            moving(r, variant, plan, Progress { reason: "CanaryStep", message });
         }
         Verdict::NotEnoughRequests => {
             plan.requeue_after = Some(ANALYSIS_POLL);
@@ -356,13 +383,13 @@ fn advance(
                 step_note(&r, steps.len(), &variant.name),
                 valid.analysis.min_requests
             );
-            keep(r, variant, plan, Progress { reason: "WaitingForRequests", message });
+            waiting(r, variant, plan, Progress { reason: waits::REQUESTS, message });
         }
         Verdict::Wait => {
             let left = valid.step_interval.saturating_sub(elapsed);
             plan.requeue_after = Some(left.min(ANALYSIS_POLL).max(Duration::from_secs(1)));
             let message = step_note(&r, steps.len(), &variant.name);
-            keep(r, variant, plan, Progress { reason: "CanaryStep", message });
+            moving(r, variant, plan, Progress { reason: "CanaryStep", message });
         }
     }
 }

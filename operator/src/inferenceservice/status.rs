@@ -22,6 +22,25 @@ use crate::context::{Context, EventSpec};
 /// Why writing status failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The InferenceService changed since this reconcile read it (409
+    /// Conflict on the resourceVersion precondition): the status was computed
+    /// from a stale object and is dropped; a reconcile of the fresh object
+    /// computes it again.
+    #[error(
+        "status of inferenceservice {namespace}/{name} was computed from resourceVersion {resource_version}, \
+         which is no longer current: {source}"
+    )]
+    Conflict {
+        /// Namespace of the InferenceService.
+        namespace: String,
+        /// Name of the InferenceService.
+        name: String,
+        /// The resourceVersion the status was computed from.
+        resource_version: String,
+        /// The API error (409).
+        #[source]
+        source: kube::Error,
+    },
     /// The status patch was refused.
     #[error("patching status of inferenceservice {namespace}/{name}: {source}")]
     Patch {
@@ -38,7 +57,10 @@ pub enum Error {
 impl Error {
     /// Metric label and Event reason.
     pub fn category(&self) -> &'static str {
-        "status_patch"
+        match self {
+            Self::Conflict { .. } => "conflict",
+            Self::Patch { .. } => "status_patch",
+        }
     }
 }
 
@@ -263,6 +285,18 @@ pub fn invalid(
     status
 }
 
+/// The typed error of a refused status write of `isvc`.
+pub fn error(isvc: &InferenceService, source: kube::Error) -> Error {
+    let namespace = isvc.metadata.namespace.clone().unwrap_or_default();
+    let name = isvc.metadata.name.clone().unwrap_or_default();
+    if crate::status_patch::is_conflict(&source) {
+        let resource_version = isvc.metadata.resource_version.clone().unwrap_or_default();
+        Error::Conflict { namespace, name, resource_version, source }
+    } else {
+        Error::Patch { namespace, name, source }
+    }
+}
+
 /// Events a status change deserves beyond the rollout's own: a new Ready
 /// reason (Warning for InvalidSpec) and each newly gate-failed ModelVersion.
 pub fn events(previous: &InferenceServiceStatus, next: &InferenceServiceStatus) -> Vec<EventSpec> {
@@ -302,21 +336,23 @@ pub fn events(previous: &InferenceServiceStatus, next: &InferenceServiceStatus) 
 
 /// Writes `next` when it differs from the InferenceService's status, then
 /// publishes the rollout's Events and those the change deserves.
+///
+/// The write is conditional on `isvc`'s resourceVersion: the rollout's state
+/// lives in status, so a reconcile working from a stale cache must not
+/// overwrite what a newer one decided (move a rollout back a step, revive an
+/// aborted one). Such a write fails with [`Error::Conflict`] and publishes no
+/// Events; the next reconcile starts from the fresh object.
 pub async fn update(
     ctx: &Context,
     isvc: &InferenceService,
     next: InferenceServiceStatus,
     rollout_events: Vec<EventSpec>,
 ) -> Result<(), Error> {
+    use crate::status_patch::{Concurrency, apply_status_with};
     let previous = isvc.status.clone().unwrap_or_default();
-    let written =
-        crate::status_patch::apply_status(&ctx.client, isvc, &previous, &next).await.map_err(|source| {
-            Error::Patch {
-                namespace: isvc.metadata.namespace.clone().unwrap_or_default(),
-                name: isvc.metadata.name.clone().unwrap_or_default(),
-                source,
-            }
-        })?;
+    let written = apply_status_with(&ctx.client, isvc, &previous, &next, Concurrency::Optimistic)
+        .await
+        .map_err(|source| error(isvc, source))?;
     if !written {
         return Ok(());
     }

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hone_crds::inferenceservice::{
-    ANNOTATION_ROUTER_METRICS_URL, Analysis, Autoscaling, GatewayTraffic, PredictorSpec, RolloutStrategy,
-    Routing, Track, TrafficProvider,
+    ANNOTATION_ROUTER_METRICS_URL, Analysis, Autoscaling, DEFAULT_PROGRESS_DEADLINE, GatewayTraffic,
+    MAX_PROGRESS_DEADLINE_SECONDS, MIN_PROGRESS_DEADLINE_SECONDS, PredictorSpec, RolloutStrategy, Routing,
+    Track, TrafficProvider,
 };
 use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -109,6 +110,8 @@ pub struct ValidService {
     pub step_interval: Duration,
     /// Canary thresholds.
     pub analysis: Analysis,
+    /// How long a rollout may wait without progress before it is aborted.
+    pub progress_deadline: Duration,
     /// What splits traffic.
     pub provider: TrafficProvider,
     /// Gateway attachment (GatewayAPI).
@@ -151,6 +154,7 @@ pub fn validate(
             rollout.step_interval
         ))
     })?;
+    let progress_deadline = progress_deadline(&rollout.progress_deadline)?;
     let traffic = spec.traffic.clone().unwrap_or_default();
     if traffic.provider == TrafficProvider::GatewayApi && traffic.gateway.is_none() {
         return Err(invalid("traffic.provider GatewayAPI needs traffic.gateway.parentRefs"));
@@ -190,6 +194,7 @@ pub fn validate(
         steps: rollout.steps.clone(),
         step_interval,
         analysis: rollout.analysis.clone().unwrap_or_default(),
+        progress_deadline,
         provider: traffic.provider,
         gateway: traffic.gateway,
         metrics_url: metrics_url.cloned(),
@@ -197,6 +202,22 @@ pub fn validate(
         action: isvc.metadata.annotations.as_ref().and_then(manual::request),
         models,
     })
+}
+
+/// `spec.rollout.progressDeadline` as a duration within its bounds.
+fn progress_deadline(text: &str) -> Result<Duration, Error> {
+    let (min, max) = (MIN_PROGRESS_DEADLINE_SECONDS, MAX_PROGRESS_DEADLINE_SECONDS);
+    let bounds = format!("between {min}s and {}h (default {DEFAULT_PROGRESS_DEADLINE})", max / 3600);
+    let deadline = parse_duration(text).ok_or_else(|| {
+        invalid(format!("spec.rollout.progressDeadline {text:?} is not a duration; write e.g. 10m, {bounds}"))
+    })?;
+    if deadline < Duration::from_secs(min) || deadline > Duration::from_secs(max) {
+        return Err(invalid(format!(
+            "spec.rollout.progressDeadline {text:?} is out of range: a rollout may wait without progress \
+             {bounds}"
+        )));
+    }
+    Ok(deadline)
 }
 
 fn invalid(message: impl Into<String>) -> Error {

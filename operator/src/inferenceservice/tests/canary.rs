@@ -37,6 +37,7 @@ fn rolling(step: i32, weight: i32, started: i64, baseline_requests: i64) -> Infe
         step_started_at: (weight > 0).then(|| Time(at(started))),
         last_analysis: None,
         baseline: (weight > 0).then(|| MetricsBaseline { requests: baseline_requests, ..Default::default() }),
+        ..Default::default()
     });
     status
 }
@@ -95,7 +96,17 @@ fn with_rollout(plan: &Plan) -> InferenceServiceStatus {
 fn ready_predictors_get_the_first_step_once_metrics_are_readable() {
     let previous = rolling(0, 0, 0, 0);
     let blind = run(&canary(), &previous, Some(&Err("no router pod is running".into())), 10);
-    assert_eq!(blind.rollout, previous.rollout, "without metrics there is no baseline, so no traffic yet");
+    let waiting = blind.rollout.clone().unwrap();
+    assert_eq!(
+        (waiting.step, waiting.canary_weight),
+        (0, 0),
+        "without metrics there is no baseline, so no traffic yet"
+    );
+    assert_eq!(
+        waiting.waiting_for.as_deref(),
+        Some("MetricsUnavailable"),
+        "the progress deadline's clock runs"
+    );
     assert_eq!(blind.progress.as_ref().unwrap().reason, "MetricsUnavailable");
     assert_eq!(blind.requeue_after, Some(ANALYSIS_POLL));
     // Counters left from an earlier attempt become the baseline.
@@ -112,10 +123,16 @@ fn ready_predictors_get_the_first_step_once_metrics_are_readable() {
 fn too_few_requests_wait_without_failing_or_changing_status() {
     let previous = rolling(0, 10, 0, 0);
     let plan = run(&canary(), &previous, Some(&metrics(5.0, 5.0)), 61);
-    assert_eq!(plan.rollout, previous.rollout);
+    let waiting = plan.rollout.clone().unwrap();
+    assert_eq!((waiting.step, waiting.canary_weight), (0, 10));
+    assert_eq!(waiting.waiting_since, Some(Time(at(61))), "the wait starts once, for the progress deadline");
     assert_eq!(plan.progress.as_ref().unwrap().reason, "WaitingForRequests");
     assert!(plan.aborted.is_empty() && plan.events.is_empty());
     assert_eq!(plan.requeue_after, Some(ANALYSIS_POLL));
+    let mut waited = previous.clone();
+    waited.rollout = plan.rollout.clone();
+    let again = run(&canary(), &waited, Some(&metrics(8.0, 8.0)), 90);
+    assert_eq!(again.rollout, plan.rollout, "polls while waiting write nothing");
 }
 
 #[test]

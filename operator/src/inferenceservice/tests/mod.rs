@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod canary;
+mod deadline;
 mod desired;
 mod manual;
 mod status;

@@ -22,6 +22,7 @@ fn defaults_are_filled_in_and_the_target_resolved() {
     assert_eq!(valid.steps, vec![10, 50]);
     assert_eq!(valid.step_interval, std::time::Duration::from_secs(60));
     assert_eq!(valid.analysis.min_requests, 20);
+    assert_eq!(valid.progress_deadline, std::time::Duration::from_secs(600), "a Deployment's default");
     assert_eq!(valid.generation, 2);
     let target = valid.variants[0].target.clone().unwrap();
     assert_eq!((target.name.as_str(), target.version), ("digits-v1", 1));
@@ -109,4 +110,20 @@ fn file_and_pvc_artifacts() {
     pvc.spec.artifact.uri = "file:///models/model.pt".into();
     let local = super::valid(ONE, &[pvc]);
     assert!(local.variants[0].target.clone().unwrap_err().contains("file://"));
+}
+
+#[test]
+fn the_progress_deadline_is_a_duration_within_bounds() {
+    let with = |deadline: &str| format!("{ONE}\nrollout: {{progressDeadline: {deadline}}}");
+    assert_eq!(valid(&with("90s"), &three_versions()).progress_deadline, std::time::Duration::from_secs(90));
+    assert_eq!(
+        valid(&with("24h"), &three_versions()).progress_deadline,
+        std::time::Duration::from_secs(86_400)
+    );
+    let short = message(&with("5s"));
+    assert!(short.contains("spec.rollout.progressDeadline \"5s\" is out of range"), "{short}");
+    assert!(short.contains("between 10s and 24h (default 10m)"), "{short}");
+    assert!(message(&with("25h")).contains("out of range"));
+    let garbled = message(&with("ten"));
+    assert!(garbled.contains("is not a duration; write e.g. 10m"), "{garbled}");
 }
