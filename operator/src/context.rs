@@ -8,6 +8,7 @@ use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::backoff::Backoff;
+use crate::caches::Caches;
 use crate::config::OperatorConfig;
 use crate::metrics::Metrics;
 
@@ -25,6 +26,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Per-object retry backoff.
     pub backoff: Arc<Backoff>,
+    /// The watch caches of this context's scope (empty until
+    /// [`Context::with_caches`]); every read of a reconcile comes from here.
+    pub caches: Arc<Caches>,
     recorder: Recorder,
 }
 
@@ -51,7 +55,19 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: REPORTER.to_owned(), instance };
         let recorder = Recorder::new(client.clone(), reporter);
-        Self { client, config: Arc::new(config), metrics, backoff: Arc::new(Backoff::default()), recorder }
+        Self {
+            client,
+            config: Arc::new(config),
+            metrics,
+            backoff: Arc::new(Backoff::default()),
+            caches: Arc::new(Caches::empty()),
+            recorder,
+        }
+    }
+
+    /// This context reading `caches` (one scope's watches).
+    pub fn with_caches(&self, caches: Caches) -> Self {
+        Self { caches: Arc::new(caches), ..self.clone() }
     }
 
     /// Publishes `event` about `obj`. An Event that cannot be written is logged,

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, join_all};
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -60,22 +58,28 @@ where
 }
 
 /// The error policy of every controller: log, then retry after the object's
-/// next exponential backoff delay.
+/// next backoff delay (jittered, at least the apiserver's Retry-After). A
+/// write refused for a stale resourceVersion (category `conflict`) retries
+/// soon without growing the backoff: the watch brings the fresh object.
 pub fn retry_later<K: kube::Resource>(
     ctx: &Context,
     controller: &'static str,
     obj: &K,
     category: &'static str,
-    error: &dyn std::fmt::Display,
+    error: &(dyn std::error::Error + 'static),
 ) -> Action {
-    let delay: Duration = ctx.backoff.failed(&backoff_key(controller, obj));
+    let delay: Duration = if category == "conflict" {
+        crate::backoff::jitter(crate::backoff::CONFLICT, crate::backoff::random())
+    } else {
+        ctx.backoff.failed(&backoff_key(controller, obj), crate::backoff::retry_after(error))
+    };
     tracing::warn!(
         controller,
         object = %obj.name_any(),
         namespace = obj.namespace().unwrap_or_default(),
         category,
         %error,
-        retry_in_s = delay.as_secs(),
+        retry_in_ms = delay.as_millis() as u64,
         "reconcile failed"
     );
     Action::requeue(delay)
@@ -136,17 +140,20 @@ where
     futures::future::select(controller, Box::pin(report)).map(|_| ()).boxed()
 }
 
-/// Adds the watches of a controller that runs Jobs: its Jobs (owned), and
-/// their pods mapped to the owner named in `label`. Pods matter because the
-/// termination message lands on the pod, after which the Job may not change.
-pub fn with_jobs_and_pods<K>(
-    controller: Controller<K>,
-    client: &Client,
-    namespace: Option<&str>,
-    label: &'static str,
+/// Reconciles at once per controller and scope. Reconciles mostly wait on
+/// the apiserver, so a few run side by side; more would only queue there.
+pub const CONCURRENCY: u16 = 8;
+/// Triggers of one object closer together than this make one reconcile.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// A controller over `store`, reconciling what `triggers` names (see
+/// [`crate::caches`]), with bounded concurrency and a debounce.
+pub fn controller_for<K>(
+    store: Store<K>,
+    triggers: futures::stream::BoxStream<'static, ObjectRef<K>>,
 ) -> Controller<K>
 where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    K: kube::Resource<DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug
@@ -154,22 +161,15 @@ where
         + Sync
         + 'static,
 {
-    let selector = watcher::Config::default().labels(label);
-    let pod_to_owner = move |pod: Pod| {
-        let name = pod.labels().get(label)?.clone();
-        Some(ObjectRef::<K>::new(&name).within(&pod.namespace()?))
-    };
-    controller.owns(scoped_api::<Job>(client, namespace), selector.clone()).watches(
-        scoped_api::<Pod>(client, namespace),
-        selector,
-        pod_to_owner,
-    )
+    let none = futures::stream::pending::<Result<K, watcher::Error>>();
+    Controller::for_stream(none, store)
+        .reconcile_on(triggers)
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY).debounce(DEBOUNCE))
 }
 
-type ControllerFn =
-    fn(Arc<Context>, Option<&str>, futures::future::Shared<BoxFuture<'static, ()>>) -> BoxFuture<'static, ()>;
-
 /// Runs every controller until `shutdown` resolves and they have drained.
+/// Each scope (a namespace, or the cluster) gets its watches, filled before
+/// its controllers start, so no reconcile reads a half-filled cache.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static) {
     let scopes: Vec<Option<String>> = if ctx.config.namespaces.is_empty() {
         vec![None]
@@ -177,18 +177,82 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         ctx.config.namespaces.iter().cloned().map(Some).collect()
     };
     let shutdown: futures::future::Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
-    let kinds: [(&str, ControllerFn); 4] = [
-        ("Dataset", |c, n, s| crate::dataset::controller(c, n, s)),
-        ("TrainingJob", |c, n, s| crate::trainingjob::controller(c, n, s)),
-        ("ModelVersion", |c, n, s| crate::modelversion::controller(c, n, s)),
-        ("InferenceService", |c, n, s| crate::inferenceservice::controller(c, n, s)),
-    ];
+    let gateway_api = gateway_api_installed(&ctx.client).await;
     let mut controllers = Vec::new();
+    let mut feeds = Vec::new();
     for scope in &scopes {
-        for (kind, start) in kinds {
-            tracing::info!(namespace = scope.as_deref().unwrap_or("*"), kind, "starting a controller");
-            controllers.push(start(ctx.clone(), scope.as_deref(), shutdown.clone()));
+        let namespace = scope.as_deref();
+        let (caches, triggers, runs) =
+            crate::caches::build(&ctx.client, namespace, gateway_api, &ctx.metrics);
+        feeds.extend(runs);
+        let scoped = Arc::new(ctx.with_caches(caches.clone()));
+        let shutdown = shutdown.clone();
+        let scope_name = namespace.map(str::to_owned);
+        controllers.push(
+            async move {
+                caches.wait_ready().await;
+                let namespace = scope_name.as_deref();
+                tracing::info!(
+                    namespace = namespace.unwrap_or("*"),
+                    "caches filled; starting the controllers"
+                );
+                join_all([
+                    crate::dataset::controller(
+                        scoped.clone(),
+                        namespace,
+                        triggers.datasets,
+                        shutdown.clone(),
+                    ),
+                    crate::trainingjob::controller(
+                        scoped.clone(),
+                        namespace,
+                        triggers.training_jobs,
+                        shutdown.clone(),
+                    ),
+                    crate::modelversion::controller(
+                        scoped.clone(),
+                        namespace,
+                        triggers.model_versions,
+                        shutdown.clone(),
+                    ),
+                    crate::inferenceservice::controller(
+                        scoped,
+                        namespace,
+                        triggers.inference_services,
+                        shutdown,
+                    ),
+                ])
+                .await;
+            }
+            .boxed(),
+        );
+    }
+    // The watches run as long as the controllers; they end together.
+    let feeds = futures::future::join_all(feeds.into_iter().map(tokio::spawn));
+    futures::pin_mut!(feeds);
+    let controllers = join_all(controllers);
+    futures::pin_mut!(controllers);
+    let _ = futures::future::select(controllers, feeds).await;
+}
+
+/// True when the apiserver serves `gateway.networking.k8s.io/v1` HTTPRoutes
+/// (discovery, so no RBAC on CustomResourceDefinitions is needed). Asked
+/// once, at start: installing the Gateway API later needs an operator restart.
+pub async fn gateway_api_installed(client: &Client) -> bool {
+    use crate::inferenceservice::desired::gateway::{GATEWAY_GROUP, GATEWAY_VERSION, HTTP_ROUTE_KIND};
+    let gvk = kube::api::GroupVersionKind::gvk(GATEWAY_GROUP, GATEWAY_VERSION, HTTP_ROUTE_KIND);
+    for attempt in 1..=5u32 {
+        match kube::discovery::pinned_kind(client, &gvk).await {
+            Ok(_) => return true,
+            Err(kube::Error::Api(status)) if status.code == 404 => return false,
+            Err(kube::Error::Discovery(_)) => return false,
+            Err(error) => {
+                let wait = crate::backoff::delay(attempt);
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "discovering the Gateway API failed");
+                tokio::time::sleep(wait).await;
+            }
         }
     }
-    join_all(controllers).await;
+    tracing::warn!("the Gateway API could not be discovered; running without HTTPRoutes");
+    false
 }

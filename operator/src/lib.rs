@@ -2,6 +2,8 @@
 //! configuration, metrics, the HTTP surface and the shared child-object helpers.
 
 pub mod backoff;
+pub mod cache;
+pub mod caches;
 pub mod children;
 pub mod config;
 pub mod context;

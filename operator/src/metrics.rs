@@ -36,6 +36,13 @@ pub struct ErrorLabels {
     pub category: &'static str,
 }
 
+/// Labels naming one watched kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The kind, as the feed names it (`Deployment`, `Pod(trainingjob)`, ...).
+    pub kind: &'static str,
+}
+
 /// Labels of the objects-by-phase gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
@@ -62,6 +69,8 @@ pub struct Metrics {
     leader: Gauge,
     objects: Family<PhaseLabels, Gauge>,
     phase_counts: Mutex<PhaseBook>,
+    watch_events: Family<KindLabels, Counter>,
+    watch_errors: Family<KindLabels, Counter>,
 }
 
 /// Phase counts per (kind, watch scope), whose sums the gauge shows, and every
@@ -104,7 +113,39 @@ impl Metrics {
         );
         let objects = Family::<PhaseLabels, Gauge>::default();
         registry.register("objects", "Objects watched, by kind and status phase", objects.clone());
-        Self { registry, reconciles, errors, durations, leader, objects, phase_counts: Mutex::default() }
+        let watch_events = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "watch_events",
+            "Watch events taken into the operator's caches, by kind",
+            watch_events.clone(),
+        );
+        let watch_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Watch failures (each retried with backoff), by kind",
+            watch_errors.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            leader,
+            objects,
+            phase_counts: Mutex::default(),
+            watch_events,
+            watch_errors,
+        }
+    }
+
+    /// Counts one watch event of `kind` taken into a cache.
+    pub fn record_watch_event(&self, kind: &'static str) {
+        self.watch_events.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts one failed watch of `kind`.
+    pub fn record_watch_error(&self, kind: &'static str) {
+        self.watch_errors.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Starts timing a reconcile of `controller`.

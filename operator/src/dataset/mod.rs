@@ -14,14 +14,12 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use hone_crds::Dataset;
-use hone_crds::consts::LABEL_DATASET;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 
-use crate::controllers::{drain_results, phase_name, scoped_api, with_jobs_and_pods, with_phase_report};
+use crate::controllers::{controller_for, drain_results, phase_name, with_phase_report};
 
 use crate::context::Context;
 
@@ -31,9 +29,6 @@ pub const CONTROLLER: &str = "dataset";
 /// Why a Dataset reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading the children failed.
-    #[error(transparent)]
-    Observe(#[from] observe::Error),
     /// The object itself is unusable (missing metadata).
     #[error(transparent)]
     Validate(#[from] validate::Error),
@@ -49,7 +44,6 @@ impl Error {
     /// Metric label and Event reason.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Observe(e) => e.category(),
             Self::Validate(e) => e.category(),
             Self::Apply(e) => e.category(),
             Self::Status(e) => e.category(),
@@ -70,7 +64,7 @@ async fn reconcile_inner(ds: &Dataset, ctx: &Context) -> Result<Action, Error> {
     let previous = ds.status.clone().unwrap_or_default();
     let generation = ds.metadata.generation;
 
-    let observed = observe::observe(ctx, ds).await?;
+    let observed = observe::observe(ctx, ds);
     let valid = match validate::validate(ds, &ctx.config.trainer_image) {
         Ok(valid) => valid,
         Err(validate::Error::InvalidSpec(message)) => {
@@ -103,19 +97,21 @@ pub fn error_policy(ds: Arc<Dataset>, error: &Error, ctx: Arc<Context>) -> Actio
     crate::controllers::retry_later(&ctx, CONTROLLER, &*ds, error.category(), error)
 }
 
-/// The Dataset controller over one scope; resolves when it has shut down.
+/// The Dataset controller over one scope, woken by `triggers`; resolves
+/// when it has shut down.
 pub fn controller(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    triggers: futures::stream::BoxStream<'static, kube::runtime::reflector::ObjectRef<Dataset>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> BoxFuture<'static, ()> {
-    let client = ctx.client.clone();
     let metrics = ctx.metrics.clone();
-    let controller = Controller::new(scoped_api::<Dataset>(&client, namespace), watcher::Config::default());
-    let store = controller.store();
-    let run = with_jobs_and_pods(controller, &client, namespace, LABEL_DATASET)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+    let store = ctx.caches.datasets.clone();
+    let run = controller_for(store.clone(), triggers).graceful_shutdown_on(shutdown).run(
+        reconcile,
+        error_policy,
+        ctx,
+    );
     let phase = |ds: &Dataset| phase_name(ds.status.as_ref().and_then(|s| s.phase.as_ref()));
     with_phase_report(drain_results(run), store, "Dataset", namespace, metrics, phase)
 }

@@ -73,7 +73,10 @@ pub struct Applied {
 }
 
 /// Applies `desired`, then deletes what `observed` holds beyond it, except
-/// the predictors named in `draining`. Routes change before predictors go.
+/// the predictors named in `draining`. Applies that do not depend on each
+/// other go out together: first the router's identity, the Services and the
+/// router config, then the Deployments (whose pods need them), HPAs, PDBs and
+/// the route; then the prunes, all together (routes have changed by then).
 pub async fn apply(
     ctx: &Context,
     namespace: &str,
@@ -92,41 +95,75 @@ pub async fn apply(
     let roles = Api::<Role>::namespaced(client.clone(), namespace);
     let role_bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
 
-    // The router's identity before its pods, which run as it.
-    apply_each(&service_accounts, &desired.service_accounts, &observed.service_accounts, "ServiceAccount")
-        .await?;
-    apply_each(&roles, &desired.roles, &observed.roles, "Role").await?;
-    apply_each(&role_bindings, &desired.role_bindings, &observed.role_bindings, "RoleBinding").await?;
-    apply_each(&services, &desired.services, &observed.services, "Service").await?;
-    let applied_deployments =
-        apply_each(&deployments, &desired.deployments, &observed.deployments, "Deployment").await?;
-    apply_each(&autoscalers, &desired.autoscalers, &observed.autoscalers, "HorizontalPodAutoscaler").await?;
-    apply_each(&budgets, &desired.disruption_budgets, &observed.disruption_budgets, "PodDisruptionBudget")
-        .await?;
-    apply_each(&config_maps, &desired.config_maps, &observed.config_maps, "ConfigMap").await?;
-    let route = match &desired.route {
-        Some(route) => apply_each(&routes, std::slice::from_ref(route), &observed.routes, "HTTPRoute")
-            .await?
+    futures::try_join!(
+        apply_each(
+            &service_accounts,
+            &desired.service_accounts,
+            &observed.service_accounts,
+            "ServiceAccount"
+        ),
+        apply_each(&roles, &desired.roles, &observed.roles, "Role"),
+        apply_each(&role_bindings, &desired.role_bindings, &observed.role_bindings, "RoleBinding"),
+        apply_each(&services, &desired.services, &observed.services, "Service"),
+        apply_each(&config_maps, &desired.config_maps, &observed.config_maps, "ConfigMap"),
+    )?;
+    let (applied_deployments, _, _, route) = futures::try_join!(
+        apply_each(&deployments, &desired.deployments, &observed.deployments, "Deployment"),
+        apply_each(&autoscalers, &desired.autoscalers, &observed.autoscalers, "HorizontalPodAutoscaler"),
+        apply_each(
+            &budgets,
+            &desired.disruption_budgets,
+            &observed.disruption_budgets,
+            "PodDisruptionBudget"
+        ),
+        apply_each(&routes, desired.route.as_slice(), &observed.routes, "HTTPRoute"),
+    )?;
+    // An unchanged Deployment is taken as observed (with its status).
+    let applied_deployments: Vec<Deployment> = desired
+        .deployments
+        .iter()
+        .zip(applied_deployments)
+        .filter_map(|(wanted, applied)| {
+            applied.or_else(|| {
+                observed.deployments.iter().find(|d| d.metadata.name == wanted.metadata.name).cloned()
+            })
+        })
+        .collect();
+    let route = desired.route.as_ref().and_then(|wanted| {
+        route
             .into_iter()
-            .next(),
-        None => None,
-    };
+            .next()
+            .flatten()
+            .or_else(|| observed.routes.iter().find(|r| r.metadata.name == wanted.metadata.name).cloned())
+    });
 
     let keep = |wanted: BTreeSet<String>| -> BTreeSet<String> { wanted.union(draining).cloned().collect() };
-    prune(&routes, &observed.routes, &names(desired.route.iter()), "HTTPRoute").await?;
-    prune(&config_maps, &observed.config_maps, &names(desired.config_maps.iter()), "ConfigMap").await?;
-    prune(&role_bindings, &observed.role_bindings, &names(desired.role_bindings.iter()), "RoleBinding")
-        .await?;
-    prune(&roles, &observed.roles, &names(desired.roles.iter()), "Role").await?;
-    let wanted = names(desired.service_accounts.iter());
-    prune(&service_accounts, &observed.service_accounts, &wanted, "ServiceAccount").await?;
-    prune(&deployments, &observed.deployments, &keep(names(desired.deployments.iter())), "Deployment")
-        .await?;
-    prune(&services, &observed.services, &keep(names(desired.services.iter())), "Service").await?;
-    let wanted = keep(names(desired.autoscalers.iter()));
-    prune(&autoscalers, &observed.autoscalers, &wanted, "HorizontalPodAutoscaler").await?;
-    let wanted = keep(names(desired.disruption_budgets.iter()));
-    prune(&budgets, &observed.disruption_budgets, &wanted, "PodDisruptionBudget").await?;
+    futures::try_join!(
+        prune(&routes, &observed.routes, names(desired.route.iter()), "HTTPRoute"),
+        prune(&config_maps, &observed.config_maps, names(desired.config_maps.iter()), "ConfigMap"),
+        prune(&role_bindings, &observed.role_bindings, names(desired.role_bindings.iter()), "RoleBinding"),
+        prune(&roles, &observed.roles, names(desired.roles.iter()), "Role"),
+        prune(
+            &service_accounts,
+            &observed.service_accounts,
+            names(desired.service_accounts.iter()),
+            "ServiceAccount"
+        ),
+        prune(&deployments, &observed.deployments, keep(names(desired.deployments.iter())), "Deployment"),
+        prune(&services, &observed.services, keep(names(desired.services.iter())), "Service"),
+        prune(
+            &autoscalers,
+            &observed.autoscalers,
+            keep(names(desired.autoscalers.iter())),
+            "HorizontalPodAutoscaler"
+        ),
+        prune(
+            &budgets,
+            &observed.disruption_budgets,
+            keep(names(desired.disruption_budgets.iter())),
+            "PodDisruptionBudget"
+        ),
+    )?;
     Ok(Applied { deployments: applied_deployments, route })
 }
 
@@ -134,71 +171,68 @@ fn names<'a, K: Resource + 'a>(objects: impl Iterator<Item = &'a K>) -> BTreeSet
     objects.filter_map(|o| o.meta().name.clone()).collect()
 }
 
-/// Applies each object that [`needs_apply`]; an unchanged one is taken as observed.
-async fn apply_each<K>(
+/// Applies, all at once, each object that [`needs_apply`] against what
+/// `observed` holds of it; one entry per object, `None` where it was unchanged.
+async fn apply_each<K, O>(
     api: &Api<K>,
     objects: &[K],
-    observed: &[K],
+    observed: &[O],
     kind: &'static str,
-) -> Result<Vec<K>, Error>
+) -> Result<Vec<Option<K>>, Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+    O: Resource,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut applied = Vec::with_capacity(objects.len());
-    for object in objects {
-        let name = object.name_any();
-        let mut object = object.clone();
-        let hash = stamp_desired_hash(&mut object);
-        let current = observed.iter().find(|o| o.meta().name.as_deref() == Some(name.as_str()));
-        if let Some(current) = current.filter(|c| !needs_apply(Some(*c), &hash)) {
-            applied.push(current.clone());
-            continue;
-        }
-        let object = &object;
-        let result =
-            api.patch(&name, &params, &Patch::Apply(object)).await.map_err(|source| Error::Apply {
+    futures::future::try_join_all(objects.iter().map(|object| {
+        let params = &params;
+        async move {
+            let name = object.name_any();
+            let mut object = object.clone();
+            let hash = stamp_desired_hash(&mut object);
+            let current = observed.iter().find(|o| o.meta().name.as_deref() == Some(name.as_str()));
+            if current.is_some_and(|c| !needs_apply(Some(c), &hash)) {
+                return Ok(None);
+            }
+            let object = &object;
+            api.patch(&name, params, &Patch::Apply(object)).await.map(Some).map_err(|source| Error::Apply {
                 kind,
                 namespace: object.namespace().unwrap_or_default(),
                 name: name.clone(),
                 source,
-            })?;
-        applied.push(result);
-    }
-    Ok(applied)
+            })
+        }
+    }))
+    .await
 }
 
-async fn prune<K>(
+/// Deletes, all at once, what `observed` holds beyond `wanted` (and not
+/// already going).
+async fn prune<K, O>(
     api: &Api<K>,
-    observed: &[K],
-    wanted: &BTreeSet<String>,
+    observed: &[O],
+    wanted: BTreeSet<String>,
     kind: &'static str,
 ) -> Result<(), Error>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
+    O: Resource,
 {
-    for object in observed {
-        let Some(name) = object.meta().name.as_deref() else { continue };
-        if wanted.contains(name) || object.meta().deletion_timestamp.is_some() {
-            continue;
-        }
+    let wanted = &wanted;
+    let unwanted = observed.iter().filter(|o| o.meta().deletion_timestamp.is_none()).filter_map(|o| {
+        let name = o.meta().name.as_deref()?;
+        (!wanted.contains(name)).then(|| (name, o.meta().namespace.clone().unwrap_or_default()))
+    });
+    futures::future::try_join_all(unwanted.map(|(name, namespace)| async move {
         match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => tracing::info!(
-                kind,
-                name,
-                namespace = object.namespace(),
-                "deleted an object no longer desired"
-            ),
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Prune {
-                    kind,
-                    namespace: object.namespace().unwrap_or_default(),
-                    name: name.to_owned(),
-                    source,
-                });
+            Ok(_) => {
+                tracing::info!(kind, name, namespace, "deleted an object no longer desired");
+                Ok(())
             }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(Error::Prune { kind, namespace, name: name.to_owned(), source }),
         }
-    }
+    }))
+    .await?;
     Ok(())
 }

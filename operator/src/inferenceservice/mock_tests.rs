@@ -110,9 +110,26 @@ async fn reconcile_with(
     isvc: InferenceService,
     lists: BTreeMap<String, Vec<Value>>,
 ) -> (Action, Vec<Seen>) {
+    // The reconcile reads what the watches cached; the apiserver sees writes only.
+    let parse = |path: &str| -> Vec<Value> { lists.get(path).cloned().unwrap_or_default() };
+    let caches = crate::caches::Caches::empty()
+        .with_model_versions(
+            parse(MODEL_VERSIONS).into_iter().map(|v| serde_json::from_value(v).unwrap()).collect(),
+        )
+        .with_deployments(
+            parse(DEPLOYMENTS).into_iter().map(|v| serde_json::from_value(v).unwrap()).collect(),
+        );
+    let ctx = Arc::new(ctx.with_caches(caches));
     let seen = apiserver(handle, lists, serde_json::to_value(&isvc).unwrap());
     let action = super::reconcile(Arc::new(isvc), ctx).await.unwrap();
     let seen = seen.lock().unwrap().clone();
+    // Only a canary in progress lists its router pods (to scrape them).
+    let reads: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == Method::GET && s.path != "/api/v1/namespaces/ml/pods")
+        .map(|s| s.path.as_str())
+        .collect();
+    assert!(reads.is_empty(), "a reconcile reads from the caches, not the apiserver: {reads:?}");
     (action, seen)
 }
 
@@ -129,24 +146,34 @@ async fn a_new_service_gets_predictors_and_a_router_applied_server_side() {
     );
     let applies: Vec<&str> =
         seen.iter().filter(|s| s.method == Method::PATCH).map(|s| s.path.as_str()).collect();
+    // Independent applies go out together, in two waves: the router's
+    // identity, the Services and the router config before the Deployments
+    // (whose pods run as that identity and read that config).
+    let set =
+        |paths: &[&str]| paths.iter().map(|p| (*p).to_owned()).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(applies.len(), 12, "{applies:?}");
     assert_eq!(
-        applies,
-        [
-            // The router's identity first: its pods run as it.
+        set(&applies[..6]),
+        set(&[
             "/api/v1/namespaces/ml/serviceaccounts/digits-router",
             "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles/digits-router",
             "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/digits-router",
             "/api/v1/namespaces/ml/services/digits-a-v1",
             "/api/v1/namespaces/ml/services/digits-router",
+            "/api/v1/namespaces/ml/configmaps/digits-router",
+        ])
+    );
+    assert_eq!(
+        set(&applies[6..11]),
+        set(&[
             "/apis/apps/v1/namespaces/ml/deployments/digits-a-v1",
             "/apis/apps/v1/namespaces/ml/deployments/digits-router",
             "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers/digits-a-v1",
             "/apis/policy/v1/namespaces/ml/poddisruptionbudgets/digits-a-v1",
             "/apis/policy/v1/namespaces/ml/poddisruptionbudgets/digits-router",
-            "/api/v1/namespaces/ml/configmaps/digits-router",
-            STATUS,
-        ]
+        ])
     );
+    assert_eq!(applies[11], STATUS);
     let config = &find(&seen, Method::PATCH, "/api/v1/namespaces/ml/configmaps/digits-router").unwrap().body;
     assert!(config["data"]["router.yaml"].as_str().unwrap().contains("http://digits-a-v1.ml.svc:8080"));
     let status = &find(&seen, Method::PATCH, STATUS).unwrap().body["status"];

@@ -26,18 +26,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use hone_crds::consts::LABEL_INFERENCE_SERVICE;
 use hone_crds::{InferenceService, ModelVersion};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 
 use crate::context::Context;
 
@@ -161,51 +154,27 @@ pub fn references(isvc: &InferenceService, mv: &ModelVersion) -> bool {
     tracked || isvc.serves(&mv.name_any())
 }
 
-/// The InferenceService controller over one scope (a namespace, or all with
-/// `None`); resolves when it has shut down after `shutdown`.
+/// The InferenceService controller over one scope, woken by `triggers`;
+/// resolves when it has shut down.
 pub fn controller(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    triggers: futures::stream::BoxStream<'static, kube::runtime::reflector::ObjectRef<InferenceService>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> BoxFuture<'static, ()> {
-    let client = ctx.client.clone();
     let metrics = ctx.metrics.clone();
-    let children = watcher::Config::default().labels(LABEL_INFERENCE_SERVICE);
-    let controller = Controller::new(
-        crate::controllers::scoped_api::<InferenceService>(&client, namespace),
-        watcher::Config::default(),
+    let store = ctx.caches.inference_services.clone();
+    let run = crate::controllers::controller_for(store.clone(), triggers).graceful_shutdown_on(shutdown).run(
+        reconcile,
+        error_policy,
+        ctx,
     );
-    let store: Store<InferenceService> = controller.store();
-    let phase_store = store.clone();
-    // A ModelVersion changing (turning Ready, a new version of a tracked
-    // model) concerns every InferenceService that references it.
-    let model_version_to_services = move |mv: ModelVersion| {
-        store
-            .state()
-            .into_iter()
-            .filter(|isvc| references(isvc, &mv))
-            .map(|isvc| ObjectRef::from_obj(isvc.as_ref()))
-            .collect::<Vec<_>>()
-    };
-    let run = controller
-        .owns(crate::controllers::scoped_api::<Deployment>(&client, namespace), children.clone())
-        .owns(crate::controllers::scoped_api::<Service>(&client, namespace), children.clone())
-        .owns(crate::controllers::scoped_api::<HorizontalPodAutoscaler>(&client, namespace), children.clone())
-        .owns(crate::controllers::scoped_api::<PodDisruptionBudget>(&client, namespace), children.clone())
-        .owns(crate::controllers::scoped_api::<ConfigMap>(&client, namespace), children)
-        .watches(
-            crate::controllers::scoped_api::<ModelVersion>(&client, namespace),
-            watcher::Config::default(),
-            model_version_to_services,
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
     let phase = |isvc: &InferenceService| {
         crate::controllers::phase_name(isvc.status.as_ref().and_then(|s| s.phase.as_ref()))
     };
     crate::controllers::with_phase_report(
         crate::controllers::drain_results(run),
-        phase_store,
+        store,
         "InferenceService",
         namespace,
         metrics,

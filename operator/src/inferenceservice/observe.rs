@@ -1,9 +1,9 @@
 //! What the InferenceService controller reads: its children, the
-//! namespace's ModelVersions, whether the Gateway API exists, and (during a
-//! canary) the router's metrics. The only reads of a reconcile.
+//! namespace's ModelVersions, whether the Gateway API exists (all from the
+//! watch caches), and (during a canary) the router's metrics. The only reads
+//! of a reconcile.
 
 use std::collections::BTreeSet;
-use std::fmt::Debug;
 
 use hone_crds::consts::LABEL_INFERENCE_SERVICE;
 use hone_crds::inferenceservice::{ANNOTATION_ROUTER_METRICS_URL, RolloutStrategy, TrafficProvider};
@@ -13,35 +13,18 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+use kube::core::PartialObjectMeta;
 
-use super::desired::gateway::{GATEWAY_GROUP, GATEWAY_VERSION, HTTP_ROUTE_KIND, http_route_resource};
 use super::promtext::RouterMetrics;
 use super::scrape;
-use crate::children::is_controlled_by;
+use crate::caches::{in_namespace, owned};
 use crate::context::Context;
 
 /// Why observing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Listing one kind failed.
-    #[error("listing {kind} of inferenceservice {namespace}/{name}: {source}")]
-    List {
-        /// The kind listed.
-        kind: &'static str,
-        /// Namespace of the InferenceService.
-        namespace: String,
-        /// Name of the InferenceService.
-        name: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// Discovery of the Gateway API failed (other than "not installed").
-    #[error("discovering the Gateway API: {0}")]
-    Discovery(#[source] kube::Error),
     /// Listing the router pods failed.
     #[error(transparent)]
     RouterPods(#[from] scrape::ListPodsError),
@@ -51,8 +34,7 @@ impl Error {
     /// Metric label and Event reason.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Discovery(_) => "discovery",
-            Self::List { .. } | Self::RouterPods(_) => "kube_api",
+            Self::RouterPods(_) => "kube_api",
         }
     }
 }
@@ -63,19 +45,19 @@ pub struct Observed {
     /// Deployments it controls (predictors and router).
     pub deployments: Vec<Deployment>,
     /// Services it controls.
-    pub services: Vec<Service>,
+    pub services: Vec<PartialObjectMeta<Service>>,
     /// HPAs it controls.
-    pub autoscalers: Vec<HorizontalPodAutoscaler>,
+    pub autoscalers: Vec<PartialObjectMeta<HorizontalPodAutoscaler>>,
     /// PodDisruptionBudgets it controls.
-    pub disruption_budgets: Vec<PodDisruptionBudget>,
+    pub disruption_budgets: Vec<PartialObjectMeta<PodDisruptionBudget>>,
     /// ConfigMaps it controls (the router config).
-    pub config_maps: Vec<ConfigMap>,
+    pub config_maps: Vec<PartialObjectMeta<ConfigMap>>,
     /// ServiceAccounts it controls (the router's).
-    pub service_accounts: Vec<ServiceAccount>,
+    pub service_accounts: Vec<PartialObjectMeta<ServiceAccount>>,
     /// Roles it controls (the router's).
-    pub roles: Vec<Role>,
+    pub roles: Vec<PartialObjectMeta<Role>>,
     /// RoleBindings it controls (the router's).
-    pub role_bindings: Vec<RoleBinding>,
+    pub role_bindings: Vec<PartialObjectMeta<RoleBinding>>,
     /// HTTPRoutes it controls.
     pub routes: Vec<DynamicObject>,
     /// Whether HTTPRoutes exist in the cluster.
@@ -102,28 +84,12 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed,
     let namespace = isvc.namespace().unwrap_or_default();
     let name = isvc.name_any();
     let uid = isvc.uid().unwrap_or_default();
-    let lister = Lister { client: &ctx.client, namespace: &namespace, name: &name, uid: &uid };
-    let deployments = lister.owned("Deployments").await?;
-    let services = lister.owned("Services").await?;
-    let autoscalers = lister.owned("HorizontalPodAutoscalers").await?;
-    let disruption_budgets = lister.owned("PodDisruptionBudgets").await?;
-    let config_maps = lister.owned("ConfigMaps").await?;
-    let service_accounts = lister.owned("ServiceAccounts").await?;
-    let roles = lister.owned("Roles").await?;
-    let role_bindings = lister.owned("RoleBindings").await?;
-    let gateway_api = gateway_api_installed(&ctx.client).await?;
-    let routes = if gateway_api {
-        let api =
-            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &http_route_resource());
-        lister.owned_from(api, "HTTPRoutes").await?
-    } else {
-        Vec::new()
-    };
-    let model_versions = Api::<ModelVersion>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| lister.error("ModelVersions", source))?
-        .items;
+    let serving = &ctx.caches.serving;
+    let label = LABEL_INFERENCE_SERVICE;
+    let gateway_api = serving.routes.is_some();
+    let routes =
+        serving.routes.as_ref().map(|r| owned(r, label, &name, &namespace, &uid)).unwrap_or_default();
+    let model_versions = in_namespace(&ctx.caches.model_versions, &namespace);
     let canary = isvc.spec.rollout.as_ref().is_some_and(|r| r.strategy == RolloutStrategy::Canary);
     let rolling_out = isvc.status.as_ref().is_some_and(|s| s.rollout.is_some());
     // Only when the operator is told to: otherwise an object's author could
@@ -145,69 +111,17 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed,
         (true, url) => Some(scrape::router_metrics(&ctx.client, &namespace, &name, url).await?),
     };
     Ok(Observed {
-        deployments,
-        services,
-        autoscalers,
-        disruption_budgets,
-        config_maps,
-        service_accounts,
-        roles,
-        role_bindings,
+        deployments: owned(&serving.deployments, label, &name, &namespace, &uid),
+        services: owned(&serving.services, label, &name, &namespace, &uid),
+        autoscalers: owned(&serving.autoscalers, label, &name, &namespace, &uid),
+        disruption_budgets: owned(&serving.disruption_budgets, label, &name, &namespace, &uid),
+        config_maps: owned(&serving.config_maps, label, &name, &namespace, &uid),
+        service_accounts: owned(&serving.service_accounts, label, &name, &namespace, &uid),
+        roles: owned(&serving.roles, label, &name, &namespace, &uid),
+        role_bindings: owned(&serving.role_bindings, label, &name, &namespace, &uid),
         routes,
         gateway_api,
         model_versions,
         router_metrics,
     })
-}
-
-/// True when the apiserver serves `gateway.networking.k8s.io/v1` HTTPRoutes
-/// (discovery, so no RBAC on CustomResourceDefinitions is needed).
-async fn gateway_api_installed(client: &kube::Client) -> Result<bool, Error> {
-    let gvk = GroupVersionKind::gvk(GATEWAY_GROUP, GATEWAY_VERSION, HTTP_ROUTE_KIND);
-    match kube::discovery::pinned_kind(client, &gvk).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(kube::Error::Discovery(_)) => Ok(false),
-        Err(other) => Err(Error::Discovery(other)),
-    }
-}
-
-struct Lister<'a> {
-    client: &'a kube::Client,
-    namespace: &'a str,
-    name: &'a str,
-    uid: &'a str,
-}
-
-impl Lister<'_> {
-    fn error(&self, kind: &'static str, source: kube::Error) -> Error {
-        Error::List { kind, namespace: self.namespace.to_owned(), name: self.name.to_owned(), source }
-    }
-
-    /// The objects of a kind labelled for this InferenceService that it controls
-    /// (a deleted and recreated namesake leaves others behind).
-    async fn owned<K>(&self, kind: &'static str) -> Result<Vec<K>, Error>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        self.owned_from(Api::<K>::namespaced(self.client.clone(), self.namespace), kind).await
-    }
-
-    async fn owned_from<K>(&self, api: Api<K>, kind: &'static str) -> Result<Vec<K>, Error>
-    where
-        K: Resource + Clone + DeserializeOwned + Debug,
-    {
-        let selector = ListParams::default().labels(&format!("{LABEL_INFERENCE_SERVICE}={}", self.name));
-        Ok(api
-            .list(&selector)
-            .await
-            .map_err(|source| self.error(kind, source))?
-            .items
-            .into_iter()
-            .filter(|o| is_controlled_by(o.meta().owner_references.as_deref(), self.uid))
-            .collect())
-    }
 }

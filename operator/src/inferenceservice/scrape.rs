@@ -45,7 +45,7 @@ pub async fn router_metrics(
     let selector =
         router_selector(isvc).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(&selector).match_any())
         .await
         .map_err(|source| ListPodsError { namespace: namespace.to_owned(), name: isvc.to_owned(), source })?;
     let addresses: Vec<String> = pods

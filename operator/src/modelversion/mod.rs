@@ -14,22 +14,20 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use hone_crds::ModelVersion;
 use hone_crds::consts::{FIELD_MANAGER, LABEL_MODEL_VERSION};
-use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
 
 use self::status::StatusInput;
-use crate::children::is_controlled_by;
+use crate::caches::{in_namespace, owned};
 use crate::context::Context;
-use crate::controllers::{drain_results, phase_name, scoped_api, with_jobs_and_pods, with_phase_report};
+use crate::controllers::{controller_for, drain_results, phase_name, with_phase_report};
 use crate::termination::pod_of_job;
 
 /// Controller name in metrics and logs.
@@ -80,6 +78,9 @@ pub struct Observed {
     pub pods: Vec<Pod>,
     /// InferenceServices serving it.
     pub served_by: Vec<String>,
+    /// Every ModelVersion of the namespace (read only while this one is being
+    /// deleted): a purge skips files another version holds.
+    pub model_versions: Vec<ModelVersion>,
 }
 
 /// One reconcile, timed and counted.
@@ -93,35 +94,31 @@ pub(crate) fn api_error(mv: &ModelVersion, action: &'static str) -> impl FnOnce(
     move |source| Error::Api { action, namespace, name, source }
 }
 
-async fn observe(ctx: &Context, mv: &ModelVersion) -> Result<Observed, Error> {
+/// The verify and purge Jobs it controls, their pods, the InferenceServices
+/// serving it and the namespace's ModelVersions, from the watch caches.
+fn observe(ctx: &Context, mv: &ModelVersion) -> Observed {
     let namespace = mv.namespace().unwrap_or_default();
     let uid = mv.metadata.uid.clone().unwrap_or_default();
-    let selector = ListParams::default().labels(&format!("{LABEL_MODEL_VERSION}={}", mv.name_any()));
-    let jobs: Vec<Job> = Api::<Job>::namespaced(ctx.client.clone(), &namespace)
-        .list(&selector)
-        .await
-        .map_err(api_error(mv, "listing Jobs"))?
-        .items
+    let name = mv.name_any();
+    let caches = &ctx.caches;
+    let jobs = owned(&caches.model_version_batch.jobs, LABEL_MODEL_VERSION, &name, &namespace, &uid);
+    let pods = in_namespace(&caches.model_version_batch.pods, &namespace)
         .into_iter()
-        .filter(|job| is_controlled_by(job.metadata.owner_references.as_deref(), &uid))
+        .filter(|p| p.labels().get(LABEL_MODEL_VERSION) == Some(&name))
         .collect();
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &namespace)
-        .list(&selector)
-        .await
-        .map_err(api_error(mv, "listing pods"))?
-        .items;
-    let services = Api::<InferenceService>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(api_error(mv, "listing InferenceServices"))?
-        .items;
-    let served_by = desired::served_by(&mv.name_any(), &services);
-    Ok(Observed { jobs, pods, served_by })
+    let services = in_namespace(&caches.inference_services, &namespace);
+    let served_by = desired::served_by(&name, &services);
+    // Read only while this one is being deleted: a purge skips files another version holds.
+    let model_versions = match mv.metadata.deletion_timestamp {
+        Some(_) => in_namespace(&caches.model_versions, &namespace),
+        None => Vec::new(),
+    };
+    Observed { jobs, pods, served_by, model_versions }
 }
 
 async fn reconcile_inner(mv: &ModelVersion, ctx: &Context) -> Result<Action, Error> {
     let time = Time(Timestamp::now());
-    let observed = observe(ctx, mv).await?;
+    let observed = observe(ctx, mv);
     if mv.metadata.deletion_timestamp.is_some() {
         return finalize::finalize(ctx, mv, &observed).await;
     }
@@ -198,42 +195,23 @@ pub fn error_policy(mv: Arc<ModelVersion>, error: &Error, ctx: Arc<Context>) -> 
     crate::controllers::retry_later(&ctx, CONTROLLER, &*mv, error.category(), error)
 }
 
-/// The ModelVersion controller over one scope; resolves when it has shut down.
+/// The ModelVersion controller over one scope, woken by `triggers`;
+/// resolves when it has shut down.
 pub fn controller(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    triggers: futures::stream::BoxStream<'static, kube::runtime::reflector::ObjectRef<ModelVersion>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> BoxFuture<'static, ()> {
-    let client: Client = ctx.client.clone();
     let ctx_metrics = ctx.metrics.clone();
-    let controller =
-        Controller::new(scoped_api::<ModelVersion>(&client, namespace), watcher::Config::default());
-    // An InferenceService change may start or stop serving any version it names
-    // now or named before (recorded in that version's servedBy).
-    let store = controller.store();
-    let isvc_to_mvs = move |isvc: InferenceService| {
-        let namespace = isvc.namespace();
-        let isvc_name = isvc.name_any();
-        store
-            .state()
-            .into_iter()
-            .filter(|mv| mv.namespace() == namespace)
-            .filter(|mv| {
-                let named =
-                    desired::served_by(&mv.name_any(), std::slice::from_ref(&isvc)).contains(&isvc_name);
-                let recorded = mv.status.as_ref().is_some_and(|s| s.served_by.contains(&isvc_name));
-                named || recorded
-            })
-            .map(|mv| ObjectRef::from_obj(&*mv))
-            .collect::<Vec<_>>()
-    };
-    let phase_store = controller.store();
-    let run = with_jobs_and_pods(controller, &client, namespace, LABEL_MODEL_VERSION)
-        .watches(scoped_api::<InferenceService>(&client, namespace), watcher::Config::default(), isvc_to_mvs)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+    let store = ctx.caches.model_versions.clone();
+    let run = controller_for(store.clone(), triggers).graceful_shutdown_on(shutdown).run(
+        reconcile,
+        error_policy,
+        ctx,
+    );
     let phase = |mv: &ModelVersion| phase_name(mv.status.as_ref().and_then(|s| s.phase.as_ref()));
-    with_phase_report(drain_results(run), phase_store, "ModelVersion", namespace, ctx_metrics, phase)
+    with_phase_report(drain_results(run), store, "ModelVersion", namespace, ctx_metrics, phase)
 }
 
 #[cfg(test)]

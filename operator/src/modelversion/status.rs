@@ -147,17 +147,28 @@ pub fn events(previous: &ModelVersionStatus, next: &ModelVersionStatus) -> Vec<E
             action: "Verify".to_owned(),
         });
     }
-    if previous.served_by != next.served_by {
+    // Only the turn between serving and not serving is news; the full list is
+    // in status.servedBy (an Event never carries an unbounded list).
+    if previous.served_by.is_empty() != next.served_by.is_empty() {
         events.push(EventSpec {
             warning: false,
             reason: "ServedByChanged".to_owned(),
             note: if next.served_by.is_empty() {
                 "no InferenceService serves this version".to_owned()
             } else {
-                format!("served by {}", next.served_by.join(", "))
+                format!("served by {}", bounded_list(&next.served_by, 3))
             },
             action: "Serve".to_owned(),
         });
     }
     events
+}
+
+/// At most `limit` names, then how many more there are.
+pub fn bounded_list(names: &[String], limit: usize) -> String {
+    let shown = names.iter().take(limit).cloned().collect::<Vec<_>>().join(", ");
+    match names.len().saturating_sub(limit) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
 }

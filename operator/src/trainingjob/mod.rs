@@ -17,23 +17,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use hone_crds::TrainingJob;
 use hone_crds::conditions::find_condition;
-use hone_crds::consts::{CONDITION_READY, LABEL_TRAINING_JOB};
+use hone_crds::consts::CONDITION_READY;
 use hone_crds::contract::TerminationSummary;
 use hone_crds::trainingjob::{TrainingJobPhase, TrainingJobStatus};
-use hone_crds::{Dataset, TrainingJob};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
 
 use self::status::{DatasetGate, StatusInput};
 use crate::context::{Context, EventSpec};
-use crate::controllers::{drain_results, phase_name, scoped_api, with_jobs_and_pods, with_phase_report};
+use crate::controllers::{controller_for, drain_results, phase_name, with_phase_report};
 use crate::termination::{JobOutcome, TerminationMessage, job_outcome, latest_termination_message};
 
 /// Controller name in metrics and logs.
@@ -42,9 +40,6 @@ pub const CONTROLLER: &str = "trainingjob";
 /// Why a TrainingJob reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading failed.
-    #[error(transparent)]
-    Observe(#[from] observe::Error),
     /// The object lacks metadata.
     #[error(transparent)]
     Validate(#[from] validate::Error),
@@ -71,7 +66,6 @@ impl Error {
     /// Metric label and Event reason.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Observe(e) => e.category(),
             Self::Validate(e) => e.category(),
             Self::Apply(e) => e.category(),
             Self::Register(e) => e.category(),
@@ -91,7 +85,7 @@ async fn reconcile_inner(tj: &TrainingJob, ctx: &Context) -> Result<Action, Erro
     let namespace = tj.namespace().unwrap_or_default();
     let previous = tj.status.clone().unwrap_or_default();
     let generation = tj.metadata.generation;
-    let observed = observe::observe(ctx, tj).await?;
+    let observed = observe::observe(ctx, tj);
     let finished = matches!(previous.phase, Some(TrainingJobPhase::Succeeded | TrainingJobPhase::Failed));
     let queued = tj.spec.queue_name.is_some();
 
@@ -230,37 +224,23 @@ pub fn error_policy(tj: Arc<TrainingJob>, error: &Error, ctx: Arc<Context>) -> A
     crate::controllers::retry_later(&ctx, CONTROLLER, &*tj, error.category(), error)
 }
 
-/// The TrainingJob controller over one scope; resolves when it has shut down.
+/// The TrainingJob controller over one scope, woken by `triggers`; resolves
+/// when it has shut down.
 pub fn controller(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    triggers: futures::stream::BoxStream<'static, kube::runtime::reflector::ObjectRef<TrainingJob>>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> BoxFuture<'static, ()> {
-    let client: Client = ctx.client.clone();
     let ctx_metrics = ctx.metrics.clone();
-    let selector = watcher::Config::default().labels(LABEL_TRAINING_JOB);
-    let controller =
-        Controller::new(scoped_api::<TrainingJob>(&client, namespace), watcher::Config::default());
-    // A Dataset becoming Ready wakes the TrainingJobs that wait for it.
-    let store = controller.store();
-    let dataset_to_tjs = move |ds: Dataset| {
-        let namespace = ds.namespace();
-        let name = ds.name_any();
-        store
-            .state()
-            .into_iter()
-            .filter(|tj| tj.namespace() == namespace && tj.spec.dataset_ref.name == name)
-            .map(|tj| ObjectRef::from_obj(&*tj))
-            .collect::<Vec<_>>()
-    };
-    let phase_store = controller.store();
-    let run = with_jobs_and_pods(controller, &client, namespace, LABEL_TRAINING_JOB)
-        .owns(scoped_api::<Service>(&client, namespace), selector)
-        .watches(scoped_api::<Dataset>(&client, namespace), watcher::Config::default(), dataset_to_tjs)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+    let store = ctx.caches.training_jobs.clone();
+    let run = controller_for(store.clone(), triggers).graceful_shutdown_on(shutdown).run(
+        reconcile,
+        error_policy,
+        ctx,
+    );
     let phase = |tj: &TrainingJob| phase_name(tj.status.as_ref().and_then(|s| s.phase.as_ref()));
-    with_phase_report(drain_results(run), phase_store, "TrainingJob", namespace, ctx_metrics, phase)
+    with_phase_report(drain_results(run), store, "TrainingJob", namespace, ctx_metrics, phase)
 }
 
 #[cfg(test)]
