@@ -167,6 +167,9 @@ where
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY).debounce(DEBOUNCE))
 }
 
+/// The four controllers, by kind.
+pub const KINDS: [&str; 4] = ["Dataset", "TrainingJob", "ModelVersion", "InferenceService"];
+
 /// Runs every controller until `shutdown` resolves and they have drained.
 /// Each scope (a namespace, or the cluster) gets its watches, filled before
 /// its controllers start, so no reconcile reads a half-filled cache.
@@ -176,8 +179,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     } else {
         ctx.config.namespaces.iter().cloned().map(Some).collect()
     };
+    run_kinds(ctx, scopes, &KINDS, shutdown).await;
+}
+
+/// Runs the controllers of `kinds` (of [`KINDS`]) over `scopes`, with every
+/// watch, until `shutdown` resolves and they have drained (tests run one
+/// controller this way).
+pub async fn run_kinds(
+    ctx: Arc<Context>,
+    scopes: Vec<Option<String>>,
+    kinds: &[&str],
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
     let shutdown: futures::future::Shared<BoxFuture<'static, ()>> = shutdown.boxed().shared();
     let gateway_api = gateway_api_installed(&ctx.client).await;
+    let wanted: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
     let mut controllers = Vec::new();
     let mut feeds = Vec::new();
     for scope in &scopes {
@@ -188,6 +204,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         let scoped = Arc::new(ctx.with_caches(caches.clone()));
         let shutdown = shutdown.clone();
         let scope_name = namespace.map(str::to_owned);
+        let wanted = wanted.clone();
         controllers.push(
             async move {
                 caches.wait_ready().await;
@@ -196,43 +213,57 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                     namespace = namespace.unwrap_or("*"),
                     "caches filled; starting the controllers"
                 );
-                join_all([
-                    crate::dataset::controller(
+                let wants = |kind: &str| wanted.iter().any(|w| w == kind);
+                let mut running: Vec<BoxFuture<'static, ()>> = Vec::new();
+                if wants("Dataset") {
+                    running.push(crate::dataset::controller(
                         scoped.clone(),
                         namespace,
                         triggers.datasets,
                         shutdown.clone(),
-                    ),
-                    crate::trainingjob::controller(
+                    ));
+                }
+                if wants("TrainingJob") {
+                    running.push(crate::trainingjob::controller(
                         scoped.clone(),
                         namespace,
                         triggers.training_jobs,
                         shutdown.clone(),
-                    ),
-                    crate::modelversion::controller(
+                    ));
+                }
+                if wants("ModelVersion") {
+                    running.push(crate::modelversion::controller(
                         scoped.clone(),
                         namespace,
                         triggers.model_versions,
                         shutdown.clone(),
-                    ),
-                    crate::inferenceservice::controller(
+                    ));
+                }
+                if wants("InferenceService") {
+                    running.push(crate::inferenceservice::controller(
                         scoped,
                         namespace,
                         triggers.inference_services,
                         shutdown,
-                    ),
-                ])
-                .await;
+                    ));
+                }
+                join_all(running).await;
             }
             .boxed(),
         );
     }
-    // The watches run as long as the controllers; they end together.
-    let feeds = futures::future::join_all(feeds.into_iter().map(tokio::spawn));
+    // The watches run as long as the controllers (they stop together, so a
+    // replica that loses the lease keeps no watch open).
+    let handles: Vec<tokio::task::JoinHandle<()>> = feeds.into_iter().map(tokio::spawn).collect();
+    let aborts: Vec<_> = handles.iter().map(tokio::task::JoinHandle::abort_handle).collect();
+    let feeds = join_all(handles);
     futures::pin_mut!(feeds);
     let controllers = join_all(controllers);
     futures::pin_mut!(controllers);
     let _ = futures::future::select(controllers, feeds).await;
+    for abort in aborts {
+        abort.abort();
+    }
 }
 
 /// True when the apiserver serves `gateway.networking.k8s.io/v1` HTTPRoutes

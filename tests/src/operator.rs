@@ -285,3 +285,21 @@ impl Drop for OperatorProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The controllers of `kinds` (e.g. `["InferenceService"]`) in this process,
+/// over namespace `ns` with the operator's own watches, until `stopped`
+/// fires (or its sender is dropped).
+pub async fn run_controllers(
+    ctx: std::sync::Arc<hone_operator::context::Context>,
+    ns: String,
+    kinds: &'static [&'static str],
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    use futures::FutureExt;
+    let shutdown = async move {
+        let _ = stopped.await;
+    }
+    .boxed()
+    .shared();
+    hone_operator::controllers::run_kinds(ctx, vec![Some(ns)], kinds, shutdown).await;
+}

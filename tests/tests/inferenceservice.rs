@@ -95,9 +95,12 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     let config = OperatorConfig { allow_router_metrics_url: true, ..OperatorConfig::default() };
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone(), None));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(hone_operator::inferenceservice::controller(ctx, Some(ns), async {
-        let _ = stopped.await;
-    }));
+    let controller = tokio::spawn(hone_cluster_tests::operator::run_controllers(
+        ctx,
+        ns.to_owned(),
+        &["InferenceService"],
+        stopped,
+    ));
 
     let ready =
         status_where(&api, "Ready with digits-v1", |s| s.phase == Some(InferenceServicePhase::Ready)).await?;
@@ -205,9 +208,12 @@ async fn refused_url(client: &Client, ns: &str) -> anyhow::Result<()> {
     let ctx =
         Arc::new(Context::new(client.clone(), OperatorConfig::default(), Arc::new(Metrics::new()), None));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(hone_operator::inferenceservice::controller(ctx, Some(ns), async {
-        let _ = stopped.await;
-    }));
+    let controller = tokio::spawn(hone_cluster_tests::operator::run_controllers(
+        ctx,
+        ns.to_owned(),
+        &["InferenceService"],
+        stopped,
+    ));
     let refused = status_where(&api, "InvalidSpec naming the flag", |s| {
         s.conditions.iter().any(|c| {
             c.type_ == "Ready"

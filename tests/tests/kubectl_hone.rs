@@ -163,9 +163,12 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     api.create(&PostParams::default(), &isvc).await?;
     let ctx = Arc::new(Context::new(client.clone(), allow_metrics_url(), Arc::new(Metrics::new()), None));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(hone_operator::inferenceservice::controller(ctx, Some(ns), async {
-        let _ = stopped.await;
-    }));
+    let controller = tokio::spawn(hone_cluster_tests::operator::run_controllers(
+        ctx,
+        ns.to_owned(),
+        &["InferenceService"],
+        stopped,
+    ));
     status_where(&api, "Ready with digits-v1", |s| s.phase == Some(InferenceServicePhase::Ready)).await?;
 
     // status: the whole tree, with phases and metrics.

@@ -137,9 +137,12 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     let ctx =
         Arc::new(Context::new(client.clone(), OperatorConfig::default(), Arc::new(Metrics::new()), None));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(hone_operator::inferenceservice::controller(ctx, Some(ns), async {
-        let _ = stopped.await;
-    }));
+    let controller = tokio::spawn(hone_cluster_tests::operator::run_controllers(
+        ctx,
+        ns.to_owned(),
+        &["InferenceService"],
+        stopped,
+    ));
     isvc_status_where(&api, "digits", "Ready", TIMEOUT, |s| s.phase == Some(InferenceServicePhase::Ready))
         .await?;
 
