@@ -62,7 +62,8 @@ fuzz: ## Fuzz the predictor's decoders and the router's header and body handling
 .PHONY: cluster-test
 cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (runs the real hone-operator binary)
 	$(WITH_TORCH) $(CARGO) build -p hone-operator -p kubectl-hone -p hone-router
-	$(WITH_TORCH) $(CARGO) test -p hone-cluster-tests -- --test-threads=4
+	$(WITH_TORCH) export HONE_MINIO_BIN="$$(hack/build-minio.sh | tail -n 1)" && \
+	  $(CARGO) test -p hone-cluster-tests -- --test-threads=4
 
 .PHONY: test
 test: setup-system lint chart-lint generate-check argocd-test unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster

@@ -172,6 +172,16 @@ pub struct ModelVersionStatus {
     /// Name of the verify Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify_job_name: Option<String>,
+    /// The run folder the operator created for the TrainingJob that registered
+    /// this version (`<output>/<trainingjob>/<uid>`, holding the model, its
+    /// card and the checkpoints). Written only by the operator, when it
+    /// registers the version; never taken from a label or the spec. Under
+    /// `hone.dev/artifact-policy: Delete` the purge deletes this folder when
+    /// the artifact lies in it; a version without it (registered by hand)
+    /// loses only its model file and the model card beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub run_folder: Option<String>,
     /// Standard conditions; `Ready` summarises.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::schema::conditions")]

@@ -41,20 +41,20 @@ wait_phase() {
 }
 
 # restricted_ns NAME: a new, empty namespace enforcing Pod Security
-# "restricted"; one left by an earlier run is deleted first. ModelVersions
-# keep a finalizer while no operator answers, so a deletion that stalls has
-# theirs removed.
+# "restricted"; one left by an earlier run is deleted first. Its ModelVersions
+# keep the operator's finalizer until the operator (installed before this
+# runs) releases them, which it does in a terminating namespace even when
+# their artifact cannot be purged; nothing strips a finalizer by hand.
 restricted_ns() {
   local ns=$1
   if k get namespace "$ns" >/dev/null 2>&1; then
     say "removing the earlier namespace $ns"
     k delete namespace "$ns" --wait=false >/dev/null
-    for _ in $(seq 120); do k get namespace "$ns" >/dev/null 2>&1 || break; sleep 1; done
-    if k get namespace "$ns" >/dev/null 2>&1; then
-      for mv in $(k -n "$ns" get modelversions -o name 2>/dev/null); do
-        k -n "$ns" patch "$mv" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null || true
-      done
-      k wait --for=delete "namespace/$ns" --timeout=120s >/dev/null || { echo "namespace $ns is stuck terminating" >&2; return 1; }
+    if ! k wait --for=delete "namespace/$ns" --timeout=240s >/dev/null 2>&1; then
+      echo "namespace $ns is stuck terminating; what is left in it:" >&2
+      k -n "$ns" get modelversions -o wide >&2 || true
+      echo "ModelVersions wait for the operator to release them: is it running? (kubectl -n ${SYSTEM_NS:-hone-system} get pods)" >&2
+      return 1
     fi
   fi
   k create namespace "$ns" >/dev/null

@@ -8,6 +8,7 @@
 //! crates; [`cuda`] (libtorch's CUDA-backend loader) lives here for the same reason.
 
 pub mod cuda;
+pub mod purge;
 
 use std::sync::Arc;
 

@@ -9,11 +9,14 @@ use anyhow::{Context, bail};
 use hone_crds::consts::FIELD_MANAGER;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 /// A client for the cluster in `KUBECONFIG`, with a clear error when there is none.
 pub async fn client() -> anyhow::Result<Client> {
+    // The crate links ring (kube) and aws-lc-rs (object_store, for the purge
+    // stand-in) into one rustls, which then has no default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::try_default()
         .await
         .context("no cluster: set KUBECONFIG (make cluster-up prints it) or run `make test`")
@@ -45,23 +48,57 @@ impl TestNamespace {
         Ok(Self { name, client: client.clone() })
     }
 
-    /// Deletes the namespace (and with it everything the test made). The
-    /// operator that would release ModelVersion finalizers has stopped by
-    /// then, so they are removed here, or the namespace would never go.
+    /// Deletes the namespace (and with it everything the test made), its
+    /// ModelVersions first (see [`TestNamespace::delete_model_versions`]).
+    /// Nothing strips a finalizer: a test that ran the operator cleans up
+    /// before it stops it.
     pub async fn cleanup(self) -> anyhow::Result<()> {
-        let versions: Api<hone_crds::ModelVersion> = Api::namespaced(self.client.clone(), &self.name);
-        if let Ok(list) = versions.list(&Default::default()).await {
-            let release = serde_json::json!({"metadata": {"finalizers": null}});
-            for mv in list.items {
-                let name = mv.metadata.name.unwrap_or_default();
-                let _ = versions.patch(&name, &PatchParams::default(), &Patch::Merge(&release)).await;
-            }
-        }
+        self.delete_model_versions().await?;
         Api::<Namespace>::all(self.client)
             .delete(&self.name, &DeleteParams::background())
             .await
             .with_context(|| format!("deleting namespace {}", self.name))?;
         Ok(())
+    }
+
+    /// Deletes every ModelVersion of the namespace (the InferenceServices
+    /// first, which would hold the versions they serve) and waits until they
+    /// are gone. The operator's finalizer holds each until the operator
+    /// releases it, so the operator must still run (the finalizer is never
+    /// stripped).
+    pub async fn delete_model_versions(&self) -> anyhow::Result<()> {
+        let all = ListParams::default();
+        Api::<hone_crds::InferenceService>::namespaced(self.client.clone(), &self.name)
+            .delete_collection(&DeleteParams::background(), &all)
+            .await
+            .with_context(|| format!("deleting the InferenceServices of {}", self.name))?;
+        let versions: Api<hone_crds::ModelVersion> = Api::namespaced(self.client.clone(), &self.name);
+        versions
+            .delete_collection(&DeleteParams::background(), &all)
+            .await
+            .with_context(|| format!("deleting the ModelVersions of {}", self.name))?;
+        let what =
+            format!("the ModelVersions of {} to go (the operator releases them: is it running?)", self.name);
+        wait_for(&what, Duration::from_secs(60), || {
+            let (versions, all) = (versions.clone(), all.clone());
+            async move { Ok(versions.list(&all).await?.items.is_empty().then_some(())) }
+        })
+        .await
+    }
+
+    /// Deletes the namespace and waits until it is gone (which needs the
+    /// operator, when ModelVersions are left in it).
+    pub async fn delete_and_wait(self, timeout: Duration) -> anyhow::Result<()> {
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        namespaces
+            .delete(&self.name, &DeleteParams::background())
+            .await
+            .with_context(|| format!("deleting namespace {}", self.name))?;
+        wait_for(&format!("namespace {} to be deleted", self.name), timeout, || {
+            let (namespaces, name) = (namespaces.clone(), self.name.clone());
+            async move { Ok(namespaces.get_opt(&name).await?.is_none().then_some(())) }
+        })
+        .await
     }
 }
 

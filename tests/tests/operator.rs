@@ -65,7 +65,11 @@ impl Env {
             .unwrap_or_else(|e| panic!("creating {kind}: {e}"));
     }
 
-    async fn cleanup(self) {
+    /// Deletes the test's ModelVersions while `operator` still runs (it
+    /// releases their finalizers), then stops it and removes the rest.
+    async fn cleanup(self, operator: OperatorProcess) {
+        self.ns.delete_model_versions().await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+        operator.stop().await.unwrap();
         revoke(&self.client, &self.ns.name).await.unwrap();
         self.ns.cleanup().await.unwrap();
     }
@@ -318,8 +322,7 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
     env.api::<TrainingJob>().delete("cnn", &DeleteParams::background()).await.unwrap();
     env.gone::<Job>(&job.name_any()).await;
 
-    operator.stop().await.unwrap();
-    env.cleanup().await;
+    env.cleanup(operator).await;
 }
 
 #[tokio::test]
@@ -367,8 +370,7 @@ async fn failed_training_reports_the_reason_and_what_to_do() {
         .await;
     assert!(tj.status.unwrap().message.unwrap().contains("not a PNG"));
 
-    operator.stop().await.unwrap();
-    env.cleanup().await;
+    env.cleanup(operator).await;
 }
 
 #[tokio::test]
@@ -397,8 +399,7 @@ async fn two_replicas_one_leader_and_a_takeover() {
     env.create(dataset("two")).await;
     env.job("hone.dev/dataset", "two").await;
 
-    b.stop().await.unwrap();
-    env.cleanup().await;
+    env.cleanup(b).await;
 }
 
 /// Creates ModelVersion `digits-v<version>` and plays its verify pod: Ready.
@@ -497,6 +498,5 @@ async fn operator_restart_in_the_middle_of_a_canary_resumes_from_status() {
     assert_eq!(lowest_step, before.step, "the restarted operator resumed at step {} ", before.step);
     assert_eq!(promoted.variants[0].weight, 100);
     traffic.abort();
-    operator.stop().await.unwrap();
-    env.cleanup().await;
+    env.cleanup(operator).await;
 }

@@ -1,10 +1,11 @@
 //! ModelVersion validation and the Jobs it runs: the verify Job (predictor
 //! image, `verify`) and, on deletion under `hone.dev/artifact-policy: Delete`,
-//! the purge Job (trainer image, `purge`). Pure.
+//! the purge Job (trainer image, `purge`), with what it may delete
+//! ([`purge_scope`]) and which other versions keep those files ([`kept_by`]).
+//! Pure.
 
 use hone_crds::consts::{
     ANNOTATION_ARTIFACT_POLICY, ARTIFACT_POLICY_DELETE, LABEL_MODEL, LABEL_MODEL_VERSION,
-    LABEL_TRAINING_JOB_UID,
 };
 use hone_crds::contract::{MODEL_CARD_FILE, MODEL_FILE, TERMINATION_LOG};
 use hone_crds::predictor::env;
@@ -28,6 +29,10 @@ pub const VERIFY_CONTAINER: &str = "verify";
 pub const PURGE_CONTAINER: &str = "purge";
 /// Retries of a verify or purge Job before it fails.
 const JOB_BACKOFF_LIMIT: i32 = 2;
+/// A purge Job that has not finished in this long fails (DeadlineExceeded), so
+/// a purge that can never run (its Secret gone, an image that never pulls)
+/// cannot hold a deletion forever.
+pub const PURGE_DEADLINE_SECONDS: i64 = 600;
 
 /// Why a ModelVersion cannot be verified.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,8 +68,8 @@ pub struct ValidModelVersion {
     pub owner: OwnerReference,
     /// The spec.
     pub spec: ModelVersionSpec,
-    /// True when it was registered by a TrainingJob (its artifact is a run folder).
-    pub registered_run: bool,
+    /// What its purge deletes.
+    pub purge_scope: PurgeScope,
     /// Image of the verify Job.
     pub predictor_image: String,
     /// Image of the purge Job.
@@ -99,17 +104,13 @@ pub fn validate(mv: &ModelVersion, config: &OperatorConfig) -> Result<ValidModel
             "spec.artifact.uri {uri:?} must name the TorchScript file ({MODEL_FILE}); its {MODEL_CARD_FILE} lies beside it"
         )));
     }
-    let registered_run = mv.labels().get(LABEL_TRAINING_JOB_UID).is_some_and(|run| {
-        uri.strip_suffix(MODEL_FILE)
-            .is_some_and(|dir| dir.trim_end_matches('/').ends_with(&format!("/{run}")))
-    });
     Ok(ValidModelVersion {
         name,
         namespace,
         uid,
         owner,
         spec: mv.spec.clone(),
-        registered_run,
+        purge_scope: purge_scope(mv),
         predictor_image: config.predictor_image.clone(),
         trainer_image: config.trainer_image.clone(),
     })
@@ -145,28 +146,96 @@ pub fn verify_job(valid: &ValidModelVersion) -> Job {
     job(valid, verify_job_name(valid), container, env, false)
 }
 
-/// What a purge deletes: the run folder of a registered training run, or the
-/// model file and its card for a hand-registered model (its folder may hold
-/// other things).
-pub fn purge_targets(valid: &ValidModelVersion) -> (Vec<String>, bool) {
-    let uri = valid.spec.artifact.uri.trim();
-    let dir = uri.strip_suffix(MODEL_FILE).unwrap_or(uri);
-    if valid.registered_run {
-        (vec![dir.trim_end_matches('/').to_owned()], true)
-    } else {
-        (vec![uri.to_owned(), format!("{dir}{MODEL_CARD_FILE}")], false)
+/// What the purge of one ModelVersion deletes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PurgeScope {
+    /// Everything below the run folder the operator created for the
+    /// TrainingJob that registered it (`status.runFolder`).
+    RunFolder(String),
+    /// Exactly these objects: the model file and the model card beside it.
+    Files(Vec<String>),
+}
+
+impl PurgeScope {
+    /// The URIs the purge command is given.
+    pub fn uris(&self) -> Vec<String> {
+        match self {
+            Self::RunFolder(folder) => vec![folder.clone()],
+            Self::Files(files) => files.clone(),
+        }
     }
+
+    /// True when each URI is a folder whose every object goes.
+    pub fn is_folder(&self) -> bool {
+        matches!(self, Self::RunFolder(_))
+    }
+
+    /// True when deleting `self` would delete something `other` holds.
+    pub fn overlaps(&self, other: &PurgeScope) -> bool {
+        let holds = |scope: &PurgeScope, uri: &str| match scope {
+            Self::RunFolder(folder) => within(uri, folder),
+            Self::Files(files) => files.iter().any(|f| f == uri),
+        };
+        match (self, other) {
+            (Self::RunFolder(a), Self::RunFolder(b)) => within(a, b) || within(b, a),
+            (Self::RunFolder(_), Self::Files(files)) => files.iter().any(|f| holds(self, f)),
+            (Self::Files(files), _) => files.iter().any(|f| holds(other, f)),
+        }
+    }
+}
+
+/// True when `uri` is `folder` or lies below it (whole path segments only:
+/// `s3://b/run-1` does not hold `s3://b/run-10/model.pt`).
+fn within(uri: &str, folder: &str) -> bool {
+    uri == folder || uri.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// What deleting `mv` under `hone.dev/artifact-policy: Delete` removes. The
+/// run folder only when the operator recorded it in `status.runFolder` at
+/// registration and the artifact lies in it; otherwise (a version registered
+/// by hand, whatever its labels say) only the model file and its card.
+pub fn purge_scope(mv: &ModelVersion) -> PurgeScope {
+    let uri = mv.spec.artifact.uri.trim();
+    let run_folder = mv
+        .status
+        .as_ref()
+        .and_then(|s| s.run_folder.as_deref())
+        .map(|folder| folder.trim().trim_end_matches('/'))
+        .filter(|folder| folder.contains("://") && uri.starts_with(&format!("{folder}/")));
+    match run_folder {
+        Some(folder) => PurgeScope::RunFolder(folder.to_owned()),
+        None => {
+            let dir = uri.strip_suffix(MODEL_FILE).unwrap_or(uri);
+            PurgeScope::Files(vec![uri.to_owned(), format!("{dir}{MODEL_CARD_FILE}")])
+        }
+    }
+}
+
+/// The other ModelVersions (sorted) that keep `mv`'s artifact alive: not
+/// being deleted themselves, and holding a file the purge of `mv` would delete
+/// (the same artifact, or one inside its run folder, or a run folder around it).
+pub fn kept_by(mv: &ModelVersion, all: &[ModelVersion]) -> Vec<String> {
+    let scope = purge_scope(mv);
+    let mut out: Vec<String> = all
+        .iter()
+        .filter(|other| other.metadata.name != mv.metadata.name)
+        .filter(|other| other.metadata.deletion_timestamp.is_none())
+        .filter(|other| scope.overlaps(&purge_scope(other)))
+        .map(ResourceExt::name_any)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The purge Job that deletes the artifact from storage.
 pub fn purge_job(valid: &ValidModelVersion) -> Job {
-    let (uris, prefix) = purge_targets(valid);
     let mut args = vec!["purge".to_owned()];
-    for uri in uris {
+    for uri in valid.purge_scope.uris() {
         args.push("--uri".to_owned());
         args.push(uri);
     }
-    if prefix {
+    if valid.purge_scope.is_folder() {
         args.push("--prefix".to_owned());
     }
     let container = Container {
@@ -176,7 +245,11 @@ pub fn purge_job(valid: &ValidModelVersion) -> Job {
         ..Default::default()
     };
     let env = vec![env_var(hone_crds::contract::env::TERMINATION_LOG, TERMINATION_LOG)];
-    job(valid, purge_job_name(valid), container, env, true)
+    let mut job = job(valid, purge_job_name(valid), container, env, true);
+    if let Some(spec) = job.spec.as_mut() {
+        spec.active_deadline_seconds = Some(PURGE_DEADLINE_SECONDS);
+    }
+    job
 }
 
 /// True when deleting `mv` must also delete its artifact.

@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
-use super::desired::{self, Error, VERIFY_CONTAINER};
-use super::finalize::{Step, step};
+use super::desired::{self, Error, PurgeScope, VERIFY_CONTAINER};
+use super::finalize::{DeletionInput, Step, refused_for_good, step};
 use super::status::{self, StatusInput};
 use crate::config::OperatorConfig;
 use crate::testutil::{job_with_condition, pod_terminated};
@@ -76,23 +76,94 @@ fn verify_job_runs_the_predictor_restricted_with_digest_and_credentials() {
     assert_eq!(pod.automount_service_account_token, Some(false));
 }
 
+fn with_run_folder(mut mv: ModelVersion, folder: &str) -> ModelVersion {
+    mv.status = Some(ModelVersionStatus { run_folder: Some(folder.to_owned()), ..Default::default() });
+    mv
+}
+
+fn named(mut mv: ModelVersion, name: &str) -> ModelVersion {
+    mv.metadata.name = Some(name.to_owned());
+    mv
+}
+
 #[test]
-fn purge_deletes_the_run_folder_of_a_training_run_and_only_the_files_otherwise() {
+fn purge_deletes_the_recorded_run_folder_and_only_the_files_otherwise() {
     let config = OperatorConfig::default();
-    let run = model_version("s3://m/out/cnn/tj-uid/model.pt", json!({"hone.dev/trainingjob-uid": "tj-uid"}));
+    let run =
+        with_run_folder(model_version("s3://m/out/cnn/tj-uid/model.pt", json!({})), "s3://m/out/cnn/tj-uid");
     let valid = desired::validate(&run, &config).unwrap();
-    assert_eq!(desired::purge_targets(&valid), (vec!["s3://m/out/cnn/tj-uid".to_owned()], true));
-    let args =
-        desired::purge_job(&valid).spec.unwrap().template.spec.unwrap().containers[0].args.clone().unwrap();
+    assert_eq!(valid.purge_scope, PurgeScope::RunFolder("s3://m/out/cnn/tj-uid".to_owned()));
+    let spec = desired::purge_job(&valid).spec.unwrap();
+    let args = spec.template.spec.unwrap().containers[0].args.clone().unwrap();
     assert_eq!(args, ["purge", "--uri", "s3://m/out/cnn/tj-uid", "--prefix"]);
+    assert_eq!(spec.active_deadline_seconds, Some(desired::PURGE_DEADLINE_SECONDS), "a purge cannot hang");
+    assert_eq!(spec.backoff_limit, Some(2));
 
     let by_hand = desired::validate(&model_version("s3://m/shared/model.pt", json!({})), &config).unwrap();
-    let (uris, prefix) = desired::purge_targets(&by_hand);
-    assert_eq!(uris, ["s3://m/shared/model.pt", "s3://m/shared/model.json"]);
-    assert!(!prefix);
-    // A uid label whose folder does not match the URI is not trusted with a prefix delete.
-    let odd = model_version("s3://m/shared/model.pt", json!({"hone.dev/trainingjob-uid": "tj-uid"}));
-    assert!(!desired::purge_targets(&desired::validate(&odd, &config).unwrap()).1);
+    let files = vec!["s3://m/shared/model.pt".to_owned(), "s3://m/shared/model.json".to_owned()];
+    assert_eq!(by_hand.purge_scope, PurgeScope::Files(files.clone()));
+    let args = desired::purge_job(&by_hand).spec.unwrap().template.spec.unwrap().containers[0].args.clone();
+    assert_eq!(
+        args.unwrap(),
+        ["purge", "--uri", "s3://m/shared/model.pt", "--uri", "s3://m/shared/model.json"]
+    );
+}
+
+#[test]
+fn labels_never_widen_a_purge_and_a_run_folder_must_hold_the_artifact() {
+    let files = |dir: &str| PurgeScope::Files(vec![format!("{dir}/model.pt"), format!("{dir}/model.json")]);
+    // The label the old rule trusted, with a URI that matches it: still only the files.
+    let hostile =
+        model_version("s3://m/shared/tj-uid/model.pt", json!({"hone.dev/trainingjob-uid": "tj-uid"}));
+    assert_eq!(desired::purge_scope(&hostile), files("s3://m/shared/tj-uid"));
+    // A recorded folder that does not hold the artifact is not used.
+    let elsewhere =
+        with_run_folder(model_version("s3://m/shared/model.pt", json!({})), "s3://m/out/cnn/tj-uid");
+    assert_eq!(desired::purge_scope(&elsewhere), files("s3://m/shared"));
+    // Nor a bucket root, a folder that is a mere string prefix, or a folder without a scheme.
+    for folder in ["s3://", "s3://m/out/cnn/tj", "m/out/cnn/tj-uid"] {
+        let odd = with_run_folder(model_version("s3://m/out/cnn/tj-uid/model.pt", json!({})), folder);
+        assert_eq!(desired::purge_scope(&odd), files("s3://m/out/cnn/tj-uid"), "{folder}");
+    }
+    let trailing = with_run_folder(model_version("s3://m/out/r/model.pt", json!({})), "s3://m/out/r/");
+    assert_eq!(desired::purge_scope(&trailing), PurgeScope::RunFolder("s3://m/out/r".to_owned()));
+}
+
+#[test]
+fn another_version_holding_the_files_keeps_them() {
+    let deleting = named(model_version("s3://m/shared/model.pt", json!({})), "a");
+    let same = named(model_version("s3://m/shared/model.pt", json!({})), "b");
+    let other_file = named(model_version("s3://m/shared/other/model.pt", json!({})), "c");
+    let around =
+        named(with_run_folder(model_version("s3://m/shared/run/model.pt", json!({})), "s3://m/shared"), "d");
+    assert_eq!(desired::kept_by(&deleting, &[deleting.clone(), same.clone(), other_file.clone()]), ["b"]);
+    assert!(desired::kept_by(&deleting, &[deleting.clone(), other_file.clone()]).is_empty());
+    // A run folder around this version's files holds them.
+    assert_eq!(desired::kept_by(&deleting, std::slice::from_ref(&around)), ["d"]);
+    // A run folder being purged holds what other versions point at inside it.
+    let run =
+        named(with_run_folder(model_version("s3://m/out/r1/model.pt", json!({})), "s3://m/out/r1"), "run");
+    let checkpoint = named(model_version("s3://m/out/r1/best/model.pt", json!({})), "best");
+    let neighbour = named(model_version("s3://m/out/r10/model.pt", json!({})), "r10");
+    assert_eq!(desired::kept_by(&run, &[run.clone(), checkpoint, neighbour.clone()]), ["best"]);
+    assert!(desired::kept_by(&run, &[neighbour]).is_empty(), "r10 is not inside r1");
+    // A version being deleted too keeps nothing.
+    let mut leaving = same;
+    leaving.metadata.deletion_timestamp = Some(now());
+    assert!(desired::kept_by(&deleting, &[leaving]).is_empty());
+}
+
+#[test]
+fn scopes_overlap_by_whole_path_segments() {
+    let folder = |f: &str| PurgeScope::RunFolder(f.to_owned());
+    let files = |f: &[&str]| PurgeScope::Files(f.iter().map(|s| (*s).to_owned()).collect());
+    assert!(folder("s3://b/a").overlaps(&folder("s3://b/a/c")));
+    assert!(folder("s3://b/a/c").overlaps(&folder("s3://b/a")));
+    assert!(!folder("s3://b/a").overlaps(&folder("s3://b/ab")));
+    assert!(folder("s3://b/a").overlaps(&files(&["s3://b/a/model.pt"])));
+    assert!(files(&["s3://b/a/model.pt"]).overlaps(&folder("s3://b/a")));
+    assert!(!files(&["s3://b/a/model.pt"]).overlaps(&files(&["s3://b/a/x.pt"])));
+    assert!(files(&["s3://b/a/model.json"]).overlaps(&files(&["s3://b/a/x.pt", "s3://b/a/model.json"])));
 }
 
 #[test]
@@ -204,16 +275,63 @@ fn served_by_changes_and_new_outcomes_publish_events() {
     assert!(status::events(&next, &next).is_empty(), "an unchanged status publishes nothing");
 }
 
+fn deletion(
+    served_by: &[String],
+    purge: bool,
+    kept_by: &[String],
+    job: Option<&k8s_openapi::api::batch::v1::Job>,
+) -> Step {
+    step(DeletionInput { served_by, purge, kept_by, purge_job: job, purge_pods: &[] })
+}
+
 #[test]
 fn deletion_waits_for_servers_then_purges_then_releases() {
     let served = vec!["web".to_owned()];
-    assert_eq!(step(&served, true, None), Step::Blocked(served.clone()));
-    assert_eq!(step(&[], false, None), Step::Release);
-    assert_eq!(step(&[], true, None), Step::StartPurge);
+    assert_eq!(deletion(&served, true, &[], None), Step::Blocked(served.clone()));
+    assert_eq!(deletion(&[], false, &[], None), Step::Release);
+    assert_eq!(deletion(&[], true, &[], None), Step::StartPurge);
     let running = job_with_condition("Suspended", None, None);
-    assert_eq!(step(&[], true, Some(&running)), Step::Purging);
+    assert_eq!(deletion(&[], true, &[], Some(&running)), Step::Purging);
     let done = job_with_condition("Complete", None, None);
-    assert_eq!(step(&[], true, Some(&done)), Step::Release);
-    let failed = job_with_condition("Failed", Some("BackoffLimitExceeded"), Some("no creds"));
-    assert!(matches!(step(&[], true, Some(&failed)), Step::PurgeFailed(m) if m.contains("no creds")));
+    assert_eq!(deletion(&[], true, &[], Some(&done)), Step::Release);
+}
+
+#[test]
+fn a_shared_artifact_is_kept_and_a_purge_that_cannot_finish_releases() {
+    let keepers = vec!["digits-v4".to_owned()];
+    assert_eq!(deletion(&[], true, &keepers, None), Step::KeptBy(keepers.clone()));
+    assert_eq!(deletion(&[], false, &keepers, None), Step::Release, "no policy, nothing to keep");
+    // A purge already running finishes.
+    let done = job_with_condition("Complete", None, None);
+    assert_eq!(deletion(&[], true, &keepers, Some(&done)), Step::Release);
+    // Failed or past its deadline: released, never held.
+    let failed = job_with_condition("Failed", Some("DeadlineExceeded"), Some("too long"));
+    assert!(
+        matches!(deletion(&[], true, &[], Some(&failed)), Step::PurgeFailed(m) if m.contains("DeadlineExceeded"))
+    );
+    // A pod that cannot start (its Secret is gone) fails the purge at once.
+    let running = job_with_condition("Suspended", None, None);
+    let stuck: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p"},
+        "status": {"containerStatuses": [{"name": "purge", "image": "i", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": "CreateContainerConfigError",
+            "message": "secret \"s3\" not found"}}}]}
+    }))
+    .unwrap();
+    let pods = [&stuck];
+    let input =
+        DeletionInput { purge: true, purge_job: Some(&running), purge_pods: &pods, ..Default::default() };
+    assert!(matches!(step(input), Step::PurgeFailed(m) if m.contains("secret \"s3\" not found")));
+}
+
+#[test]
+fn a_refused_purge_job_is_final_only_for_403_and_404() {
+    let api = |code: u16| {
+        let message = "unable to create new content in namespace ml because it is being terminated";
+        kube::Error::Api(Box::new(kube::core::Status::failure(message, "Forbidden").with_code(code)))
+    };
+    assert!(refused_for_good(&api(403)));
+    assert!(refused_for_good(&api(404)));
+    assert!(!refused_for_good(&api(500)));
+    assert!(!refused_for_good(&api(409)));
 }

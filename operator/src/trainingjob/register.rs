@@ -12,6 +12,11 @@
 //!
 //! Registered ModelVersions carry no ownerReference: a registry entry outlives
 //! the TrainingJob that produced it.
+//!
+//! Right after the create, the operator records the run folder it created for
+//! the TrainingJob in the ModelVersion's `status.runFolder`: the only thing
+//! that lets a purge (`hone.dev/artifact-policy: Delete`) delete a whole
+//! folder. Labels and spec are anyone's to write, so they never widen a purge.
 
 use std::collections::BTreeMap;
 
@@ -22,10 +27,17 @@ use hone_crds::consts::{
 use hone_crds::contract::TrainSummary;
 use hone_crds::modelversion::{Artifact, ArtifactFormat, Lineage, ModelVersionSpec, Signature};
 use hone_crds::{Dataset, ModelVersion, SecretRef, TrainingJob};
-use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
+use kube::{Resource, ResourceExt};
+
+use crate::config::OperatorConfig;
 use crate::context::Context;
+
+/// Field manager of `status.runFolder`: not the ModelVersion controller's, so
+/// that controller's status applies (which do not list the field when they
+/// work from an older copy) never remove it.
+pub const REGISTRY_FIELD_MANAGER: &str = "hone-operator-registry";
 
 /// Why registration did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +150,26 @@ pub fn desired_model_version(
     mv
 }
 
+/// The run folder the operator had the trainer write to:
+/// `<output>/<trainingjob>/<uid>` (the Job's `HONE_OUTPUT`, see
+/// `desired::run_output`), or None without an output location.
+pub fn run_folder(tj: &TrainingJob, config: &OperatorConfig) -> Option<String> {
+    let output = tj.spec.output.as_ref().or(config.default_output.as_ref())?;
+    let uid = tj.metadata.uid.as_deref().filter(|uid| !uid.is_empty())?;
+    Some(format!("{}/{}/{uid}", output.uri.trim().trim_end_matches('/'), tj.name_any()))
+}
+
+/// The `status.runFolder` to record on `mv`, the ModelVersion registered for a
+/// run whose folder is `folder`: only when its artifact is the one the trainer
+/// reported and lies in that folder, and the status does not already say so.
+pub fn run_folder_to_record(mv: &ModelVersion, train: &TrainSummary, folder: Option<&str>) -> Option<String> {
+    let folder = folder?.trim_end_matches('/');
+    let uri = mv.spec.artifact.uri.trim();
+    let recorded = mv.status.as_ref().and_then(|s| s.run_folder.as_deref());
+    let inside = uri == train.artifact_uri.trim() && uri.starts_with(&format!("{folder}/"));
+    (inside && recorded != Some(folder)).then(|| folder.to_owned())
+}
+
 /// What registration needs besides the TrainingJob.
 pub struct Registration<'a> {
     /// The ModelVersion already carrying this TrainingJob's uid, if any.
@@ -156,18 +188,25 @@ pub async fn ensure(
     tj: &TrainingJob,
     input: Registration<'_>,
 ) -> Result<(String, bool), Error> {
-    if let Some(mv) = input.registered {
-        return Ok((mv.name_any(), false));
-    }
     let namespace = tj.namespace().unwrap_or_default();
     let name = tj.name_any();
-    let uid = tj.metadata.uid.clone().unwrap_or_default();
-    let model = &tj.spec.register_as.model;
     let api_error = |action: &'static str| {
         let (namespace, name) = (namespace.clone(), name.clone());
         move |source| Error::Api { action, namespace, name, source }
     };
     let mvs = Api::<ModelVersion>::namespaced(ctx.client.clone(), &namespace);
+    let folder = run_folder(tj, &ctx.config);
+    if let Some(mv) = input.registered {
+        // Recorded here too, in case the operator stopped between the create and the status write.
+        if let Some(folder) = run_folder_to_record(mv, input.train, folder.as_deref()) {
+            record_run_folder(&mvs, &mv.name_any(), &folder)
+                .await
+                .map_err(api_error("recording the run folder"))?;
+        }
+        return Ok((mv.name_any(), false));
+    }
+    let uid = tj.metadata.uid.clone().unwrap_or_default();
+    let model = &tj.spec.register_as.model;
     let reserved =
         tj.status.as_ref().and_then(|s| s.model_version.as_deref()).and_then(|n| reserved_version(n, model));
     let version = match reserved {
@@ -185,11 +224,23 @@ pub async fn ensure(
     let desired = desired_model_version(tj, input.train, input.dataset, input.secret_ref, version);
     let mv_name = desired.name_any();
     match mvs.create(&PostParams::default(), &desired).await {
-        Ok(_) => Ok((mv_name, true)),
+        Ok(created) => {
+            if let Some(folder) = run_folder_to_record(&created, input.train, folder.as_deref()) {
+                record_run_folder(&mvs, &mv_name, &folder)
+                    .await
+                    .map_err(api_error("recording the run folder"))?;
+            }
+            Ok((mv_name, true))
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let existing = mvs.get_opt(&mv_name).await.map_err(api_error("reading ModelVersion"))?;
-            let ours = existing.as_ref().and_then(|mv| mv.labels().get(LABEL_TRAINING_JOB_UID)) == Some(&uid);
-            if ours {
+            let ours = existing.as_ref().filter(|mv| mv.labels().get(LABEL_TRAINING_JOB_UID) == Some(&uid));
+            if let Some(mv) = ours {
+                if let Some(folder) = run_folder_to_record(mv, input.train, folder.as_deref()) {
+                    record_run_folder(&mvs, &mv_name, &folder)
+                        .await
+                        .map_err(api_error("recording the run folder"))?;
+                }
                 return Ok((mv_name, false));
             }
             // Someone registered that name by hand since the reservation: reserve the next one.
@@ -199,6 +250,18 @@ pub async fn ensure(
         }
         Err(source) => Err(api_error("creating ModelVersion")(source)),
     }
+}
+
+/// Writes `status.runFolder` of ModelVersion `name` (its own field manager).
+async fn record_run_folder(mvs: &Api<ModelVersion>, name: &str, folder: &str) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({
+        "apiVersion": ModelVersion::api_version(&()),
+        "kind": ModelVersion::kind(&()),
+        "status": {"runFolder": folder},
+    });
+    mvs.patch_status(name, &PatchParams::apply(REGISTRY_FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
 }
 
 /// Writes `model_version` into the status, guarded by the resourceVersion the

@@ -140,3 +140,44 @@ fn every_new_phase_is_an_event_and_failures_are_warnings() {
     assert!(super::events(&running, &running).is_empty());
     assert!(!super::events(&TrainingJobStatus::default(), &running)[0].warning);
 }
+
+#[test]
+fn the_run_folder_is_the_one_the_trainer_was_told_to_write() {
+    use hone_crds::StorageLocation;
+
+    use super::register::run_folder;
+    let tj = training_job_for_tests("");
+    let config = crate::config::OperatorConfig {
+        default_output: Some(StorageLocation::new("s3://models/")),
+        ..Default::default()
+    };
+    let valid = super::validate::validate(&tj, Some(&ready_dataset_for_tests()), &config).unwrap();
+    assert_eq!(run_folder(&tj, &config), Some(super::desired::run_output(&valid)));
+    assert_eq!(run_folder(&tj, &config).as_deref(), Some("s3://models/cnn/tj-uid"));
+    let own = training_job_for_tests("output: {uri: 's3://team/out'}\n");
+    assert_eq!(run_folder(&own, &config).as_deref(), Some("s3://team/out/cnn/tj-uid"));
+    assert_eq!(run_folder(&tj, &crate::config::OperatorConfig::default()), None);
+}
+
+#[test]
+fn the_run_folder_is_recorded_only_for_the_trained_artifact_inside_it() {
+    use super::register::run_folder_to_record;
+    let train = summary(&["a"]);
+    let mut registered = mv("digits", 1);
+    registered.spec.artifact.uri = train.artifact_uri.clone();
+    let folder = Some("s3://models/cnn/tj-uid");
+    assert_eq!(run_folder_to_record(&registered, &train, folder).as_deref(), folder);
+    assert_eq!(run_folder_to_record(&registered, &train, None), None);
+    // Already recorded: nothing to write.
+    registered.status =
+        Some(hone_crds::ModelVersionStatus { run_folder: folder.map(str::to_owned), ..Default::default() });
+    assert_eq!(run_folder_to_record(&registered, &train, folder), None);
+    // Another artifact (a hand-made version with this run's uid label), or one outside the folder.
+    let other = mv("digits", 2);
+    assert_eq!(run_folder_to_record(&other, &train, folder), None);
+    let mut outside = summary(&["a"]);
+    outside.artifact_uri = "s3://models/shared/model.pt".into();
+    let mut odd = mv("digits", 3);
+    odd.spec.artifact.uri = outside.artifact_uri.clone();
+    assert_eq!(run_folder_to_record(&odd, &outside, folder), None);
+}
