@@ -1,6 +1,7 @@
 //! Hone's operator: the controllers (one module tree per kind), the operator
 //! configuration, metrics, the HTTP surface and the shared child-object helpers.
 
+pub mod api_calls;
 pub mod backoff;
 pub mod cache;
 pub mod caches;

@@ -72,11 +72,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         leader_election = args.leader.enabled,
         "starting hone-operator"
     );
-    let client = kube::Client::try_default().await.context("building a Kubernetes client")?;
+    let metrics = Arc::new(Metrics::new());
+    let kube_config = kube::Config::infer().await.context("reading the Kubernetes client configuration")?;
+    let client = hone_operator::api_calls::counted_client(kube_config, metrics.clone())
+        .context("building a Kubernetes client")?;
     let version = client.apiserver_version().await.context("reaching the apiserver")?;
     tracing::info!(apiserver = %version.git_version, "connected");
 
-    let metrics = Arc::new(Metrics::new());
     let state = Arc::new(ServerState::new(metrics.clone()));
     let shutdown = shutdown_signal().shared();
     let election = match args.leader.enabled {

@@ -43,6 +43,15 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of a request to the apiserver.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// The Kubernetes verb (see [`crate::api_calls::verb`]).
+    pub verb: &'static str,
+    /// The resource (see [`crate::api_calls::resource`]).
+    pub resource: String,
+}
+
 /// Labels of the objects-by-phase gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
@@ -71,6 +80,7 @@ pub struct Metrics {
     phase_counts: Mutex<PhaseBook>,
     watch_events: Family<KindLabels, Counter>,
     watch_errors: Family<KindLabels, Counter>,
+    api_requests: Family<VerbLabels, Counter>,
 }
 
 /// Phase counts per (kind, watch scope), whose sums the gauge shows, and every
@@ -125,6 +135,12 @@ impl Metrics {
             "Watch failures (each retried with backoff), by kind",
             watch_errors.clone(),
         );
+        let api_requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests this process sent to the apiserver, by verb (list, watch, get, apply, ...) and resource",
+            api_requests.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -135,7 +151,13 @@ impl Metrics {
             phase_counts: Mutex::default(),
             watch_events,
             watch_errors,
+            api_requests,
         }
+    }
+
+    /// Counts one request to the apiserver.
+    pub fn record_api_request(&self, verb: &'static str, resource: String) {
+        self.api_requests.get_or_create(&VerbLabels { verb, resource }).inc();
     }
 
     /// Counts one watch event of `kind` taken into a cache.

@@ -74,9 +74,10 @@ pub struct Applied {
 
 /// Applies `desired`, then deletes what `observed` holds beyond it, except
 /// the predictors named in `draining`. Applies that do not depend on each
-/// other go out together: first the router's identity, the Services and the
-/// router config, then the Deployments (whose pods need them), HPAs, PDBs and
-/// the route; then the prunes, all together (routes have changed by then).
+/// other go out together: first the router's ServiceAccount and Role, the
+/// Services and the router config; then the RoleBinding (checked against its
+/// Role), the Deployments (whose pods need all of those), HPAs, PDBs and the
+/// route; then the prunes, all together (routes have changed by then).
 pub async fn apply(
     ctx: &Context,
     namespace: &str,
@@ -95,7 +96,10 @@ pub async fn apply(
     let roles = Api::<Role>::namespaced(client.clone(), namespace);
     let role_bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
 
-    futures::try_join!(
+    // Every apply of a wave runs to its end even when a sibling fails (a
+    // cancelled sibling could otherwise never get its turn); the first error
+    // is reported after the wave.
+    let (accounts, roles_applied, services_applied, maps) = futures::join!(
         apply_each(
             &service_accounts,
             &desired.service_accounts,
@@ -103,11 +107,16 @@ pub async fn apply(
             "ServiceAccount"
         ),
         apply_each(&roles, &desired.roles, &observed.roles, "Role"),
-        apply_each(&role_bindings, &desired.role_bindings, &observed.role_bindings, "RoleBinding"),
         apply_each(&services, &desired.services, &observed.services, "Service"),
         apply_each(&config_maps, &desired.config_maps, &observed.config_maps, "ConfigMap"),
-    )?;
-    let (applied_deployments, _, _, route) = futures::try_join!(
+    );
+    accounts?;
+    roles_applied?;
+    services_applied?;
+    maps?;
+    // A RoleBinding is checked against its Role, which must exist first.
+    let (bindings, applied_deployments, autoscalers_applied, budgets_applied, route) = futures::join!(
+        apply_each(&role_bindings, &desired.role_bindings, &observed.role_bindings, "RoleBinding"),
         apply_each(&deployments, &desired.deployments, &observed.deployments, "Deployment"),
         apply_each(&autoscalers, &desired.autoscalers, &observed.autoscalers, "HorizontalPodAutoscaler"),
         apply_each(
@@ -117,7 +126,12 @@ pub async fn apply(
             "PodDisruptionBudget"
         ),
         apply_each(&routes, desired.route.as_slice(), &observed.routes, "HTTPRoute"),
-    )?;
+    );
+    bindings?;
+    let applied_deployments = applied_deployments?;
+    autoscalers_applied?;
+    budgets_applied?;
+    let route = route?;
     // An unchanged Deployment is taken as observed (with its status).
     let applied_deployments: Vec<Deployment> = desired
         .deployments
@@ -138,7 +152,7 @@ pub async fn apply(
     });
 
     let keep = |wanted: BTreeSet<String>| -> BTreeSet<String> { wanted.union(draining).cloned().collect() };
-    futures::try_join!(
+    let pruned = futures::join!(
         prune(&routes, &observed.routes, names(desired.route.iter()), "HTTPRoute"),
         prune(&config_maps, &observed.config_maps, names(desired.config_maps.iter()), "ConfigMap"),
         prune(&role_bindings, &observed.role_bindings, names(desired.role_bindings.iter()), "RoleBinding"),
@@ -163,7 +177,11 @@ pub async fn apply(
             keep(names(desired.disruption_budgets.iter())),
             "PodDisruptionBudget"
         ),
-    )?;
+    );
+    let (a, b, c, d, e, f, g, h, i) = pruned;
+    for result in [a, b, c, d, e, f, g, h, i] {
+        result?;
+    }
     Ok(Applied { deployments: applied_deployments, route })
 }
 
@@ -184,7 +202,7 @@ where
     O: Resource,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    futures::future::try_join_all(objects.iter().map(|object| {
+    let results = futures::future::join_all(objects.iter().map(|object| {
         let params = &params;
         async move {
             let name = object.name_any();
@@ -203,7 +221,8 @@ where
             })
         }
     }))
-    .await
+    .await;
+    results.into_iter().collect()
 }
 
 /// Deletes, all at once, what `observed` holds beyond `wanted` (and not
@@ -223,7 +242,7 @@ where
         let name = o.meta().name.as_deref()?;
         (!wanted.contains(name)).then(|| (name, o.meta().namespace.clone().unwrap_or_default()))
     });
-    futures::future::try_join_all(unwanted.map(|(name, namespace)| async move {
+    let results = futures::future::join_all(unwanted.map(|(name, namespace)| async move {
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {
                 tracing::info!(kind, name, namespace, "deleted an object no longer desired");
@@ -233,6 +252,6 @@ where
             Err(source) => Err(Error::Prune { kind, namespace, name: name.to_owned(), source }),
         }
     }))
-    .await?;
-    Ok(())
+    .await;
+    results.into_iter().collect()
 }

@@ -147,25 +147,26 @@ async fn a_new_service_gets_predictors_and_a_router_applied_server_side() {
     let applies: Vec<&str> =
         seen.iter().filter(|s| s.method == Method::PATCH).map(|s| s.path.as_str()).collect();
     // Independent applies go out together, in two waves: the router's
-    // identity, the Services and the router config before the Deployments
-    // (whose pods run as that identity and read that config).
+    // ServiceAccount and Role, the Services and the router config before the
+    // RoleBinding (checked against the Role) and the Deployments (whose pods
+    // run as that identity and read that config).
     let set =
         |paths: &[&str]| paths.iter().map(|p| (*p).to_owned()).collect::<std::collections::BTreeSet<_>>();
     assert_eq!(applies.len(), 12, "{applies:?}");
     assert_eq!(
-        set(&applies[..6]),
+        set(&applies[..5]),
         set(&[
             "/api/v1/namespaces/ml/serviceaccounts/digits-router",
             "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/roles/digits-router",
-            "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/digits-router",
             "/api/v1/namespaces/ml/services/digits-a-v1",
             "/api/v1/namespaces/ml/services/digits-router",
             "/api/v1/namespaces/ml/configmaps/digits-router",
         ])
     );
     assert_eq!(
-        set(&applies[6..11]),
+        set(&applies[5..11]),
         set(&[
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/ml/rolebindings/digits-router",
             "/apis/apps/v1/namespaces/ml/deployments/digits-a-v1",
             "/apis/apps/v1/namespaces/ml/deployments/digits-router",
             "/apis/autoscaling/v2/namespaces/ml/horizontalpodautoscalers/digits-a-v1",
