@@ -379,6 +379,21 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
+/// Deletes every `K` of `namespace` in one call (best effort).
+async fn delete_all<K>(client: &Client, namespace: &str, params: DeleteParams)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    if let Err(e) = api.delete_collection(&params, &ListParams::default()).await {
+        println!("  cleanup: deleting every {}: {e}", K::kind(&K::DynamicType::default()));
+    }
+}
+
 async fn delete_namespace_and_wait(client: &Client, name: &str, timeout: Duration) -> bool {
     let api: Api<Namespace> = Api::all(client.clone());
     let _ = api.delete(name, &DeleteParams::background()).await;
@@ -734,25 +749,45 @@ async fn main() {
     println!("  peak RSS < 100 MiB: {rss_peak:.0} MiB: {}", verdict(rss_peak < 100.0));
 
     // ---------------------------------------------------------------- cleanup
-    // The namespace goes while the operator still runs: it releases the
-    // ModelVersion finalizer once no InferenceService serves it.
-    let gone = delete_namespace_and_wait(&client, &ns.name, Duration::from_secs(600)).await;
-    if !gone {
+    // Left to itself the namespace takes many minutes to go (kcm's namespace
+    // controller deletes pods first, KWOK ends them gracefully, both client-rate
+    // limited), so the bench deletes collections itself: the owners first, then
+    // the ModelVersion while the operator still runs (it releases the finalizer
+    // once no InferenceService serves it), then the children, pods at once.
+    let cleanup_started = Instant::now();
+    delete_all::<TrainingJob>(&client, &ns.name, DeleteParams::background()).await;
+    delete_all::<InferenceService>(&client, &ns.name, DeleteParams::background()).await;
+    delete_all::<ModelVersion>(&client, &ns.name, DeleteParams::background()).await;
+    let released = wait_for("the ModelVersion to go", Duration::from_secs(120), || async {
+        Ok(mvs.list(&ListParams::default()).await?.items.is_empty().then_some(()))
+    })
+    .await;
+    if let Err(e) = released {
         // Last resort, so the shared cluster does not keep a stuck namespace.
-        eprintln!(
-            "namespace {} still terminating after 600 s: removing the ModelVersion finalizers",
-            ns.name
-        );
+        println!("  cleanup: {e}: removing the ModelVersion finalizer");
         let release = json!({"metadata": {"finalizers": null}});
         for mv in mvs.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
             let _ = mvs
                 .patch(&mv.name_any(), &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&release))
                 .await;
         }
-        if !delete_namespace_and_wait(&client, &ns.name, Duration::from_secs(120)).await {
-            eprintln!("namespace {} still terminating", ns.name);
-        }
     }
+    delete_all::<Job>(&client, &ns.name, DeleteParams::background()).await;
+    delete_all::<Deployment>(&client, &ns.name, DeleteParams::background()).await;
+    delete_all::<ReplicaSet>(&client, &ns.name, DeleteParams::background()).await;
+    delete_all::<k8s_openapi::api::core::v1::Pod>(
+        &client,
+        &ns.name,
+        DeleteParams::background().grace_period(0),
+    )
+    .await;
+    let gone = delete_namespace_and_wait(&client, &ns.name, Duration::from_secs(300)).await;
+    println!(
+        "cleanup: namespace {} {} after {:.0} s",
+        ns.name,
+        if gone { "deleted" } else { "still terminating" },
+        cleanup_started.elapsed().as_secs_f64()
+    );
     drop(operator);
     if let Some(s) = schemas {
         s.delete(&client).await;
