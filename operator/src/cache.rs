@@ -86,11 +86,27 @@ where
     /// which a reconcile reads nothing but names, labels, owners and the
     /// desired-form hash).
     pub fn watch(kind: &'static str, api: Api<K>, config: watcher::Config) -> Self {
+        Self::watch_with(kind, api, config, ())
+    }
+}
+
+impl<K> Feed<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
+    /// [`Feed::watch`] for a kind known at run time (`dyntype`).
+    pub fn watch_with(
+        kind: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        dyntype: K::DynamicType,
+    ) -> Self {
         let stream = watcher::watcher(api, config.any_semantic())
             .default_backoff()
             .modify(|obj: &mut K| trim_managed_fields(obj.meta_mut()))
             .boxed();
-        Self { kind, stream, writer: Writer::default(), dyntype: (), subscribers: Vec::new() }
+        Self { kind, stream, writer: Writer::new(dyntype.clone()), dyntype, subscribers: Vec::new() }
     }
 }
 
@@ -99,15 +115,19 @@ where
     K: Resource + Clone + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
-    /// A feed over an arbitrary event stream (dynamic kinds, tests); `writer`
-    /// was made for `dyntype`.
+    /// A feed over an arbitrary event stream (tests).
     pub fn from_stream(
         kind: &'static str,
         stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
-        writer: Writer<K>,
         dyntype: K::DynamicType,
     ) -> Self {
-        Self { kind, stream: stream.boxed(), writer, dyntype, subscribers: Vec::new() }
+        Self {
+            kind,
+            stream: stream.boxed(),
+            writer: Writer::new(dyntype.clone()),
+            dyntype,
+            subscribers: Vec::new(),
+        }
     }
 
     /// The store this feed fills.
@@ -260,6 +280,16 @@ pub fn changed_beyond_bookkeeping<K: Resource + Clone + PartialEq>(
     }
 }
 
+/// Whether the metadata every kind is woken on differs: identity,
+/// generation (spec), labels, annotations, deletion.
+fn common_metadata_changed(b: &ObjectMeta, a: &ObjectMeta) -> bool {
+    b.uid != a.uid
+        || b.generation != a.generation
+        || b.labels != a.labels
+        || b.annotations != a.annotations
+        || b.deletion_timestamp != a.deletion_timestamp
+}
+
 /// The part of a primary object's metadata whose change calls for a
 /// reconcile: generation (spec), labels, annotations, finalizers, deletion.
 /// Status writes (the operator's own) do not.
@@ -267,12 +297,7 @@ pub fn primary_changed<K: Resource>(before: Option<&K>, after: Option<&K>) -> bo
     match (before, after) {
         (Some(before), Some(after)) => {
             let (b, a) = (before.meta(), after.meta());
-            b.uid != a.uid
-                || b.generation != a.generation
-                || b.labels != a.labels
-                || b.annotations != a.annotations
-                || b.finalizers != a.finalizers
-                || b.deletion_timestamp != a.deletion_timestamp
+            common_metadata_changed(b, a) || b.finalizers != a.finalizers
         }
         // A new object is reconciled; a deleted one has nothing left to do
         // (its finalizers already held it while it was being deleted).
@@ -287,12 +312,8 @@ pub fn primary_changed<K: Resource>(before: Option<&K>, after: Option<&K>) -> bo
 pub fn child_metadata_changed(before: Option<&ObjectMeta>, after: Option<&ObjectMeta>) -> bool {
     match (before, after) {
         (Some(b), Some(a)) => {
-            b.uid != a.uid
-                || b.generation != a.generation
-                || b.labels != a.labels
-                || b.annotations != a.annotations
+            common_metadata_changed(b, a)
                 || b.owner_references != a.owner_references
-                || b.deletion_timestamp != a.deletion_timestamp
                 || b.managed_fields != a.managed_fields
         }
         _ => true,
@@ -329,7 +350,7 @@ mod tests {
     fn feed() -> (Feed<ConfigMap>, Seen, Events) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        let mut feed = Feed::from_stream("ConfigMap", stream, Writer::default(), ());
+        let mut feed = Feed::from_stream("ConfigMap", stream, ());
         let seen: Seen = Arc::default();
         let log = seen.clone();
         let data = |c: Option<&ConfigMap>| c.and_then(|c| c.data.as_ref()?.get("k").cloned());

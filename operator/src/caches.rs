@@ -284,40 +284,78 @@ fn boxed<T, S: Stream<Item = T> + Send + 'static>(s: S) -> futures::stream::BoxS
     Box::pin(s)
 }
 
+/// The watches of a scope as they are started: what drives them, and what
+/// resolves once each has taken its first list.
+struct Started {
+    metrics: Arc<Metrics>,
+    runs: Vec<BoxFuture<'static, ()>>,
+    ready: Vec<BoxFuture<'static, ()>>,
+}
+
+impl Started {
+    /// Takes `feed` into the scope; returns its store.
+    fn start<K>(&mut self, feed: Feed<K>) -> Store<K>
+    where
+        K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        let store = feed.store();
+        let filled = store.clone();
+        self.ready.push(Box::pin(async move {
+            // Err only when the feed is gone, which ends the scope anyway.
+            let _ = filled.wait_until_ready().await;
+        }));
+        self.runs.push(feed.run(self.metrics.clone()));
+        store
+    }
+}
+
+/// Wakes the object itself when [`primary_changed`].
+fn to_self<K: Resource<DynamicType = ()> + 'static>(
+    trigger: Trigger<K>,
+) -> impl Fn(Option<&K>, Option<&K>) + Send + Sync
+where
+    Trigger<K>: Send + Sync,
+{
+    move |before, after| {
+        if primary_changed(before, after) {
+            after.into_iter().for_each(|o| trigger.send_obj(o));
+        }
+    }
+}
+
+/// Every watch of one scope, built by [`build`].
+pub struct Scope {
+    /// The stores.
+    pub caches: Caches,
+    /// The controllers' triggers.
+    pub triggers: Triggers,
+    /// The futures that drive the watches (run them all, for as long as the controllers).
+    pub runs: Vec<BoxFuture<'static, ()>>,
+    /// Resolves once every store has taken its first list: a reconcile before
+    /// that would take a missing object for a deleted one.
+    pub ready: BoxFuture<'static, ()>,
+}
+
 /// Builds every watch of `namespace` (`None`: the cluster): the stores, the
 /// triggers of the four controllers, and the futures that drive the watches.
-pub fn build(
-    client: &Client,
-    namespace: Option<&str>,
-    gateway_api: bool,
-    metrics: &Arc<Metrics>,
-) -> (Caches, Triggers, Vec<BoxFuture<'static, ()>>) {
+pub fn build(client: &Client, namespace: Option<&str>, gateway_api: bool, metrics: &Arc<Metrics>) -> Scope {
     let (ds_tx, ds_rx) = trigger::<Dataset>();
     let (tj_tx, tj_rx) = trigger::<TrainingJob>();
     let (mv_tx, mv_rx) = trigger::<ModelVersion>();
     let (isvc_tx, isvc_rx) = trigger::<InferenceService>();
     let all = watcher::Config::default;
-    let mut runs: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut started = Started { metrics: metrics.clone(), runs: Vec::new(), ready: Vec::new() };
 
     // Primaries.
     let mut tjs = Feed::watch("TrainingJob", scoped_api::<TrainingJob>(client, namespace), all());
-    let tj_store = tjs.store();
-    let tx = tj_tx.clone();
-    tjs.subscribe(move |b, a| {
-        if primary_changed(b, a) {
-            a.into_iter().for_each(|o| tx.send_obj(o));
-        }
-    });
+    tjs.subscribe(to_self(tj_tx.clone()));
+    let training_jobs = started.start(tjs);
 
     let mut datasets = Feed::watch("Dataset", scoped_api::<Dataset>(client, namespace), all());
-    let tx = ds_tx.clone();
-    datasets.subscribe(move |b, a| {
-        if primary_changed(b, a) {
-            a.into_iter().for_each(|o| tx.send_obj(o));
-        }
-    });
+    datasets.subscribe(to_self(ds_tx.clone()));
     // A Dataset turning Ready (or changing) wakes the TrainingJobs that read it.
-    let (tx, store) = (tj_tx.clone(), tj_store.clone());
+    let (tx, store) = (tj_tx.clone(), training_jobs.clone());
     datasets.subscribe(move |b, a| {
         if !changed_beyond_bookkeeping(b, a) {
             return;
@@ -329,15 +367,10 @@ pub fn build(
             }
         }
     });
+    let datasets = started.start(datasets);
 
     let mut isvcs = Feed::watch("InferenceService", scoped_api::<InferenceService>(client, namespace), all());
-    let isvc_store = isvcs.store();
-    let tx = isvc_tx.clone();
-    isvcs.subscribe(move |b, a| {
-        if primary_changed(b, a) {
-            a.into_iter().for_each(|o| tx.send_obj(o));
-        }
-    });
+    isvcs.subscribe(to_self(isvc_tx.clone()));
     // servedBy: the versions an InferenceService starts or stops serving.
     let tx = mv_tx.clone();
     isvcs.subscribe(move |b, a| {
@@ -348,17 +381,13 @@ pub fn build(
             tx.send(name, Some(&namespace));
         }
     });
+    let inference_services = started.start(isvcs);
 
     let mut mvs = Feed::watch("ModelVersion", scoped_api::<ModelVersion>(client, namespace), all());
-    let tx = mv_tx.clone();
-    mvs.subscribe(move |b, a| {
-        if primary_changed(b, a) {
-            a.into_iter().for_each(|o| tx.send_obj(o));
-        }
-    });
+    mvs.subscribe(to_self(mv_tx.clone()));
     // A ModelVersion changing in what serving reads wakes the
     // InferenceServices that serve it or track its model.
-    let (tx, store) = (isvc_tx.clone(), isvc_store.clone());
+    let (tx, store) = (isvc_tx.clone(), inference_services.clone());
     mvs.subscribe(move |b, a| {
         if !model_version_changed_for_serving(b, a) {
             return;
@@ -370,25 +399,37 @@ pub fn build(
             }
         }
     });
+    let model_versions = started.start(mvs);
 
     // Jobs and pods of the three controllers that run them.
-    let batch = |kind_jobs: &'static str, kind_pods: &'static str, selector: &str| {
-        let config = watcher::Config::default().labels(selector);
-        let jobs = Feed::watch(kind_jobs, scoped_api::<Job>(client, namespace), config.clone());
-        let pods = Feed::watch(kind_pods, scoped_api::<Pod>(client, namespace), config);
-        (jobs, pods)
-    };
-    let (mut ds_jobs, mut ds_pods) = batch("Job(dataset)", "Pod(dataset)", LABEL_DATASET);
-    ds_jobs.subscribe(to_owner(ds_tx.clone(), LABEL_DATASET, changed_beyond_bookkeeping));
-    ds_pods.subscribe(to_owner(ds_tx.clone(), LABEL_DATASET, changed_beyond_bookkeeping));
-    let (mut tj_jobs, mut tj_pods) = batch("Job(trainingjob)", "Pod(trainingjob)", LABEL_TRAINING_JOB);
-    tj_jobs.subscribe(to_owner(tj_tx.clone(), LABEL_TRAINING_JOB, changed_beyond_bookkeeping));
-    tj_pods.subscribe(to_owner(tj_tx.clone(), LABEL_TRAINING_JOB, changed_beyond_bookkeeping));
+    let dataset_batch = batch(
+        &mut started,
+        client,
+        namespace,
+        ("Job(dataset)", "Pod(dataset)"),
+        LABEL_DATASET,
+        LABEL_DATASET,
+        &ds_tx,
+    );
+    let training_batch = batch(
+        &mut started,
+        client,
+        namespace,
+        ("Job(trainingjob)", "Pod(trainingjob)"),
+        LABEL_TRAINING_JOB,
+        LABEL_TRAINING_JOB,
+        &tj_tx,
+    );
     // Predictor pods carry the ModelVersion label too: not this controller's.
-    let mv_selector = format!("{LABEL_MODEL_VERSION},!{LABEL_INFERENCE_SERVICE}");
-    let (mut mv_jobs, mut mv_pods) = batch("Job(modelversion)", "Pod(modelversion)", &mv_selector);
-    mv_jobs.subscribe(to_owner(mv_tx.clone(), LABEL_MODEL_VERSION, changed_beyond_bookkeeping));
-    mv_pods.subscribe(to_owner(mv_tx.clone(), LABEL_MODEL_VERSION, changed_beyond_bookkeeping));
+    let model_version_batch = batch(
+        &mut started,
+        client,
+        namespace,
+        ("Job(modelversion)", "Pod(modelversion)"),
+        &format!("{LABEL_MODEL_VERSION},!{LABEL_INFERENCE_SERVICE}"),
+        LABEL_MODEL_VERSION,
+        &mv_tx,
+    );
 
     let mut tj_services = Feed::watch(
         "Service(trainingjob)",
@@ -396,19 +437,19 @@ pub fn build(
         watcher::Config::default().labels(LABEL_TRAINING_JOB),
     );
     tj_services.subscribe(to_owner(tj_tx.clone(), LABEL_TRAINING_JOB, meta_changed::<Service>));
+    let training_services = started.start(tj_services);
 
     // InferenceService children.
     let children = || watcher::Config::default().labels(LABEL_INFERENCE_SERVICE);
     let mut deployments = Feed::watch("Deployment", scoped_api::<Deployment>(client, namespace), children());
     deployments.subscribe(to_owner(isvc_tx.clone(), LABEL_INFERENCE_SERVICE, deployment_changed));
+    let deployments = started.start(deployments);
     macro_rules! meta_feed {
         ($kind:ty, $name:literal) => {{
             let api = scoped_api::<PartialObjectMeta<$kind>>(client, namespace);
             let mut feed = Feed::watch($name, api, children());
             feed.subscribe(to_owner(isvc_tx.clone(), LABEL_INFERENCE_SERVICE, meta_changed::<$kind>));
-            let store = feed.store();
-            runs.push(feed.run(metrics.clone()));
-            store
+            started.start(feed)
         }};
     }
     let services = meta_feed!(Service, "Service(inferenceservice)");
@@ -424,31 +465,22 @@ pub fn build(
             Some(ns) => Api::<DynamicObject>::namespaced_with(client.clone(), ns, &resource),
             None => Api::<DynamicObject>::all_with(client.clone(), &resource),
         };
-        let writer = Writer::<DynamicObject>::new(resource.clone());
-        let stream = {
-            use kube::runtime::WatchStreamExt;
-            watcher::watcher(api, children().any_semantic())
-                .default_backoff()
-                .modify(|o: &mut DynamicObject| crate::cache::trim_managed_fields(&mut o.metadata))
-        };
-        let mut feed = Feed::from_stream("HTTPRoute", stream, writer, resource);
+        let mut feed = Feed::watch_with("HTTPRoute", api, children(), resource);
         feed.subscribe(to_owner(isvc_tx.clone(), LABEL_INFERENCE_SERVICE, changed_beyond_bookkeeping));
-        let store = feed.store();
-        runs.push(feed.run(metrics.clone()));
-        store
+        started.start(feed)
     });
 
     let caches = Caches {
-        datasets: datasets.store(),
-        training_jobs: tj_store,
-        model_versions: mvs.store(),
-        inference_services: isvc_store,
-        dataset_batch: Batch { jobs: ds_jobs.store(), pods: ds_pods.store() },
-        training_batch: Batch { jobs: tj_jobs.store(), pods: tj_pods.store() },
-        model_version_batch: Batch { jobs: mv_jobs.store(), pods: mv_pods.store() },
-        training_services: tj_services.store(),
+        datasets,
+        training_jobs,
+        model_versions,
+        inference_services,
+        dataset_batch,
+        training_batch,
+        model_version_batch,
+        training_services,
         serving: Serving {
-            deployments: deployments.store(),
+            deployments,
             services,
             autoscalers,
             disruption_budgets,
@@ -459,57 +491,39 @@ pub fn build(
             routes,
         },
     };
-    runs.push(tjs.run(metrics.clone()));
-    runs.push(datasets.run(metrics.clone()));
-    runs.push(isvcs.run(metrics.clone()));
-    runs.push(mvs.run(metrics.clone()));
-    for feed in [ds_jobs, tj_jobs, mv_jobs] {
-        runs.push(feed.run(metrics.clone()));
-    }
-    for feed in [ds_pods, tj_pods, mv_pods] {
-        runs.push(feed.run(metrics.clone()));
-    }
-    runs.push(tj_services.run(metrics.clone()));
-    runs.push(deployments.run(metrics.clone()));
     let triggers = Triggers {
         datasets: boxed(ds_rx),
         training_jobs: boxed(tj_rx),
         model_versions: boxed(mv_rx),
         inference_services: boxed(isvc_rx),
     };
-    (caches, triggers, runs)
+    let Started { runs, ready, .. } = started;
+    let ready = Box::pin(async move {
+        futures::future::join_all(ready).await;
+    });
+    Scope { caches, triggers, runs, ready }
 }
 
-impl Caches {
-    /// Resolves once every store has taken its first list (a reconcile
-    /// before that would take a missing object for a deleted one).
-    pub async fn wait_ready(&self) {
-        let s = &self.serving;
-        let _ = futures::join!(
-            self.datasets.wait_until_ready(),
-            self.training_jobs.wait_until_ready(),
-            self.model_versions.wait_until_ready(),
-            self.inference_services.wait_until_ready(),
-            self.dataset_batch.jobs.wait_until_ready(),
-            self.dataset_batch.pods.wait_until_ready(),
-            self.training_batch.jobs.wait_until_ready(),
-            self.training_batch.pods.wait_until_ready(),
-            self.model_version_batch.jobs.wait_until_ready(),
-            self.model_version_batch.pods.wait_until_ready(),
-            self.training_services.wait_until_ready(),
-            s.deployments.wait_until_ready(),
-            s.services.wait_until_ready(),
-            s.autoscalers.wait_until_ready(),
-            s.disruption_budgets.wait_until_ready(),
-            s.config_maps.wait_until_ready(),
-            s.service_accounts.wait_until_ready(),
-            s.roles.wait_until_ready(),
-            s.role_bindings.wait_until_ready(),
-        );
-        if let Some(routes) = &s.routes {
-            let _ = routes.wait_until_ready().await;
-        }
-    }
+/// The Jobs and pods of one controller (`selector` picks them), each of
+/// their changes waking the owner named in `label`.
+fn batch<O: Resource<DynamicType = ()> + 'static>(
+    started: &mut Started,
+    client: &Client,
+    namespace: Option<&str>,
+    (jobs_kind, pods_kind): (&'static str, &'static str),
+    selector: &str,
+    label: &'static str,
+    trigger: &Trigger<O>,
+) -> Batch
+where
+    Trigger<O>: Send + Sync,
+{
+    let config = watcher::Config::default().labels(selector);
+    let mut jobs = Feed::watch(jobs_kind, scoped_api::<Job>(client, namespace), config.clone());
+    jobs.subscribe(to_owner(trigger.clone(), label, changed_beyond_bookkeeping));
+    let mut pods = Feed::watch(pods_kind, scoped_api::<Pod>(client, namespace), config);
+    pods.subscribe(to_owner(trigger.clone(), label, changed_beyond_bookkeeping));
+    Batch { jobs: started.start(jobs), pods: started.start(pods) }
 }
 
 /// A store holding `objects` (tests).

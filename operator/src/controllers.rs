@@ -198,16 +198,16 @@ pub async fn run_kinds(
     let mut feeds = Vec::new();
     for scope in &scopes {
         let namespace = scope.as_deref();
-        let (caches, triggers, runs) =
+        let crate::caches::Scope { caches, triggers, runs, ready } =
             crate::caches::build(&ctx.client, namespace, gateway_api, &ctx.metrics);
         feeds.extend(runs);
-        let scoped = Arc::new(ctx.with_caches(caches.clone()));
+        let scoped = Arc::new(ctx.with_caches(caches));
         let shutdown = shutdown.clone();
         let scope_name = namespace.map(str::to_owned);
         let wanted = wanted.clone();
         controllers.push(
             async move {
-                caches.wait_ready().await;
+                ready.await;
                 let namespace = scope_name.as_deref();
                 tracing::info!(
                     namespace = namespace.unwrap_or("*"),

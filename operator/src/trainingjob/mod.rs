@@ -216,11 +216,8 @@ pub fn events(previous: &TrainingJobStatus, next: &TrainingJobStatus) -> Vec<Eve
 }
 
 /// Transient errors retry with a per-object exponential backoff; a lost
-/// reservation race retries at once.
+/// reservation race (category `conflict`) retries at once.
 pub fn error_policy(tj: Arc<TrainingJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    if let Error::Register(register::Error::Conflict { .. }) = error {
-        return Action::requeue(Duration::from_millis(200));
-    }
     crate::controllers::retry_later(&ctx, CONTROLLER, &*tj, error.category(), error)
 }
 
