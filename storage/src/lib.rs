@@ -9,6 +9,8 @@
 
 pub mod cuda;
 pub mod purge;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 

@@ -15,92 +15,36 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hone_cluster_tests::operator::{OperatorProcess, grant, revoke};
 use hone_cluster_tests::{TestNamespace, client, install_crds, wait_for};
 use hone_crds::ModelVersion;
+use hone_storage::testing::{Minio, PASSWORD, USER};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-const USER: &str = "hone-test";
-const PASSWORD: &str = "hone-test-secret";
 const BUCKET: &str = "models";
 const RESTRICTED: [(&str, &str); 2] = [
     ("pod-security.kubernetes.io/enforce", "restricted"),
     ("pod-security.kubernetes.io/enforce-version", "latest"),
 ];
 
-/// MinIO on loopback, stopped on drop.
-struct Minio {
-    child: Child,
-    endpoint: String,
-    _data: TempDir,
-}
-
-impl Drop for Minio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts MinIO with bucket `models`, or returns None (with a note) when its
-/// binary is not built and this is not CI.
+/// MinIO with bucket `models`, or None (with a note) when its binary is
+/// not built and this is not CI.
 fn start_minio() -> Option<Minio> {
-    let bin = match std::env::var("HONE_MINIO_BIN") {
-        Ok(bin) if Path::new(&bin).exists() => bin,
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("HONE_MINIO_BIN is not set in CI: run the tests through make")
-        }
-        _ => {
-            eprintln!(
-                "skipping: HONE_MINIO_BIN unset (hack/build-minio.sh builds MinIO; `make cluster-test` sets it)"
-            );
-            return None;
-        }
-    };
-    let data = std::env::temp_dir().join(format!("hone-purge-minio-{}", hone_cluster_tests::unique_suffix()));
-    std::fs::create_dir_all(&data).unwrap();
-    let (port, console) = (free_port(), free_port());
-    let child = Command::new(bin)
-        .args(["server", "--quiet", "--address", &format!("127.0.0.1:{port}")])
-        .args(["--console-address", &format!("127.0.0.1:{console}")])
-        .arg(&data)
-        .env("MINIO_ROOT_USER", USER)
-        .env("MINIO_ROOT_PASSWORD", PASSWORD)
-        .env("MINIO_BROWSER", "off")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let minio = Minio { child, endpoint: format!("http://127.0.0.1:{port}"), _data: TempDir(data) };
+    let minio = Minio::start("cluster-test")?;
+    // Accepting connections comes before serving requests: retry the bucket.
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-        if up && boto3_ok(&minio, &format!("s3.create_bucket(Bucket='{BUCKET}')")) {
-            return Some(minio);
-        }
-        assert!(Instant::now() < deadline, "MinIO did not start");
+    while !boto3_ok(&minio, &format!("s3.create_bucket(Bucket='{BUCKET}')")) {
+        assert!(Instant::now() < deadline, "MinIO did not serve requests");
         std::thread::sleep(Duration::from_millis(200));
     }
+    Some(minio)
 }
 
 fn python() -> String {
@@ -143,15 +87,7 @@ fn keys(minio: &Minio) -> Vec<String> {
 
 /// Runs the purge Job's container arguments against MinIO, as its pod would.
 fn run_purge_pod(minio: &Minio, args: &[String]) -> usize {
-    let out = Command::new(env!("CARGO_BIN_EXE_purge-pod"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", USER)
-        .env("AWS_SECRET_ACCESS_KEY", PASSWORD)
-        .env("AWS_ENDPOINT_URL", &minio.endpoint)
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_purge-pod")).args(args).envs(minio.env()).output().unwrap();
     assert!(out.status.success(), "purge-pod {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
 }

@@ -142,10 +142,13 @@ async fn a_rollout_waiting_past_its_progress_deadline_is_aborted() -> anyhow::Re
     if result.is_err() {
         eprintln!("operator log:\n{}", operator.log());
     }
+    // The operator releases the ModelVersions' finalizers: delete them while it runs.
+    let released = ns.delete_model_versions().await;
     let stopped = operator.stop().await;
     let revoked = revoke(&client, &ns.name).await;
     let cleanup = ns.cleanup().await;
     result?;
+    released?;
     stopped?;
     revoked?;
     cleanup

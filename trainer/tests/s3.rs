@@ -6,71 +6,14 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use common::{exported_data, file_uri, python, trainer_bin};
 use hone_crds::contract::TerminationSummary;
+use hone_storage::testing::{Minio, PASSWORD, USER};
 
-const USER: &str = "hone-test";
-const PASSWORD: &str = "hone-test-secret";
 const BUCKET: &str = "hone-test";
-
-struct Minio {
-    child: Child,
-    endpoint: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Minio {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Starts MinIO on loopback, or returns None (with a note) when its binary
-/// is not built and this is not CI.
-fn start_minio() -> Option<Minio> {
-    let bin = match std::env::var("HONE_MINIO_BIN") {
-        Ok(bin) if Path::new(&bin).exists() => bin,
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("HONE_MINIO_BIN is not set in CI: run the tests through make")
-        }
-        _ => {
-            eprintln!(
-                "skipping: HONE_MINIO_BIN unset (hack/build-minio.sh builds MinIO; `make unit-test` sets it)"
-            );
-            return None;
-        }
-    };
-    let data = tempfile::tempdir().unwrap();
-    let (port, console) = (free_port(), free_port());
-    let child = Command::new(bin)
-        .args(["server", "--quiet", "--address", &format!("127.0.0.1:{port}")])
-        .args(["--console-address", &format!("127.0.0.1:{console}")])
-        .arg(data.path())
-        .env("MINIO_ROOT_USER", USER)
-        .env("MINIO_ROOT_PASSWORD", PASSWORD)
-        .env("MINIO_BROWSER", "off")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let minio = Minio { child, endpoint, _data: data };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "MinIO did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(minio)
-}
 
 /// Runs a boto3 snippet against the server (bucket set-up and listing).
 fn boto3(endpoint: &str, code: &str) -> String {
@@ -88,11 +31,7 @@ fn trainer(minio: &Minio, args: &[&str], log: &Path) -> (bool, TerminationSummar
         .args(args)
         .arg("--termination-log")
         .arg(log)
-        .env("AWS_ACCESS_KEY_ID", USER)
-        .env("AWS_SECRET_ACCESS_KEY", PASSWORD)
-        .env("AWS_ENDPOINT_URL", &minio.endpoint)
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_REGION", "us-east-1")
+        .envs(minio.env())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -102,7 +41,7 @@ fn trainer(minio: &Minio, args: &[&str], log: &Path) -> (bool, TerminationSummar
 
 #[test]
 fn inspect_and_train_on_s3() {
-    let Some(minio) = start_minio() else { return };
+    let Some(minio) = Minio::start("unit-test") else { return };
     let iris = exported_data().join("iris.csv");
     boto3(
         &minio.endpoint,
