@@ -24,6 +24,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 
 use super::desired::{self, PurgeScope, purges_artifact};
+use super::status::bounded_list;
 use super::{Error, Observed, api_error};
 use crate::context::{Context, EventSpec};
 use crate::termination::{JobOutcome, job_outcome, pod_of_job};
@@ -144,7 +145,7 @@ pub async fn finalize(ctx: &Context, mv: &ModelVersion, observed: &Observed) -> 
             let note = format!(
                 "deletion waits until no InferenceService serves this version; served by {}: \
                  point their variants at another ModelVersion first",
-                by.join(", ")
+                bounded_list(&by, 3)
             );
             publish(ctx, mv, true, "DeletionBlocked", note).await;
             Ok(Action::requeue(BLOCKED_RECHECK))
@@ -153,7 +154,7 @@ pub async fn finalize(ctx: &Context, mv: &ModelVersion, observed: &Observed) -> 
             let note = format!(
                 "kept {} in storage: ModelVersion {} holds the same files",
                 describe(&scope),
-                by.join(", ")
+                bounded_list(&by, 3)
             );
             publish(ctx, mv, false, "ArtifactKept", note).await;
             release(ctx, mv, "kept").await

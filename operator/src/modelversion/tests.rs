@@ -335,3 +335,11 @@ fn a_refused_purge_job_is_final_only_for_403_and_404() {
     assert!(!refused_for_good(&api(500)));
     assert!(!refused_for_good(&api(409)));
 }
+
+#[test]
+fn event_notes_name_at_most_three_objects() {
+    let names: Vec<String> = (0..500).map(|i| format!("svc-{i}")).collect();
+    assert_eq!(status::bounded_list(&names[..2], 3), "svc-0, svc-1");
+    assert_eq!(status::bounded_list(&names[..3], 3), "svc-0, svc-1, svc-2");
+    assert_eq!(status::bounded_list(&names, 3), "svc-0, svc-1, svc-2 and 497 more");
+}

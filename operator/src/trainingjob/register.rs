@@ -198,11 +198,9 @@ pub async fn ensure(
     let folder = run_folder(tj, &ctx.config);
     if let Some(mv) = input.registered {
         // Recorded here too, in case the operator stopped between the create and the status write.
-        if let Some(folder) = run_folder_to_record(mv, input.train, folder.as_deref()) {
-            record_run_folder(&mvs, &mv.name_any(), &folder)
-                .await
-                .map_err(api_error("recording the run folder"))?;
-        }
+        record_run_folder(&mvs, mv, input.train, folder.as_deref())
+            .await
+            .map_err(api_error("recording the run folder"))?;
         return Ok((mv.name_any(), false));
     }
     let uid = tj.metadata.uid.clone().unwrap_or_default();
@@ -225,22 +223,18 @@ pub async fn ensure(
     let mv_name = desired.name_any();
     match mvs.create(&PostParams::default(), &desired).await {
         Ok(created) => {
-            if let Some(folder) = run_folder_to_record(&created, input.train, folder.as_deref()) {
-                record_run_folder(&mvs, &mv_name, &folder)
-                    .await
-                    .map_err(api_error("recording the run folder"))?;
-            }
+            record_run_folder(&mvs, &created, input.train, folder.as_deref())
+                .await
+                .map_err(api_error("recording the run folder"))?;
             Ok((mv_name, true))
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let existing = mvs.get_opt(&mv_name).await.map_err(api_error("reading ModelVersion"))?;
             let ours = existing.as_ref().filter(|mv| mv.labels().get(LABEL_TRAINING_JOB_UID) == Some(&uid));
             if let Some(mv) = ours {
-                if let Some(folder) = run_folder_to_record(mv, input.train, folder.as_deref()) {
-                    record_run_folder(&mvs, &mv_name, &folder)
-                        .await
-                        .map_err(api_error("recording the run folder"))?;
-                }
+                record_run_folder(&mvs, mv, input.train, folder.as_deref())
+                    .await
+                    .map_err(api_error("recording the run folder"))?;
                 return Ok((mv_name, false));
             }
             // Someone registered that name by hand since the reservation: reserve the next one.
@@ -252,14 +246,22 @@ pub async fn ensure(
     }
 }
 
-/// Writes `status.runFolder` of ModelVersion `name` (its own field manager).
-async fn record_run_folder(mvs: &Api<ModelVersion>, name: &str, folder: &str) -> Result<(), kube::Error> {
+/// Writes `status.runFolder` of `mv` (its own field manager) when
+/// [`run_folder_to_record`] says so.
+async fn record_run_folder(
+    mvs: &Api<ModelVersion>,
+    mv: &ModelVersion,
+    train: &TrainSummary,
+    folder: Option<&str>,
+) -> Result<(), kube::Error> {
+    let Some(folder) = run_folder_to_record(mv, train, folder) else { return Ok(()) };
+    let name = mv.name_any();
     let patch = serde_json::json!({
         "apiVersion": ModelVersion::api_version(&()),
         "kind": ModelVersion::kind(&()),
         "status": {"runFolder": folder},
     });
-    mvs.patch_status(name, &PatchParams::apply(REGISTRY_FIELD_MANAGER).force(), &Patch::Apply(&patch))
+    mvs.patch_status(&name, &PatchParams::apply(REGISTRY_FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await?;
     Ok(())
 }
