@@ -49,5 +49,7 @@ pub const DEFAULT_VARIANT_HEADER: &str = "x-hone-variant";
 
 /// Summary condition every kind carries.
 pub const CONDITION_READY: &str = "Ready";
+/// ModelVersion condition: Hone measured the model on held-out data.
+pub const CONDITION_EVALUATED: &str = "Evaluated";
 /// Reason used when a spec is valid by schema but not usable.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";

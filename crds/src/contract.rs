@@ -32,6 +32,118 @@ pub const TERMINATION_MESSAGE_MAX_BYTES: usize = 4096;
 pub const DEFAULT_PVC_ROOT: &str = "/mnt/pvc";
 /// Version of the [`ModelCard`] layout.
 pub const MODEL_CARD_VERSION: u32 = 1;
+/// Where the verify Job's containers share the held-out test split: the
+/// trainer's `eval-split` writes it, the predictor's `verify` reads it.
+pub const EVAL_DIR: &str = "/eval";
+/// File (in [`EVAL_DIR`]) describing the split: one [`EvalSplitHeader`].
+pub const EVAL_HEADER_FILE: &str = "split.json";
+/// File (in [`EVAL_DIR`]) of the samples: one [`EvalSample`] per line.
+pub const EVAL_SAMPLES_FILE: &str = "samples.jsonl";
+/// Folder (in [`EVAL_DIR`]) of the test images, as stored in the Dataset.
+pub const EVAL_IMAGES_DIR: &str = "images";
+/// Most test samples one evaluation reads: the first ones of the test split,
+/// in split order (the split is a seeded shuffle, so they are a fair sample).
+pub const EVAL_MAX_SAMPLES: usize = 10_000;
+
+/// Names of the metrics Hone measures (`status.evaluation.metrics`), the
+/// names `track.minMetrics` gates on.
+pub mod metric {
+    /// Share of test samples answered with their true class.
+    pub const ACCURACY: &str = "accuracy";
+    /// Unweighted mean of the per-class precisions.
+    pub const MACRO_PRECISION: &str = "macro_precision";
+    /// Unweighted mean of the per-class recalls.
+    pub const MACRO_RECALL: &str = "macro_recall";
+    /// Unweighted mean of the per-class F1 scores.
+    pub const MACRO_F1: &str = "macro_f1";
+    /// Mean top-1 probability the model gave its answers.
+    pub const MEAN_CONFIDENCE: &str = "mean_confidence";
+    /// Area under the ROC curve of the second class's probability (two classes only).
+    pub const ROC_AUC: &str = "roc_auc";
+    /// Every measured metric name.
+    pub const ALL: &[&str] = &[ACCURACY, MACRO_PRECISION, MACRO_RECALL, MACRO_F1, MEAN_CONFIDENCE, ROC_AUC];
+}
+
+/// Most bytes of class names [`ExpectedSignature`] carries in full; past
+/// this it carries their digest (an environment variable holds 128 KiB).
+pub const EXPECTED_CLASSES_MAX_BYTES: usize = 64 * 1024;
+
+/// The signature `verify` checks the card against (the ModelVersion's
+/// `spec.signature`), as the operator passes it in one environment variable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpectedSignature {
+    /// `spec.signature.inputShape`.
+    pub input_shape: Vec<i64>,
+    /// `spec.signature.classes`, when their names fit [`EXPECTED_CLASSES_MAX_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// Number of classes.
+    pub class_count: usize,
+    /// [`classes_digest`] of the classes, always.
+    pub classes_digest: String,
+    /// `spec.signature.preprocessing`; when absent the card's is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<crate::modelversion::Preprocessing>,
+}
+
+impl ExpectedSignature {
+    /// What `verify` is given for `signature`.
+    pub fn of(signature: &Signature) -> Self {
+        let bytes: usize = signature.classes.iter().map(|c| c.len() + 4).sum();
+        Self {
+            input_shape: signature.input_shape.clone(),
+            classes: (bytes <= EXPECTED_CLASSES_MAX_BYTES).then(|| signature.classes.clone()),
+            class_count: signature.classes.len(),
+            classes_digest: classes_digest(&signature.classes),
+            preprocessing: signature.preprocessing.clone(),
+        }
+    }
+}
+
+/// `sha256:` over the class names, each followed by a newline.
+pub fn classes_digest(classes: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for class in classes {
+        hasher.update(class.as_bytes());
+        hasher.update(b"\n");
+    }
+    format!("sha256:{:x}", hasher.finalize())
+}
+
+/// What `hone-trainer eval-split` wrote: the held-out test split of a Dataset.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalSplitHeader {
+    /// Digest of the Dataset content the split was taken from.
+    pub dataset_digest: String,
+    /// Image or tabular samples.
+    pub input: InputKind,
+    /// The Dataset's class names.
+    pub classes: Vec<String>,
+    /// Feature names, in column order (tabular).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feature_names: Vec<String>,
+    /// Samples in the whole test split.
+    pub test_samples: u64,
+    /// Samples written (at most [`EVAL_MAX_SAMPLES`]).
+    pub samples: u64,
+}
+
+/// One held-out test sample: its true class and its raw input.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalSample {
+    /// True class name.
+    pub label: String,
+    /// Raw feature values, in the header's column order (tabular).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<f32>>,
+    /// Image file, relative to [`EVAL_DIR`] (images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
 
 /// What kind of input a model takes, which decides how `/predict` decodes a request.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +289,9 @@ pub struct TrainSummary {
     pub artifact_digest: String,
     /// Size of `model.pt` in bytes.
     pub artifact_size_bytes: u64,
+    /// `sha256:` of `model.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_digest: Option<String>,
     /// Digest of the dataset trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_digest: Option<String>,
@@ -231,4 +346,10 @@ pub struct VerifySummary {
     /// Milliseconds the forward pass took.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_ms: Option<f64>,
+    /// `sha256:` of model.json, when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_digest: Option<String>,
+    /// What the model scored on the held-out test split, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<crate::modelversion::Evaluation>,
 }

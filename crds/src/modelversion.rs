@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::SecretRef;
+use crate::common::{LocalObjectRef, SecretRef};
 
 /// Message of the rule that keeps a ModelVersion's spec immutable.
 pub const IMMUTABLE_SPEC_MESSAGE: &str =
@@ -58,9 +58,42 @@ pub struct ModelVersionSpec {
     /// Where the model came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lineage: Option<Lineage>,
-    /// Metrics measured at training time, e.g. `val_accuracy: 0.97`.
+    /// Metrics the trainer reported about itself, e.g. `val_accuracy: 0.97`.
+    /// Informational: gates read the metrics Hone measures (`status.evaluation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, f64>>,
+    /// How Hone measures this version: on which Dataset's held-out test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<EvaluationSpec>,
+}
+
+/// Which data a ModelVersion is evaluated on.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationSpec {
+    /// Dataset (same namespace) whose held-out test split the verify Job
+    /// evaluates on; default `spec.lineage.dataset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<LocalObjectRef>,
+    /// Whether this version must be evaluated before a `track` variant may
+    /// pick it (default true). `false` lets `track` gate on the trainer's
+    /// `spec.metrics` instead, for a version with no dataset to measure on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+}
+
+impl ModelVersionSpec {
+    /// The Dataset this version is evaluated on: `spec.evaluation.dataset`,
+    /// else the Dataset it was trained on.
+    pub fn evaluation_dataset(&self) -> Option<&str> {
+        let named = self.evaluation.as_ref().and_then(|e| e.dataset.as_ref()).map(|d| d.name.as_str());
+        named.or_else(|| self.lineage.as_ref().and_then(|l| l.dataset.as_deref())).filter(|n| !n.is_empty())
+    }
+
+    /// Whether `track` needs measured metrics for this version (default true).
+    pub fn evaluation_required(&self) -> bool {
+        self.evaluation.as_ref().and_then(|e| e.required).unwrap_or(true)
+    }
 }
 
 /// A model file in storage.
@@ -77,6 +110,12 @@ pub struct Artifact {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = crate::common::DIGEST_PATTERN))]
     pub digest: Option<String>,
+    /// Expected `sha256:` of the model card (`model.json` beside the file);
+    /// verification fails on mismatch. Either way the verified card digest is
+    /// recorded in `status.verifiedCardDigest` and predictors refuse any other card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::common::DIGEST_PATTERN))]
+    pub card_digest: Option<String>,
     /// Secret with storage credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretRef>,
@@ -163,9 +202,16 @@ pub struct ModelVersionStatus {
     /// `sha256:` the verify Job computed over the artifact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_digest: Option<String>,
+    /// `sha256:` the verify Job computed over the model card (`model.json`);
+    /// predictors load only a card with this digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_card_digest: Option<String>,
     /// Artifact size in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
+    /// What Hone measured on the evaluation Dataset's held-out test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<Evaluation>,
     /// InferenceServices currently serving this version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub served_by: Vec<String>,
@@ -186,4 +232,56 @@ pub struct ModelVersionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Vec<Condition>,
+}
+
+/// Metrics Hone measured by running the model on held-out data: the verify
+/// Job's evaluation, also `status.evaluation`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Evaluation {
+    /// The Dataset evaluated on (set by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// Digest of the Dataset content the test split was taken from.
+    pub dataset_digest: String,
+    /// Test samples the model answered.
+    pub samples: u64,
+    /// Measured metrics: `accuracy`, `macro_precision`, `macro_recall`,
+    /// `macro_f1`, `mean_confidence`, and `roc_auc` for two classes
+    /// (names in `hone_crds::contract::metric`).
+    pub metrics: BTreeMap<String, f64>,
+    /// Precision, recall and F1 of each class (left out when there are too
+    /// many classes to fit the verify Job's 4 KiB summary).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_class: Vec<ClassMetrics>,
+    /// Counts of true class (row) against predicted class (column), in the
+    /// order of `perClass` (left out like `perClass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion_matrix: Option<Vec<Vec<u64>>>,
+    /// Test samples whose label is not one of the model's classes (counted wrong).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unknown_labels: u64,
+    /// When the evaluation finished (set by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Measured quality of one class.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassMetrics {
+    /// Class name.
+    pub class: String,
+    /// Of the samples predicted as this class, the share that are.
+    pub precision: f64,
+    /// Of the samples of this class, the share predicted as it.
+    pub recall: f64,
+    /// Harmonic mean of precision and recall.
+    pub f1: f64,
+    /// Test samples of this class.
+    pub support: u64,
 }

@@ -28,4 +28,10 @@ pub mod env {
     pub const DEVICE: &str = "HONE_DEVICE";
     /// Where `verify` also writes its summary (the pod's termination log).
     pub const TERMINATION_LOG: &str = "HONE_TERMINATION_LOG";
+    /// Expected digest of model.json: a card with any other digest is refused.
+    pub const MODEL_CARD_DIGEST: &str = "HONE_MODEL_CARD_DIGEST";
+    /// `verify`: the ModelVersion's signature as an `ExpectedSignature` JSON; the card's must match.
+    pub const EXPECTED_SIGNATURE: &str = "HONE_EXPECTED_SIGNATURE";
+    /// `verify`: folder holding the held-out test split to evaluate on.
+    pub const EVAL_DIR: &str = "HONE_EVAL_DIR";
 }

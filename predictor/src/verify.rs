@@ -19,6 +19,8 @@ pub async fn verify(args: &VerifyArgs) -> VerifySummary {
         reason: None,
         message: None,
         forward_ms: None,
+        card_digest: None,
+        evaluation: None,
     };
     let fail = |mut s: VerifySummary, e: LoadError| {
         s.reason = Some(e.category().to_owned());

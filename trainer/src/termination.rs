@@ -81,6 +81,7 @@ mod tests {
             artifact_uri: "s3://m/model.pt".into(),
             artifact_digest: format!("sha256:{}", "b".repeat(64)),
             artifact_size_bytes: 1,
+            card_digest: Some(format!("sha256:{}", "c".repeat(64))),
             dataset_digest: None,
             input_shape: vec![3, 224, 224],
             classes: (0..2000).map(|i| format!("class-{i:05}")).collect(),

@@ -418,7 +418,10 @@ pub async fn run(opts: &TrainOptions, tracker: &mut dyn Tracker) -> Result<Train
         training_stats: Some(input_stats(&names, &values, columns)),
         trainer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
     };
-    out.join(contract::MODEL_CARD_FILE).write(serde_json::to_vec_pretty(&card).unwrap_or_default()).await?;
+    let card_bytes = serde_json::to_vec_pretty(&card).unwrap_or_default();
+    // Registration pins the card too (spec.artifact.cardDigest): the server uses its preprocessing.
+    let card_digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&card_bytes)));
+    out.join(contract::MODEL_CARD_FILE).write(card_bytes).await?;
     let confusion = if test.labels.is_empty() { &val } else { &test };
     let png = report::render(&state.history, &data.classes, &confusion.labels, &confusion.predictions);
     match png {
@@ -434,6 +437,7 @@ pub async fn run(opts: &TrainOptions, tracker: &mut dyn Tracker) -> Result<Train
         artifact_uri: model_loc.uri().to_owned(),
         artifact_digest,
         artifact_size_bytes: model_size,
+        card_digest: Some(card_digest),
         dataset_digest: Some(data.summary.digest.clone()),
         input_shape: data.sample_shape.clone(),
         classes: card.signature.classes.clone(),

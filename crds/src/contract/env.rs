@@ -72,3 +72,5 @@ pub const RUN_NAME: &str = "HONE_RUN_NAME";
 pub const PURGE_URIS: &str = "HONE_PURGE_URIS";
 /// Whether `purge` deletes everything below each URI.
 pub const PURGE_PREFIX: &str = "HONE_PURGE_PREFIX";
+/// `eval-split`: folder the held-out test split is written to.
+pub const EVAL_OUT: &str = "HONE_EVAL_OUT";

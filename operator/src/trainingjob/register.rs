@@ -127,6 +127,7 @@ pub fn desired_model_version(
             uri: train.artifact_uri.clone(),
             format: ArtifactFormat::TorchScript,
             digest: Some(train.artifact_digest.clone()),
+            card_digest: train.card_digest.clone(),
             secret_ref,
         },
         signature: Signature {
@@ -143,6 +144,8 @@ pub fn desired_model_version(
                 .or_else(|| tj.status.as_ref().and_then(|s| s.dataset_digest.clone())),
         }),
         metrics: (!train.metrics.is_empty()).then(|| train.metrics.clone()),
+        // Evaluated on the Dataset it was trained on (spec.lineage.dataset).
+        evaluation: None,
     };
     let mut mv = ModelVersion::new(&model_version_name(&model, version), spec);
     mv.metadata.namespace = tj.metadata.namespace.clone();

@@ -31,6 +31,7 @@ fn summary(classes: &[&str]) -> TrainSummary {
         artifact_uri: "s3://models/cnn/tj-uid/model.pt".into(),
         artifact_digest: "sha256:abc".into(),
         artifact_size_bytes: 10,
+        card_digest: Some(format!("sha256:{}", "c".repeat(64))),
         dataset_digest: Some("sha256:data".into()),
         input_shape: vec![1, 32, 32],
         classes: classes.iter().map(|c| (*c).to_owned()).collect(),
