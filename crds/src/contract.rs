@@ -253,7 +253,9 @@ pub enum TerminationSummary {
     Inspect(InspectSummary),
     /// Written by `hone-trainer train`.
     Train(TrainSummary),
-    /// Written on failure by either command.
+    /// Written by `hone-trainer eval-split`.
+    EvalSplit(EvalSplitHeader),
+    /// Written on failure by any command.
     Error(ErrorSummary),
 }
 

@@ -3,6 +3,8 @@
 //! its key figures. Pure: built from the listed objects.
 
 use hone_crds::conditions::find_condition;
+use hone_crds::consts::CONDITION_EVALUATED;
+use hone_crds::contract::metric;
 use hone_crds::inferenceservice::{
     CONDITION_DEGRADED, CONDITION_ROLLOUT_PROGRESSING, InferenceServicePhase, RolloutActionOutcome,
 };
@@ -13,6 +15,8 @@ use serde_json::{Value, json};
 
 /// Metrics shown for TrainingJobs and ModelVersions, in this order.
 const KEY_METRICS: &[&str] = &["val_accuracy", "test_accuracy"];
+/// Metrics Hone measured, shown for ModelVersions before the trainer's.
+const MEASURED_METRICS: &[&str] = &[metric::ACCURACY, metric::MACRO_F1, metric::ROC_AUC];
 
 /// Every Hone object of one namespace.
 #[derive(Clone, Debug, Default)]
@@ -236,6 +240,22 @@ fn version_node(mv: &ModelVersion) -> Node {
     let ready = status.phase == Some(hone_crds::modelversion::ModelVersionPhase::Ready);
     let (reason, message) = if ready { (None, None) } else { why(&status.conditions, "Ready", "True") };
     let mut details = vec![detail("model", format!("{} v{}", mv.spec.model, mv.spec.version))];
+    // What Hone measured comes first; the trainer's own figures after.
+    if let Some(evaluation) = &status.evaluation {
+        details.extend(
+            MEASURED_METRICS.iter().filter_map(|k| evaluation.metrics.get(*k).map(|v| detail(k, *v))),
+        );
+        details.push(detail(
+            "evaluated",
+            format!(
+                "on {} held-out samples of Dataset {}",
+                evaluation.samples,
+                evaluation.dataset.as_deref().unwrap_or("?")
+            ),
+        ));
+    } else if let (Some(reason), Some(message)) = why(&status.conditions, CONDITION_EVALUATED, "True") {
+        details.push(detail("evaluation", format!("{reason}: {message}")));
+    }
     details.extend(metrics(mv.spec.metrics.as_ref()));
     Node {
         kind: "ModelVersion",
@@ -271,6 +291,10 @@ fn service_node(isvc: &InferenceService) -> Node {
         let serving = v.model_version.as_deref().unwrap_or("nothing yet");
         let text = format!("{serving}, weight {}%, {}/{} ready", v.weight, v.ready_replicas, v.replicas);
         details.push(detail(&format!("variant {}", v.name), text));
+        if !v.gate_failures.is_empty() {
+            let text = format!("{} (they fail a minMetrics gate)", v.gate_failures.join(", "));
+            details.push(detail(&format!("variant {} skips", v.name), text));
+        }
     }
     if let Some(r) = &status.rollout {
         let steps = isvc.spec.rollout.as_ref().map_or(0, |r| r.steps.len());

@@ -193,6 +193,34 @@ fn failures_and_missing_parents_are_explained() {
 }
 
 #[test]
+fn measured_evaluations_and_skipped_versions_are_shown() {
+    let mut measured = model_version("digits-v3", 3, None, &[]);
+    measured.status.as_mut().unwrap().evaluation = Some(parse(
+        "{dataset: digits, datasetDigest: 'sha256:d', samples: 180, metrics: {accuracy: 0.1222, macro_f1: 0.09}}",
+    ));
+    let mut unmeasured = model_version("digits-v4", 4, None, &[]);
+    unmeasured.status.as_mut().unwrap().conditions = vec![parse(
+        "{type: Evaluated, status: 'False', reason: NoEvaluationDataset, message: 'not evaluated: no evaluation Dataset', \
+         lastTransitionTime: '2024-01-01T00:00:00Z'}",
+    )];
+    let mut service = canary_service();
+    service.status.as_mut().unwrap().variants[0].gate_failures = vec!["digits-v3".into(), "digits-v4".into()];
+    let objects = Objects {
+        model_versions: vec![measured, unmeasured],
+        inference_services: vec![service],
+        ..Default::default()
+    };
+    let text = render::text(&[lineage::build("ml", &objects)]);
+    assert!(
+        text.contains("ModelVersion/digits-v3  Ready  accuracy=0.1222  macro_f1=0.09  val_accuracy=0.9722"),
+        "{text}"
+    );
+    assert!(text.contains("evaluated: on 180 held-out samples of Dataset digits"), "{text}");
+    assert!(text.contains("evaluation: NoEvaluationDataset: not evaluated: no evaluation Dataset"), "{text}");
+    assert!(text.contains("variant a skips: digits-v3, digits-v4 (they fail a minMetrics gate)"), "{text}");
+}
+
+#[test]
 fn a_name_keeps_only_the_branches_through_it() {
     let tree = lineage::only(lineage::build("ml", &world()), "digits-v2").unwrap();
     assert_eq!(tree.roots.len(), 1);

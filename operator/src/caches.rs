@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use hone_crds::consts::{
     LABEL_DATASET, LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION, LABEL_TRAINING_JOB, LABEL_TRAINING_JOB_UID,
 };
+use hone_crds::modelversion::ModelVersionPhase;
 use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -352,8 +353,29 @@ pub fn build(client: &Client, namespace: Option<&str>, gateway_api: bool, metric
     tjs.subscribe(to_self(tj_tx.clone()));
     let training_jobs = started.start(tjs);
 
+    let mut mvs = Feed::watch("ModelVersion", scoped_api::<ModelVersion>(client, namespace), all());
     let mut datasets = Feed::watch("Dataset", scoped_api::<Dataset>(client, namespace), all());
     datasets.subscribe(to_self(ds_tx.clone()));
+    // A Dataset turning Ready (or changing) wakes the ModelVersions not yet
+    // verified that are evaluated on it.
+    let (tx, store) = (mv_tx.clone(), mvs.store());
+    datasets.subscribe(move |b, a| {
+        if !changed_beyond_bookkeeping(b, a) {
+            return;
+        }
+        let Some(ds) = a.or(b) else { return };
+        for mv in store.state() {
+            let settled = mv.status.as_ref().is_some_and(|s| {
+                matches!(s.phase, Some(ModelVersionPhase::Ready | ModelVersionPhase::Failed))
+            });
+            if !settled
+                && mv.namespace() == ds.namespace()
+                && mv.spec.evaluation_dataset() == Some(ds.name_any().as_str())
+            {
+                tx.send_obj(&mv);
+            }
+        }
+    });
     // A Dataset turning Ready (or changing) wakes the TrainingJobs that read it.
     let (tx, store) = (tj_tx.clone(), training_jobs.clone());
     datasets.subscribe(move |b, a| {
@@ -383,7 +405,6 @@ pub fn build(client: &Client, namespace: Option<&str>, gateway_api: bool, metric
     });
     let inference_services = started.start(isvcs);
 
-    let mut mvs = Feed::watch("ModelVersion", scoped_api::<ModelVersion>(client, namespace), all());
     mvs.subscribe(to_self(mv_tx.clone()));
     // A ModelVersion changing in what serving reads wakes the
     // InferenceServices that serve it or track its model.

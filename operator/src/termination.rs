@@ -107,8 +107,10 @@ pub fn latest_raw_termination_message<'a>(pods: &[&'a Pod], container: &str) -> 
 }
 
 fn terminated_state<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStateTerminated> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_deref()?;
-    let status = statuses.iter().find(|s| s.name == container)?;
+    let pod_status = pod.status.as_ref()?;
+    let mut statuses =
+        pod_status.container_statuses.iter().chain(&pod_status.init_container_statuses).flatten();
+    let status = statuses.find(|s| s.name == container)?;
     status
         .state
         .as_ref()

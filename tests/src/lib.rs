@@ -167,7 +167,8 @@ pub async fn isvc_status_where(
 }
 
 /// Creates ModelVersion `digits-v<version>` (model `digits`, a 1x8x8 input,
-/// two classes) and marks it Ready as its verify Job would.
+/// two classes) and marks it Ready and measured (accuracy `0.9 + version /
+/// 100`) as its verify Job would.
 pub async fn ready_model_version(client: &Client, ns: &str, version: u32) -> anyhow::Result<()> {
     let api: Api<hone_crds::ModelVersion> = Api::namespaced(client.clone(), ns);
     let name = format!("digits-v{version}");
@@ -180,7 +181,9 @@ pub async fn ready_model_version(client: &Client, ns: &str, version: u32) -> any
     }))?;
     api.create(&PostParams::default(), &mv).await?;
     let status = serde_json::json!({"apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion",
-        "status": {"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64))}});
+        "status": {"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64)),
+            "evaluation": {"datasetDigest": format!("sha256:{}", "d".repeat(64)), "samples": 100,
+                "metrics": {"accuracy": 0.9 + f64::from(version) / 100.0}}}});
     api.patch_status(&name, &PatchParams::apply("test-verifier").force(), &Patch::Apply(&status)).await?;
     Ok(())
 }

@@ -92,7 +92,11 @@ async fn lineage(client: &Client, ns: &str) -> anyhow::Result<()> {
                 "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]},
                 "lineage": if version == 1 { json!({"trainingJob": "digits-train", "dataset": "digits"}) } else { json!({}) },
                 "metrics": {"val_accuracy": 0.9722, "test_accuracy": 0.9611}}});
-        let verified = json!({"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64))});
+        let mut verified = json!({"phase": "Ready", "verifiedDigest": format!("sha256:{}", "a".repeat(64))});
+        if version == 1 {
+            verified["evaluation"] = json!({"dataset": "digits", "datasetDigest": format!("sha256:{}", "d".repeat(64)),
+                "samples": 180, "metrics": {"accuracy": 0.9667, "macro_f1": 0.9655}});
+        }
         create_with_status(&versions, mv, verified).await?;
     }
     Ok(())
@@ -178,7 +182,9 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         format!("Namespace {ns}"),
         "Dataset/digits  Ready  samples=1797  classes=2".to_owned(),
         "└── TrainingJob/digits-train  Succeeded  val_accuracy=0.9722  test_accuracy=0.9611".to_owned(),
-        "    └── ModelVersion/digits-v1  Ready  val_accuracy=0.9722  test_accuracy=0.9611".to_owned(),
+        "    └── ModelVersion/digits-v1  Ready  accuracy=0.9667  macro_f1=0.9655  val_accuracy=0.9722  test_accuracy=0.9611"
+            .to_owned(),
+        "evaluated: on 180 held-out samples of Dataset digits".to_owned(),
         "        └── InferenceService/digits  Ready".to_owned(),
         "ModelVersion/digits-v2  Ready".to_owned(),
     ] {

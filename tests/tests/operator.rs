@@ -219,15 +219,40 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
     );
     assert_eq!(mv.labels().get("team").map(String::as_str), Some("vision"));
     let verify = env.job("hone.dev/modelversion", "digits-v1").await;
-    // The test writes the one-line summary `hone-predictor verify` would have written.
-    let ok = json!({"ok": true, "model": artifact, "digest": ARTIFACT_DIGEST, "sizeBytes": 4096, "forwardMs": 2.0});
+    // Measured evaluation: an init container takes the held-out test split of
+    // the Dataset it was trained on, at the digest it was trained on.
+    let pod_spec = verify.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let split = &pod_spec.init_containers.as_ref().expect("an eval-split init container")[0];
+    assert_eq!(split.args.as_deref(), Some(&["eval-split".to_owned()][..]));
+    let split_env: Vec<(String, String)> =
+        split.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+    assert!(split_env.contains(&("HONE_DATASET_DIGEST".into(), DIGEST.into())), "{split_env:?}");
+    // The test writes the one-line summary `hone-predictor verify` would have
+    // written, with what it measured on that split.
+    let ok = json!({"ok": true, "model": artifact, "digest": ARTIFACT_DIGEST, "sizeBytes": 4096, "forwardMs": 2.0,
+        "cardDigest": ARTIFACT_DIGEST,
+        "evaluation": {"datasetDigest": DIGEST, "samples": 360, "metrics": {"accuracy": 0.9611, "macro_f1": 0.96},
+            "perClass": [{"class": "0", "precision": 0.97, "recall": 0.95, "f1": 0.96, "support": 180},
+                         {"class": "1", "precision": 0.95, "recall": 0.97, "f1": 0.96, "support": 180}],
+            "confusionMatrix": [[171, 9], [5, 175]]}});
     env.finish_pod(&verify, "verify", &ok.to_string()).await;
     let mv = env
         .until::<ModelVersion>("digits-v1", "Ready", |m| {
             m.status.as_ref().is_some_and(|s| is_ready(&s.conditions))
         })
         .await;
-    assert_eq!(mv.status.as_ref().unwrap().verified_digest.as_deref(), Some(ARTIFACT_DIGEST));
+    let status = mv.status.as_ref().unwrap();
+    assert_eq!(status.verified_digest.as_deref(), Some(ARTIFACT_DIGEST));
+    assert_eq!(status.verified_card_digest.as_deref(), Some(ARTIFACT_DIGEST));
+    // The evaluation survives the apiserver's schema (no field pruned).
+    let evaluation = status.evaluation.as_ref().expect("status.evaluation");
+    assert_eq!(evaluation.dataset.as_deref(), Some("digits"));
+    assert_eq!((evaluation.samples, evaluation.metrics["accuracy"]), (360, 0.9611));
+    assert_eq!(evaluation.per_class.len(), 2);
+    assert_eq!(evaluation.confusion_matrix.as_ref().unwrap()[0], [171, 9]);
+    assert!(evaluation.evaluated_at.is_some());
+    let evaluated = hone_crds::conditions::find_condition(&status.conditions, "Evaluated").unwrap();
+    assert_eq!((evaluated.status.as_str(), evaluated.reason.as_str()), ("True", "Measured"));
     assert!(mv.finalizers().iter().any(|f| f == "hone.dev/model-version"));
 
     // A restarted operator (and a nudged TrainingJob) registers nothing twice.
@@ -271,6 +296,15 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
     let container = &predictor.spec.unwrap().template.spec.unwrap().containers[0];
     assert!(
         container.env.iter().flatten().any(|e| e.value.as_deref() == Some(artifact.as_str())),
+        "{container:?}"
+    );
+    // The predictor loads only the card that was verified.
+    assert!(
+        container
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "HONE_MODEL_CARD_DIGEST" && e.value.as_deref() == Some(ARTIFACT_DIGEST)),
         "{container:?}"
     );
     env.until::<ModelVersion>("digits-v1", "servedBy web", |m| {

@@ -1,11 +1,14 @@
 //! Command-line flags. Every flag also reads an environment variable
 //! (`HONE_*`), which is how the operator configures trainer pods.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hone_crds::contract::env;
 use hone_crds::trainingjob::{Architecture, Augmentation, Hyperparameters, Optimizer, Scheduler};
 
 use crate::dataset::{DataOptions, Format};
+use crate::evalsplit::EvalSplitOptions;
 
 /// Hone's trainer: inspects datasets and trains models with libtorch.
 #[derive(Parser, Debug)]
@@ -23,6 +26,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Train a model and write the output contract (model.pt, model.json, ...).
     Train(Box<TrainArgs>),
+    /// Write a dataset's held-out test split for a ModelVersion's verify Job.
+    EvalSplit(EvalSplitArgs),
     /// Print the libtorch build this binary runs on, as JSON.
     Info,
     /// Delete a model artifact from storage (what a ModelVersion with
@@ -115,6 +120,34 @@ pub struct InspectArgs {
     #[command(flatten)]
     /// Summary output.
     pub summary: SummaryArgs,
+}
+
+/// `eval-split` flags.
+#[derive(Args, Debug)]
+pub struct EvalSplitArgs {
+    #[command(flatten)]
+    /// The dataset, read with the options the model was trained with.
+    pub data: DataArgs,
+    /// Dataset digest the model was trained on; a different digest fails.
+    #[arg(long, env = env::DATASET_DIGEST)]
+    pub dataset_digest: Option<String>,
+    /// Local folder the split is written to (the verify Job's shared volume).
+    #[arg(long, env = env::EVAL_OUT, default_value = hone_crds::contract::EVAL_DIR)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    /// Summary output.
+    pub summary: SummaryArgs,
+}
+
+impl EvalSplitArgs {
+    /// The options `evalsplit::run` takes.
+    pub fn options(&self) -> EvalSplitOptions {
+        EvalSplitOptions {
+            data: self.data.options(),
+            expected_digest: self.dataset_digest.clone(),
+            out: self.out.clone(),
+        }
+    }
 }
 
 /// Where to train.

@@ -145,6 +145,9 @@ pub struct Dataset {
     pub labels: Vec<i64>,
     /// Train/validation/test assignment.
     pub split: Split,
+    /// Path of every sample's file, relative to the source (ImageFolder;
+    /// empty for CSV), so a split can be re-read as stored.
+    pub sample_paths: Vec<String>,
     /// Digest, counts and classes.
     pub summary: InspectSummary,
 }
@@ -344,6 +347,7 @@ async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
         inputs: Inputs::Images(images),
         labels,
         split,
+        sample_paths: files.iter().map(|f| f.info.relative_path.clone()).collect(),
         summary,
     })
 }
@@ -415,6 +419,7 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
         inputs: Inputs::Features(features),
         split: seeded_split(labels.len(), opts.validation, opts.test, opts.split_seed),
         labels,
+        sample_paths: Vec::new(),
         summary,
     })
 }

@@ -1,9 +1,11 @@
-//! Hone's trainer: dataset inspection and model training with libtorch.
+//! Hone's trainer: dataset inspection, model training with libtorch, and
+//! the held-out test split for evaluation.
 
 pub mod augment;
 pub mod checkpoint;
 pub mod cli;
 pub mod dataset;
+pub mod evalsplit;
 pub mod log;
 pub mod model;
 pub mod optim;

@@ -1,13 +1,14 @@
-//! `hone-trainer`: the program inside Dataset-inspection and TrainingJob pods.
+//! `hone-trainer`: the program inside Dataset-inspection and TrainingJob pods
+//! (and the init container that writes a verify Job's test split).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use hone_crds::contract::{ErrorSummary, TerminationSummary};
-use hone_trainer::cli::{Cli, Command, DeviceArg, InspectArgs, PurgeArgs, TrainArgs};
+use hone_trainer::cli::{Cli, Command, DeviceArg, EvalSplitArgs, InspectArgs, PurgeArgs, TrainArgs};
 use hone_trainer::log::event;
 use hone_trainer::tracking::{NoTracking, Tracker};
-use hone_trainer::{dataset, termination, train};
+use hone_trainer::{dataset, evalsplit, termination, train};
 use serde_json::json;
 
 fn main() -> ExitCode {
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
         }
         Command::Inspect(args) => runtime.block_on(inspect(args)),
         Command::Train(args) => runtime.block_on(train_command(*args)),
+        Command::EvalSplit(args) => runtime.block_on(eval_split(args)),
         Command::Purge(args) => runtime.block_on(purge(args)),
     }
 }
@@ -67,6 +69,18 @@ async fn inspect(args: InspectArgs) -> ExitCode {
     match dataset::load(&args.data.options()).await {
         Ok(data) => {
             let summary = TerminationSummary::Inspect(data.summary);
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            termination::write(&args.summary.termination_log, &summary);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&args.summary.termination_log, e.category(), e.to_string()),
+    }
+}
+
+async fn eval_split(args: EvalSplitArgs) -> ExitCode {
+    match evalsplit::run(&args.options()).await {
+        Ok(header) => {
+            let summary = TerminationSummary::EvalSplit(header);
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             termination::write(&args.summary.termination_log, &summary);
             ExitCode::SUCCESS

@@ -26,6 +26,8 @@ pub fn render(summary: &TerminationSummary) -> String {
                 let drop = s.metrics.keys().last().cloned().unwrap_or_default();
                 s.metrics.remove(&drop);
             }
+            TerminationSummary::EvalSplit(s) if !s.classes.is_empty() => s.classes.clear(),
+            TerminationSummary::EvalSplit(s) if !s.feature_names.is_empty() => s.feature_names.clear(),
             TerminationSummary::Error(ErrorSummary { message, .. }) if message.len() > 64 => {
                 let cut = message
                     .char_indices()
@@ -93,6 +95,21 @@ mod tests {
         let TerminationSummary::Train(s) = back else { panic!("kind changed") };
         assert!(s.classes.is_empty(), "a cut class list is dropped whole, never half-kept");
         assert_eq!(s.metrics.len(), 1, "metrics survive when dropping the classes is enough");
+
+        let eval = TerminationSummary::EvalSplit(hone_crds::contract::EvalSplitHeader {
+            dataset_digest: format!("sha256:{}", "d".repeat(64)),
+            input: hone_crds::contract::InputKind::Tabular,
+            classes: (0..2000).map(|i| format!("class-{i:05}")).collect(),
+            feature_names: vec!["width".into(), "depth".into()],
+            test_samples: 20_000,
+            samples: 10_000,
+        });
+        let json = render(&eval);
+        assert!(json.len() <= TERMINATION_MESSAGE_MAX_BYTES, "{}", json.len());
+        let back: TerminationSummary = serde_json::from_str(&json).unwrap();
+        let TerminationSummary::EvalSplit(s) = back else { panic!("kind changed") };
+        assert!(s.classes.is_empty(), "the full class list is in split.json");
+        assert_eq!((s.test_samples, s.samples, s.feature_names.len()), (20_000, 10_000, 2));
 
         let err = TerminationSummary::Error(ErrorSummary {
             reason: "InvalidData".into(),

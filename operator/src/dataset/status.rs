@@ -117,12 +117,14 @@ pub fn compute(input: StatusInput<'_>, now: &Time) -> DatasetStatus {
             Some(TerminationMessage::Summary(TerminationSummary::Error(error))) => {
                 (DatasetPhase::Failed, false, condition_reason(&error.reason), error.message)
             }
-            Some(TerminationMessage::Summary(TerminationSummary::Train(_))) => (
+            Some(TerminationMessage::Summary(
+                TerminationSummary::Train(_) | TerminationSummary::EvalSplit(_),
+            )) => (
                 DatasetPhase::Failed,
                 false,
                 REASON_SUMMARY_UNREADABLE.to_owned(),
                 format!(
-                    "inspect Job {job_name} wrote a training summary, not an inspect summary: \
+                    "inspect Job {job_name} wrote another command's summary, not an inspect summary: \
                      the trainer image must run `inspect` for its args"
                 ),
             ),

@@ -51,6 +51,8 @@ pub struct ModelRef {
     pub uri: String,
     /// Expected digest (the spec's, else the verified one).
     pub digest: Option<String>,
+    /// Expected digest of the model card (the spec's, else the verified one).
+    pub card_digest: Option<String>,
     /// Secret with storage credentials.
     pub secret: Option<String>,
     /// Claim of a `pvc://` artifact, mounted into the pod.
@@ -282,11 +284,13 @@ pub fn model_ref(mv: &ModelVersion) -> Result<ModelRef, String> {
         _ => None,
     };
     let verified = mv.status.as_ref().and_then(|s| s.verified_digest.clone());
+    let verified_card = mv.status.as_ref().and_then(|s| s.verified_card_digest.clone());
     Ok(ModelRef {
         name,
         version: mv.spec.version,
         uri,
         digest: artifact.digest.clone().or(verified),
+        card_digest: artifact.card_digest.clone().or(verified_card),
         secret: artifact.secret_ref.as_ref().map(|s| s.name.clone()),
         pvc_claim,
     })

@@ -4,27 +4,43 @@
 //! ([`purge_scope`]) and which other versions keep those files ([`kept_by`]).
 //! Pure.
 
+use hone_crds::conditions::is_true;
+use hone_crds::consts::CONDITION_READY;
 use hone_crds::consts::{
     ANNOTATION_ARTIFACT_POLICY, ARTIFACT_POLICY_DELETE, LABEL_MODEL, LABEL_MODEL_VERSION,
 };
-use hone_crds::contract::{MODEL_CARD_FILE, MODEL_FILE, TERMINATION_LOG};
+use hone_crds::contract::env as contract_env;
+use hone_crds::contract::{EVAL_DIR, ExpectedSignature, MODEL_CARD_FILE, MODEL_FILE, TERMINATION_LOG};
 use hone_crds::predictor::env;
-use hone_crds::{InferenceService, ModelVersion, ModelVersionSpec};
+use hone_crds::{Dataset, InferenceService, ModelVersion, ModelVersionSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource, PodTemplateSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
 use crate::children::{
     batch_pod_spec, child_labels, child_name, controller_owner_ref, pod_volumes,
-    restricted_container_security_context, secret_env_from, sha256_hex,
+    restricted_container_security_context, scratch_mount, secret_env_from, sha256_hex,
 };
 use crate::config::OperatorConfig;
 use crate::labels::{ENV_PVC_ROOT, PVC_ROOT};
-use crate::trainingjob::validate::pvc_claim;
+use crate::trainingjob::desired::dataset_env;
+use crate::trainingjob::validate::{self as tj_validate, DatasetInput, pvc_claim};
 
 /// Container of the verify Job (status reads its termination message).
 pub const VERIFY_CONTAINER: &str = "verify";
+/// Init container of the verify Job that writes the evaluation split.
+pub const EVAL_SPLIT_CONTAINER: &str = "eval-split";
+/// Volume the two share.
+const EVAL_VOLUME: &str = "eval";
+/// Volume of a `pvc://` evaluation Dataset.
+const DATASET_VOLUME: &str = "dataset";
+/// Most bytes the held-out split may take in the pod (10,000 samples).
+const EVAL_VOLUME_LIMIT: &str = "2Gi";
 /// Container of the purge Job.
 pub const PURGE_CONTAINER: &str = "purge";
 /// Retries of a verify or purge Job before it fails.
@@ -116,6 +132,96 @@ pub fn validate(mv: &ModelVersion, config: &OperatorConfig) -> Result<ValidModel
     })
 }
 
+/// On what a ModelVersion is evaluated, decided before its verify Job exists.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EvaluationPlan {
+    /// No Dataset is named (`spec.evaluation.dataset`, `spec.lineage.dataset`).
+    NoDataset,
+    /// The named Dataset cannot be read yet (missing, not Ready): the verify
+    /// Job waits, so the version is never Ready without its evaluation.
+    Waiting {
+        /// Why, for a person.
+        message: String,
+    },
+    /// The named Dataset no longer holds what the version was trained
+    /// against, and evaluation is required: verification fails at once.
+    Refused {
+        /// Condition reason.
+        reason: &'static str,
+        /// Why, for a person.
+        message: String,
+    },
+    /// As `Waiting` or `Refused`, but `spec.evaluation.required` is false:
+    /// the version is verified unevaluated.
+    Skipped {
+        /// Condition reason.
+        reason: &'static str,
+        /// Why, for a person.
+        message: String,
+    },
+    /// The test split of this Dataset, at this digest.
+    On(DatasetInput),
+}
+
+impl EvaluationPlan {
+    /// The Dataset input of a plan that can run.
+    pub fn input(&self) -> Option<&DatasetInput> {
+        match self {
+            Self::On(input) => Some(input),
+            _ => None,
+        }
+    }
+}
+
+/// The plan for `mv`, given its evaluation Dataset (`None`: not found). The
+/// digest is the one the version was trained on when it names that Dataset in
+/// its lineage (so the split is the one training held out), else the
+/// Dataset's current one.
+pub fn evaluation_plan(mv: &ModelVersion, dataset: Option<&Dataset>) -> EvaluationPlan {
+    let Some(name) = mv.spec.evaluation_dataset() else { return EvaluationPlan::NoDataset };
+    let required = mv.spec.evaluation_required();
+    let lineage = mv.spec.lineage.as_ref();
+    let pinned = lineage
+        .filter(|l| l.dataset.as_deref() == Some(name))
+        .and_then(|l| l.dataset_digest.clone())
+        .filter(|d| !d.is_empty());
+    let current = dataset
+        .and_then(|d| d.status.as_ref())
+        .filter(|s| is_true(&s.conditions, CONDITION_READY))
+        .and_then(|s| s.digest.clone());
+    if let (Some(pinned), Some(current)) = (&pinned, &current)
+        && pinned != current
+    {
+        let message = format!(
+            "Dataset {name} now holds {current}, not the {pinned} this version was trained on: the test \
+             split it held out is gone; register it again with spec.evaluation.dataset naming a Dataset \
+             that holds data it never saw{}",
+            if required { ", or with spec.evaluation.required: false to leave it unevaluated" } else { "" }
+        );
+        return match required {
+            true => EvaluationPlan::Refused { reason: "DatasetChanged", message },
+            false => EvaluationPlan::Skipped { reason: "DatasetChanged", message },
+        };
+    }
+    match tj_validate::dataset_input(name, dataset, pinned) {
+        Ok(input) => EvaluationPlan::On(input),
+        Err(e) => {
+            let why = e.to_string().trim_start_matches("dataset not ready: ").to_owned();
+            match required {
+                true => EvaluationPlan::Waiting {
+                    message: format!("waiting to evaluate on Dataset {name}: {why}"),
+                },
+                false => EvaluationPlan::Skipped {
+                    reason: "DatasetNotReady",
+                    message: format!(
+                        "not evaluated on Dataset {name} ({why}); spec.evaluation.required is false"
+                    ),
+                },
+            }
+        }
+    }
+}
+
 /// Name of the verify Job.
 pub fn verify_job_name(valid: &ValidModelVersion) -> String {
     child_name(&valid.name, "verify", &sha256_hex(valid.uid.as_bytes()))
@@ -126,16 +232,27 @@ pub fn purge_job_name(valid: &ValidModelVersion) -> String {
     child_name(&valid.name, "purge", &sha256_hex(valid.uid.as_bytes()))
 }
 
-/// The verify Job: fetch, check the digest, load, one forward pass on zeros.
-pub fn verify_job(valid: &ValidModelVersion) -> Job {
+/// The verify Job: fetch, check the digests and the card's signature, load,
+/// one forward pass on zeros; with an evaluation Dataset, an init container
+/// (trainer image, `eval-split`) first writes that Dataset's held-out test
+/// split to a shared folder and `verify` measures the model on it.
+pub fn verify_job(valid: &ValidModelVersion, evaluation: Option<&DatasetInput>) -> Job {
     let artifact = &valid.spec.artifact;
+    let expected = serde_json::to_string(&ExpectedSignature::of(&valid.spec.signature)).unwrap_or_default();
     let mut env = vec![
         env_var(env::MODEL_URI, artifact.uri.trim()),
         env_var(env::TERMINATION_LOG, TERMINATION_LOG),
         env_var(env::DEVICE, "cpu"),
+        env_var(env::EXPECTED_SIGNATURE, &expected),
     ];
     if let Some(digest) = &artifact.digest {
         env.push(env_var(env::MODEL_DIGEST, digest));
+    }
+    if let Some(digest) = &artifact.card_digest {
+        env.push(env_var(env::MODEL_CARD_DIGEST, digest));
+    }
+    if evaluation.is_some() {
+        env.push(env_var(env::EVAL_DIR, EVAL_DIR));
     }
     let container = Container {
         name: VERIFY_CONTAINER.to_owned(),
@@ -143,7 +260,74 @@ pub fn verify_job(valid: &ValidModelVersion) -> Job {
         args: Some(vec!["verify".to_owned()]),
         ..Default::default()
     };
-    job(valid, verify_job_name(valid), container, env, false)
+    let mut job = job(valid, verify_job_name(valid), container, env, false);
+    if let Some(dataset) = evaluation {
+        add_eval_split(&mut job, valid, dataset);
+    }
+    job
+}
+
+/// Adds the `eval-split` init container and the folder it shares with `verify`.
+fn add_eval_split(job: &mut Job, valid: &ValidModelVersion, dataset: &DatasetInput) {
+    let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) else { return };
+    let shared =
+        VolumeMount { name: EVAL_VOLUME.to_owned(), mount_path: EVAL_DIR.to_owned(), ..Default::default() };
+    let mut mounts = vec![scratch_mount(), shared.clone()];
+    let mut vars = dataset_env(dataset);
+    vars.push((contract_env::EVAL_OUT, EVAL_DIR.to_owned()));
+    vars.push((contract_env::TERMINATION_LOG, TERMINATION_LOG.to_owned()));
+    if let Some(claim) = pvc_claim(&dataset.source.uri) {
+        let volumes = pod.volumes.get_or_insert_with(Vec::new);
+        let same_claim =
+            |v: &&Volume| v.persistent_volume_claim.as_ref().is_some_and(|c| c.claim_name == claim);
+        let name = match volumes.iter().find(same_claim) {
+            Some(volume) => volume.name.clone(),
+            None => {
+                volumes.push(Volume {
+                    name: DATASET_VOLUME.to_owned(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.to_owned(),
+                        read_only: Some(true),
+                    }),
+                    ..Default::default()
+                });
+                DATASET_VOLUME.to_owned()
+            }
+        };
+        mounts.push(VolumeMount {
+            name,
+            mount_path: format!("{PVC_ROOT}/{claim}"),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        vars.push((ENV_PVC_ROOT, PVC_ROOT.to_owned()));
+    }
+    pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: EVAL_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(EVAL_VOLUME_LIMIT.to_owned())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    for container in pod.containers.iter_mut() {
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(VolumeMount { read_only: Some(true), ..shared.clone() });
+    }
+    pod.init_containers = Some(vec![Container {
+        name: EVAL_SPLIT_CONTAINER.to_owned(),
+        image: Some(valid.trainer_image.clone()),
+        args: Some(vec!["eval-split".to_owned()]),
+        env: Some(vars.into_iter().map(|(name, value)| env_var(name, &value)).collect()),
+        env_from: secret_env_from(dataset.source.secret_ref.iter()),
+        security_context: Some(restricted_container_security_context()),
+        termination_message_path: Some(TERMINATION_LOG.to_owned()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    }]);
 }
 
 /// What the purge of one ModelVersion deletes.

@@ -14,8 +14,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use hone_crds::ModelVersion;
 use hone_crds::consts::{FIELD_MANAGER, LABEL_MODEL_VERSION};
+use hone_crds::{Dataset, ModelVersion};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -24,7 +24,11 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 
+use self::desired::EvaluationPlan;
 use self::status::StatusInput;
+
+/// The plan of a status computed before any is made (an invalid spec).
+static NO_PLAN: EvaluationPlan = EvaluationPlan::NoDataset;
 use crate::caches::{in_namespace, owned};
 use crate::context::Context;
 use crate::controllers::{controller_for, drain_results, phase_name, with_phase_report};
@@ -81,6 +85,8 @@ pub struct Observed {
     /// Every ModelVersion of the namespace (read only while this one is being
     /// deleted): a purge skips files another version holds.
     pub model_versions: Vec<ModelVersion>,
+    /// The Dataset it is evaluated on, when one is named and exists.
+    pub evaluation_dataset: Option<Dataset>,
 }
 
 /// One reconcile, timed and counted.
@@ -113,7 +119,11 @@ fn observe(ctx: &Context, mv: &ModelVersion) -> Observed {
         Some(_) => in_namespace(&caches.model_versions, &namespace),
         None => Vec::new(),
     };
-    Observed { jobs, pods, served_by, model_versions }
+    let evaluation_dataset = mv.spec.evaluation_dataset().and_then(|dataset| {
+        let key = kube::runtime::reflector::ObjectRef::<Dataset>::new(dataset).within(&namespace);
+        caches.datasets.get(&key).map(|d| (*d).clone())
+    });
+    Observed { jobs, pods, served_by, model_versions, evaluation_dataset }
 }
 
 async fn reconcile_inner(mv: &ModelVersion, ctx: &Context) -> Result<Action, Error> {
@@ -142,8 +152,10 @@ async fn reconcile_inner(mv: &ModelVersion, ctx: &Context) -> Result<Action, Err
                 | hone_crds::modelversion::ModelVersionPhase::Failed
         )
     );
-    if job.is_none() && !verified {
-        let mut wanted = desired::verify_job(&valid);
+    let plan = desired::evaluation_plan(mv, observed.evaluation_dataset.as_ref());
+    let blocked = matches!(plan, EvaluationPlan::Waiting { .. } | EvaluationPlan::Refused { .. });
+    if job.is_none() && !verified && !blocked {
+        let mut wanted = desired::verify_job(&valid, plan.input());
         ctx.config.placement.apply_to_job(&mut wanted);
         let created = Api::<Job>::namespaced(ctx.client.clone(), &valid.namespace)
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&wanted))
@@ -153,7 +165,8 @@ async fn reconcile_inner(mv: &ModelVersion, ctx: &Context) -> Result<Action, Err
         job = Some(created);
     }
     let pods: Vec<Pod> = observed.pods.iter().filter(|p| pod_of_job(p, &name)).cloned().collect();
-    let input = status_input(mv, &previous, job.as_ref(), &pods, &observed.served_by);
+    let mut input = status_input(mv, &previous, job.as_ref(), &pods, &observed.served_by);
+    input.plan = &plan;
     write_status(ctx, mv, &previous, &status::compute(input, &time)).await?;
     Ok(Action::await_change())
 }
@@ -172,6 +185,9 @@ fn status_input<'a>(
         pods,
         served_by,
         spec_digest: mv.spec.artifact.digest.as_deref(),
+        evaluation_dataset: mv.spec.evaluation_dataset(),
+        evaluation_required: mv.spec.evaluation_required(),
+        plan: &NO_PLAN,
     }
 }
 
@@ -214,5 +230,7 @@ pub fn controller(
     with_phase_report(drain_results(run), store, "ModelVersion", namespace, ctx_metrics, phase)
 }
 
+#[cfg(test)]
+mod evaluation_tests;
 #[cfg(test)]
 mod tests;

@@ -54,7 +54,7 @@ fn artifact_locations_a_pod_cannot_read_are_invalid_with_a_fix() {
 fn verify_job_runs_the_predictor_restricted_with_digest_and_credentials() {
     let valid = desired::validate(&model_version("s3://m/a/model.pt", json!({})), &OperatorConfig::default())
         .unwrap();
-    let job = desired::verify_job(&valid);
+    let job = desired::verify_job(&valid, None);
     assert_eq!(job.metadata.name.as_deref(), Some(desired::verify_job_name(&valid).as_str()));
     assert_eq!(job.metadata.labels.as_ref().unwrap()["hone.dev/modelversion"], "digits-v3");
     let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
@@ -200,7 +200,17 @@ fn input<'a>(
     job: Option<&'a k8s_openapi::api::batch::v1::Job>,
     pods: &'a [k8s_openapi::api::core::v1::Pod],
 ) -> StatusInput<'a> {
-    StatusInput { generation: Some(1), previous, job, pods, served_by: &[], spec_digest: Some(DIGEST) }
+    StatusInput {
+        generation: Some(1),
+        previous,
+        job,
+        pods,
+        served_by: &[],
+        spec_digest: Some(DIGEST),
+        evaluation_dataset: None,
+        evaluation_required: true,
+        plan: &desired::EvaluationPlan::NoDataset,
+    }
 }
 
 #[test]

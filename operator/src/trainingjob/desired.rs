@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::validate::{GPU_RESOURCE, ValidTrainingJob, pvc_claim};
+use super::validate::{DatasetInput, GPU_RESOURCE, ValidTrainingJob, pvc_claim};
 use crate::children::{
     batch_pod_spec, child_labels, child_name, pod_volumes, restricted_container_security_context,
     secret_env_from, sha256_hex,
@@ -150,28 +150,9 @@ pub fn headless_service(valid: &ValidTrainingJob, name: &str) -> Service {
 /// The trainer's `train` environment; entries of `spec.env` override ours.
 pub fn train_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
     let spec = &valid.spec;
-    let ds = &valid.dataset;
     let hp = &spec.hyperparameters;
-    let mut vars: Vec<(&str, String)> = vec![
-        (env::DATASET_SOURCE, ds.source.uri.trim().to_owned()),
-        (env::DATASET_FORMAT, format_name(ds.format).to_owned()),
-        (env::DATASET_DIGEST, ds.digest.clone()),
-    ];
-    if let Some(csv) = &ds.csv {
-        vars.push((env::CSV_LABEL_COLUMN, csv.label_column.clone()));
-        if let Some(columns) = &csv.feature_columns {
-            vars.push((env::CSV_FEATURE_COLUMNS, columns.join(",")));
-        }
-    }
-    if let Some(image) = &ds.image {
-        vars.push((env::IMAGE_WIDTH, image.width.to_string()));
-        vars.push((env::IMAGE_HEIGHT, image.height.to_string()));
-        vars.push((env::IMAGE_CHANNELS, image.channels.to_string()));
-    }
+    let mut vars = dataset_env(&valid.dataset);
     vars.extend([
-        (env::SPLIT_VALIDATION, ds.split.validation.to_string()),
-        (env::SPLIT_TEST, ds.split.test.to_string()),
-        (env::SPLIT_SEED, ds.split.seed.to_string()),
         (env::OUTPUT, run_output(valid)),
         (env::ARCHITECTURE, spec.model.architecture.as_str().to_owned()),
         (env::EPOCHS, hp.epochs.to_string()),
@@ -213,6 +194,33 @@ pub fn train_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
     out.retain(|var| !user.iter().any(|u| u.name == var.name));
     out.extend(user);
     out
+}
+
+/// How the trainer reads the Dataset, at its pinned digest, with the same
+/// split (`train` and `eval-split` alike).
+pub fn dataset_env(ds: &DatasetInput) -> Vec<(&'static str, String)> {
+    let mut vars: Vec<(&str, String)> = vec![
+        (env::DATASET_SOURCE, ds.source.uri.trim().to_owned()),
+        (env::DATASET_FORMAT, format_name(ds.format).to_owned()),
+        (env::DATASET_DIGEST, ds.digest.clone()),
+    ];
+    if let Some(csv) = &ds.csv {
+        vars.push((env::CSV_LABEL_COLUMN, csv.label_column.clone()));
+        if let Some(columns) = &csv.feature_columns {
+            vars.push((env::CSV_FEATURE_COLUMNS, columns.join(",")));
+        }
+    }
+    if let Some(image) = &ds.image {
+        vars.push((env::IMAGE_WIDTH, image.width.to_string()));
+        vars.push((env::IMAGE_HEIGHT, image.height.to_string()));
+        vars.push((env::IMAGE_CHANNELS, image.channels.to_string()));
+    }
+    vars.extend([
+        (env::SPLIT_VALIDATION, ds.split.validation.to_string()),
+        (env::SPLIT_TEST, ds.split.test.to_string()),
+        (env::SPLIT_SEED, ds.split.seed.to_string()),
+    ]);
+    vars
 }
 
 /// torchrun's variables for an Indexed Job behind the headless Service `job_name`.

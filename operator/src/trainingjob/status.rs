@@ -200,7 +200,9 @@ fn job_summary(
             Some(TerminationMessage::Summary(TerminationSummary::Error(error))) => {
                 Summary::failed(FailureReason::TrainerError, format!("{}: {}", error.reason, error.message))
             }
-            Some(TerminationMessage::Summary(TerminationSummary::Inspect(_))) => Summary::failed(
+            Some(TerminationMessage::Summary(
+                TerminationSummary::Inspect(_) | TerminationSummary::EvalSplit(_),
+            )) => Summary::failed(
                 FailureReason::TrainerError,
                 format!("Job {job_name} wrote an inspect summary, not a training summary: check spec.args"),
             ),

@@ -134,7 +134,9 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidSpec(message.into())
 }
 
-fn dataset_input(
+/// What a pod reads from Dataset `name` (`None`: not found): the `pinned`
+/// digest when there is one, else the Ready Dataset's current digest.
+pub fn dataset_input(
     name: &str,
     dataset: Option<&Dataset>,
     pinned: Option<String>,

@@ -165,6 +165,10 @@ pub fn predictor_env(valid: &ValidService, model: &ModelRef) -> Vec<EnvVar> {
     if let Some(digest) = &model.digest {
         vars.push((env::MODEL_DIGEST, digest.clone()));
     }
+    // The card carries the preprocessing and class names: pinned like the model.
+    if let Some(digest) = &model.card_digest {
+        vars.push((env::MODEL_CARD_DIGEST, digest.clone()));
+    }
     // The InferenceService's name, not the model's: variants may serve
     // different models, and clients call one `/v2/models/<name>` path.
     vars.push((env::MODEL_NAME, valid.name.clone()));

@@ -50,9 +50,17 @@ pub(crate) fn model_version(
             "version": version,
             "artifact": {"uri": format!("s3://models/{name}/model.pt"), "secretRef": {"name": "s3"}},
             "signature": {"inputShape": [1, 8, 8], "classes": ["0", "1"]},
-            "metrics": metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
         },
-        "status": {"phase": if ready { "Ready" } else { "Verifying" }, "verifiedDigest": format!("sha256:{}", "a".repeat(64))},
+        // What Hone measured: the metrics gates read.
+        "status": {
+            "phase": if ready { "Ready" } else { "Verifying" },
+            "verifiedDigest": format!("sha256:{}", "a".repeat(64)),
+            "evaluation": {
+                "datasetDigest": format!("sha256:{}", "d".repeat(64)),
+                "samples": 180,
+                "metrics": metrics.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+            },
+        },
     }))
     .unwrap()
 }
