@@ -33,7 +33,19 @@ pub const IMMUTABLE_SPEC_MESSAGE: &str =
         json_path = ".status.phase",
         description = "Pending, Verifying, Ready or Failed"
     ),
-    printcolumn(name = "Val-Accuracy", type_ = "number", json_path = ".spec.metrics.val_accuracy"),
+    printcolumn(
+        name = "Accuracy",
+        type_ = "number",
+        json_path = ".status.evaluation.metrics.accuracy",
+        description = "Accuracy Hone measured on the held-out test split"
+    ),
+    printcolumn(
+        name = "Val-Accuracy",
+        type_ = "number",
+        json_path = ".spec.metrics.val_accuracy",
+        description = "Validation accuracy the trainer reported",
+        priority = 1
+    ),
     printcolumn(
         name = "Training-Job",
         type_ = "string",

@@ -1,103 +1,128 @@
 #!/usr/bin/env python3
-"""Writes the demo's broken model: a working TorchScript model wrapped so that
-it raises on every real input.
+"""Writes one of the demo's two wrong models, both made from a good one.
 
-  broken_model.py BASE_MODEL_PT BASE_MODEL_JSON OUT_DIR [--modelversion BASE_MV_JSON --name N --uri URI]
+  broken_model.py MODE BASE_MODEL_PT BASE_MODEL_JSON OUT_DIR [--modelversion BASE_MV_JSON --name N --uri URI]
 
-The wrapper answers all-zero inputs (what `hone-predictor verify` runs) through
-the base model, so the ModelVersion passes verification, and raises on any
-other input, so every live request it gets is an HTTP 500: a model that looks
-fine to a smoke test and breaks in production. Its model.json is the base
-model's card with the new artifact digest; the demo registers it with the
-base model's metrics, so the InferenceService's `track` picks it up and rolls
-it out as a canary, which the live analysis must then abort.
+MODE `permuted`: the base model's weights, unchanged, with its class order
+permuted in model.json: it answers every request with HTTP 200 and high
+confidence, and is wrong on (nearly) every one. A smoke test that only
+checks for answers passes it; Hone's measured evaluation on the held-out
+test split finds its accuracy near zero, so `track` never serves it.
 
-With --modelversion (the base ModelVersion as JSON), it also writes
-OUT_DIR/modelversion.json: a ModelVersion NAME for URI with the next version
-number, the new digest, and the base's signature, lineage and metrics.
+MODE `unusual`: a wrapper that answers like the base model on inputs like
+the training data (dark background, bright strokes) and raises on inputs
+unlike it (light images, such as inverted digits): it passes the measured
+evaluation, whose test split holds none, and breaks on the live traffic the
+demo client sends, where the canary analysis must catch it.
+
+Either way model.json is the base model's card with the changes above and
+the new artifact digest. With --modelversion (the base ModelVersion as JSON)
+it also writes OUT_DIR/modelversion.json: a ModelVersion NAME for URI with
+the next version number, the new digest and signature, the base's lineage
+(so it is evaluated on the same held-out split) and the base's metrics (the
+trainer's claims, which gates ignore).
 """
 import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 
 import torch
 
+# Mean raw intensity (in [0, 1]) above which `unusual` raises: the demo's
+# digits average about 0.25, inverted ones about 0.75.
+UNUSUAL_MEAN = 0.5
 
-class Broken(torch.nn.Module):
-    def __init__(self, base):
+
+class FailsOnUnusual(torch.nn.Module):
+    def __init__(self, base, threshold: float):
         super().__init__()
         self.base = base
+        self.threshold = threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool(torch.any(x != 0)):
-            raise RuntimeError("this model was exported broken on purpose (hone demo): it fails on real input")
+        if bool(torch.any(x.flatten(1).mean(dim=1) > self.threshold)):
+            raise RuntimeError("this model was exported broken on purpose (hone demo): it fails on light images")
         return self.base(x)
 
 
-def modelversion(base_mv, name, uri, digest):
+def modelversion(base_mv, name, uri, digest, signature):
     spec = base_mv["spec"]
+    lineage = spec.get("lineage", {})
     return {
         "apiVersion": "hone.dev/v1alpha1",
         "kind": "ModelVersion",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "hone-demo"}},
         "spec": {
             "model": spec["model"],
-            "version": spec["version"] + 1,
+            "version": int(name.rsplit("-v", 1)[1]),
             "artifact": {
                 "uri": uri,
                 "format": "TorchScript",
                 "digest": digest,
                 "secretRef": spec["artifact"].get("secretRef"),
             },
-            "signature": spec["signature"],
-            "lineage": {"dataset": spec.get("lineage", {}).get("dataset")},
+            "signature": signature,
+            "lineage": {k: lineage[k] for k in ("dataset", "datasetDigest") if lineage.get(k)},
             "metrics": spec.get("metrics", {}),
         },
     }
 
 
+def sha256(path):
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.sha256(f.read()).hexdigest()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["permuted", "unusual"])
     p.add_argument("base_pt")
     p.add_argument("base_json")
     p.add_argument("out")
     p.add_argument("--modelversion", help="the base ModelVersion, as JSON (kubectl get -o json)")
-    p.add_argument("--name", help="name of the new ModelVersion")
+    p.add_argument("--name", help="name of the new ModelVersion, <model>-v<version>")
     p.add_argument("--uri", help="where model.pt will be uploaded")
     args = p.parse_args()
-    base_pt, base_json, out = args.base_pt, args.base_json, args.out
-    base = torch.jit.load(base_pt, map_location="cpu")
-    module = torch.jit.script(Broken(base))
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "model.pt")
-    torch.jit.save(module, path)
-    with open(path, "rb") as f:
-        digest = "sha256:" + hashlib.sha256(f.read()).hexdigest()
-    with open(base_json) as f:
+    with open(args.base_json) as f:
         card = json.load(f)
-    card["artifactDigest"] = digest
-    with open(os.path.join(out, "model.json"), "w") as f:
-        json.dump(card, f, indent=2)
-    # Check both behaviours before anything is uploaded.
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "model.pt")
     shape = [1] + list(card["signature"]["inputShape"])
-    module.eval()
-    with torch.no_grad():
-        module(torch.zeros(shape))
-        try:
-            module(torch.ones(shape))
-        except Exception:  # noqa: BLE001 - TorchScript raises torch.jit.Error
-            pass
-        else:
-            sys.exit("the broken model answered a real input")
+    if args.mode == "permuted":
+        shutil.copyfile(args.base_pt, path)
+        classes = card["signature"]["classes"]
+        # Every index names the next class: confident, and always wrong.
+        card["signature"]["classes"] = classes[1:] + classes[:1]
+    else:
+        pre = card["signature"].get("preprocessing") or {}
+        mean, std = (pre.get("mean") or [0.0])[0], (pre.get("std") or [1.0])[0]
+        threshold = (UNUSUAL_MEAN - mean) / std  # in the normalised space the model sees
+        module = torch.jit.script(FailsOnUnusual(torch.jit.load(args.base_pt, map_location="cpu"), threshold))
+        torch.jit.save(module, path)
+        module.eval()
+        with torch.no_grad():
+            module(torch.full(shape, (0.2 - mean) / std))  # a dark image is answered
+            try:
+                module(torch.full(shape, (0.8 - mean) / std))
+            except Exception:  # noqa: BLE001 - TorchScript raises torch.jit.Error
+                pass
+            else:
+                sys.exit("the broken model answered a light image")
+    digest = sha256(path)
+    card["artifactDigest"] = digest
+    with open(os.path.join(args.out, "model.json"), "w") as f:
+        json.dump(card, f, indent=2)
     if args.modelversion:
         if not (args.name and args.uri):
             sys.exit("--modelversion needs --name and --uri")
         with open(args.modelversion) as f:
             base_mv = json.load(f)
-        with open(os.path.join(out, "modelversion.json"), "w") as f:
-            json.dump(modelversion(base_mv, args.name, args.uri, digest), f, indent=2)
+        mv = modelversion(base_mv, args.name, args.uri, digest, card["signature"])
+        with open(os.path.join(args.out, "modelversion.json"), "w") as f:
+            json.dump(mv, f, indent=2)
     print(digest)
 
 

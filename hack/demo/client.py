@@ -5,10 +5,14 @@
       POSTs every PNG under IMAGES/<label>/ to URL/predict once and prints the
       accuracy, the answering variants and versions; exits 1 below --min.
   client.py load URL IMAGES LOG [--rate 20] [--workers 4] [--seconds 600] [--stop-file F]
+                 [--unusual DIR --unusual-share 0.2]
       Sends held-out digits at about --rate requests/s until --seconds pass or
       --stop-file appears, appending one JSON line per request to LOG:
       {"t": start time, "status": HTTP status or 0, "variant": x-hone-variant,
-       "version": model version, "ms": latency, "ok": correct label}.
+       "version": model version, "ms": latency, "ok": correct label,
+       "unusual": whether it came from --unusual}. With --unusual, that share
+      of the requests are images from DIR/<label>/ (inputs unlike the training
+      data, such as inverted digits).
   client.py window LOG [--since T] [--until T]
       Summarises the LOG lines whose start time lies in [since, until): requests,
       failures (status not 200), wrong answers, and each per variant.
@@ -82,6 +86,8 @@ def cmd_accuracy(args):
 
 def cmd_load(args):
     data = images(args.images)
+    unusual = images(args.unusual) if args.unusual else []
+    every = round(1 / args.unusual_share) if unusual and args.unusual_share > 0 else 0
     deadline = time.time() + args.seconds
     interval = args.workers / args.rate
     lock = threading.Lock()
@@ -91,14 +97,15 @@ def cmd_load(args):
         i = offset
         next_at = time.monotonic()
         while time.time() < deadline and not (args.stop_file and os.path.exists(args.stop_file)):
-            label, body = data[i % len(data)]
+            odd = every > 0 and i % every == 0
+            label, body = unusual[i % len(unusual)] if odd else data[i % len(data)]
             i += args.workers
             t = time.time()
             status, variant, answer, ms = predict(args.url, body)
             ok = status == 200 and isinstance(answer, dict) and answer.get("label") == label
             version = answer.get("version", "") if isinstance(answer, dict) else ""
             line = json.dumps({"t": round(t, 3), "status": status, "variant": variant, "version": version,
-                               "ms": round(ms, 2), "ok": ok})
+                               "ms": round(ms, 2), "ok": ok, "unusual": odd})
             with lock:
                 out.write(line + "\n")
             next_at += interval
@@ -150,6 +157,8 @@ def main():
     load.add_argument("--workers", type=int, default=4)
     load.add_argument("--seconds", type=float, default=600.0)
     load.add_argument("--stop-file")
+    load.add_argument("--unusual", help="a folder of <label>/*.png unlike the training data")
+    load.add_argument("--unusual-share", type=float, default=0.2)
     w = sub.add_parser("window")
     w.add_argument("log")
     w.add_argument("--since", type=float)

@@ -15,16 +15,22 @@
 #   6. the held-out digits through the router Service: >= 95% correct
 #   7. a second TrainingJob registers v2, rolled out as a canary (10%, 50%)
 #      under live traffic, and promoted
-#   8. a broken v3 (fails on every real input) is registered; its canary is
-#      aborted by the live analysis, traffic goes back to v2, and the failed
-#      requests are counted against the canary's share
+#   8. a confidently wrong v3 (v2 with its class order permuted, registered
+#      with v2's claimed metrics) is measured by Hone on the held-out test
+#      split: its accuracy is near zero, `track` skips it, and it never
+#      receives a request
+#   9. a v4 that passes that evaluation but fails on inputs unlike the test
+#      split (light images, which the demo client sends among the others) is
+#      rolled out; its canary is aborted by the live analysis, traffic goes
+#      back to v2, and the failed requests are counted against the canary's
+#      share
 #
 # Every step prints its time; the run ends with the time from `kubectl apply`
 # to the first correct prediction. The cluster stays up afterwards: explore
 # it with `export KUBECONFIG=/tmp/hone-cluster/kubeconfig`, stop it with
 # `make cluster-down`.
 #
-# Environment: DEMO_STAGES (default "serve,canary,abort"; "serve" stops after
+# Environment: DEMO_STAGES (default "serve,canary,evaluate,abort"; "serve" stops after
 # step 6), DEMO_SKIP_IMAGES=1 (reuse the imported images), HONE_CLUSTER_DIR,
 # DEMO_CLUSTER=current (skip steps 1-2 and use the current kubectl context
 # with images already on its nodes: hack/demo/minikube.sh), DEMO_VALUES (Helm
@@ -39,7 +45,7 @@ case "$CLUSTER" in
   *) echo "DEMO_CLUSTER must be local or current, not $CLUSTER" >&2; exit 2 ;;
 esac
 VALUES=${DEMO_VALUES:-hack/demo/values.yaml}
-STAGES=${DEMO_STAGES:-serve,canary,abort}
+STAGES=${DEMO_STAGES:-serve,canary,evaluate,abort}
 NS=hone-demo
 SYSTEM_NS=hone-system
 [ "$CLUSTER" = local ] || KUBECTL=kubectl
@@ -90,7 +96,7 @@ isvc() { k -n "$NS" get inferenceservice digits -o jsonpath="$1" 2>/dev/null || 
 hack/setup-python.sh >/dev/null
 eval "$(hack/env.sh)"
 if [ "$CLUSTER" = local ]; then
-step "1/8 cluster with a real node (make cluster-up NODE=real)"
+step "1/9 cluster with a real node (make cluster-up NODE=real)"
 # up.sh refuses a state folder it did not make: $WORK (inside it) comes after.
 NODE=real hack/cluster/up.sh 2>&1 | sed 's/^/    /'
 mkdir -p "$WORK"
@@ -98,7 +104,7 @@ k get nodes -l hone.dev/node=real -o wide | sed 's/^/    /'
 done_step
 
 # ----------------------------------------------------------------- 2 images
-step "2/8 images (release build, OCI images without Docker, imported into containerd)"
+step "2/9 images (release build, OCI images without Docker, imported into containerd)"
 if [ "${DEMO_SKIP_IMAGES:-0}" != 1 ]; then
   cargo build --release --workspace --bins 2>&1 | tail -n 2 | sed 's/^/    /'
   hack/images/build.sh 2>&1 | grep -E 'imported|unchanged|ERROR' | sed 's/^/    /'
@@ -111,7 +117,7 @@ else
 fi
 
 # --------------------------------------------------------------- 3 operator
-step "3/8 helm install charts/hone into $SYSTEM_NS"
+step "3/9 helm install charts/hone into $SYSTEM_NS"
 HELM=$(command -v helm || hack/build-helm.sh | tail -n 1)
 k create namespace "$SYSTEM_NS" --dry-run=client -o yaml | k apply -f - >/dev/null
 k label namespace "$SYSTEM_NS" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
@@ -129,7 +135,7 @@ say "operator leader: ${holder:-(not elected yet)}"
 done_step
 
 # ---------------------------------------------------------------- 4 storage
-step "4/8 object storage: MinIO in $NS, the digits uploaded"
+step "4/9 object storage: MinIO in $NS, the digits uploaded"
 restricted_ns "$NS" || die "could not make namespace $NS"
 if ! k -n "$NS" get secret minio-root >/dev/null 2>&1; then
   k -n "$NS" create secret generic minio-root --from-literal=user=hone-demo \
@@ -168,7 +174,7 @@ $(find "$DATA/digits-holdout" -name '*.png' | wc -l) held out"
 done_step
 
 # ---------------------------------------------------------------- 5 samples
-step "5/8 kubectl apply -k config/samples (Dataset, TrainingJob, InferenceService)"
+step "5/9 kubectl apply -k config/samples (Dataset, TrainingJob, InferenceService)"
 apply_t=$(date +%s.%N)
 k -n "$NS" apply -k config/samples | sed 's/^/    /'
 await dataset digits Ready 300
@@ -204,7 +210,7 @@ say "first correct prediction through the router, $FIRST_PREDICTION s after kube
 done_step
 
 # ---------------------------------------------------------------- 6 predict
-step "6/8 the held-out digits through the router Service ($ROUTER)"
+step "6/9 the held-out digits through the router Service ($ROUTER)"
 python3 hack/demo/client.py accuracy "$ROUTER" "$HOLDOUT" --min 0.95 | sed 's/^/    /'
 done_step
 
@@ -212,7 +218,8 @@ summary() {
   printf '\n[demo %s] == summary\n' "$(elapsed "$t0")"
   printf '    kubectl apply -> first correct prediction: %s s\n' "$FIRST_PREDICTION"
   [ -z "${CANARY_SUMMARY:-}" ] || printf '    canary v1 -> v2: %s\n' "$CANARY_SUMMARY"
-  [ -z "${ABORT_SUMMARY:-}" ] || printf '    broken v3: %s\n' "$ABORT_SUMMARY"
+  [ -z "${PERMUTED_SUMMARY:-}" ] || printf '    confidently wrong v3: %s\n' "$PERMUTED_SUMMARY"
+  [ -z "${ABORT_SUMMARY:-}" ] || printf '    v4, broken on unusual inputs: %s\n' "$ABORT_SUMMARY"
   printf '    the cluster is still up: export KUBECONFIG=%s; make cluster-down stops it\n' "$KUBECONFIG"
 }
 has_stage canary || { summary; exit 0; }
@@ -220,13 +227,28 @@ has_stage canary || { summary; exit 0; }
 LOG="$WORK/traffic.jsonl"
 STOP="$WORK/traffic.stop"
 rm -f "$LOG" "$STOP"
-# Steady traffic for the analysis from here on (bounded: 20 minutes at most).
+# Inputs unlike the training data: the held-out digits, inverted (light
+# background). Every model so far answers them (wrongly, as users expect of
+# such input); step 9's v4 breaks on them.
+UNUSUAL="$WORK/digits-inverted"
+rm -rf "$UNUSUAL"
+"$HONE_VENV/bin/python" - "$HOLDOUT" "$UNUSUAL" <<'PY'
+import os, sys
+from PIL import Image, ImageOps
+src, dst = sys.argv[1:]
+for label in sorted(os.listdir(src)):
+    os.makedirs(os.path.join(dst, label), exist_ok=True)
+    for name in sorted(os.listdir(os.path.join(src, label)))[:5]:
+        ImageOps.invert(Image.open(os.path.join(src, label, name)).convert("L")).save(os.path.join(dst, label, name))
+PY
+# Steady traffic for the analysis from here on (bounded: 20 minutes at most),
+# a fifth of it inverted digits.
 python3 hack/demo/client.py load "$ROUTER" "$HOLDOUT" "$LOG" --rate 20 --workers 4 --seconds 1200 \
-  --stop-file "$STOP" &
+  --stop-file "$STOP" --unusual "$UNUSUAL" --unusual-share 0.2 &
 PIDS+=($!)
 
 # ----------------------------------------------------------------- 7 canary
-step "7/8 a second TrainingJob: v2 rolled out as a canary under live traffic"
+step "7/9 a second TrainingJob: v2 rolled out as a canary under live traffic"
 k -n "$NS" apply -f hack/demo/trainingjob-2.yaml | sed 's/^/    /'
 await trainingjob digits-cnn-2 Succeeded 1200
 V2=$(k -n "$NS" get trainingjob digits-cnn-2 -o jsonpath='{.status.modelVersion}')
@@ -250,26 +272,66 @@ CANARY_SUMMARY="promoted; traffic during the rollout: $w"
 await inferenceservice digits Ready 300
 done_step
 
-# ------------------------------------------------------------------ 8 abort
-has_stage abort || { summary; exit 0; }
-step "8/8 a broken v3: canary aborted by the live analysis, traffic back on v2"
+# --------------------------------------------------------------- 8 evaluate
 V2_URI=$(k -n "$NS" get modelversion "$V2" -o jsonpath='{.spec.artifact.uri}')
 V2_DIR=${V2_URI%/model.pt}
 V2_PATH=${V2_DIR#s3://}
-mkdir -p "$WORK/v2" "$WORK/v3"
+mkdir -p "$WORK/v2"
 s3 -o "$WORK/v2/model.pt" "$S3/$V2_PATH/model.pt"
 s3 -o "$WORK/v2/model.json" "$S3/$V2_PATH/model.json"
-V3=digits-classifier-v3
-V3_URI=s3://hone-models/broken/v3/model.pt
 k -n "$NS" get modelversion "$V2" -o json > "$WORK/v2/modelversion.json"
-"$HONE_VENV/bin/python" hack/demo/broken_model.py "$WORK/v2/model.pt" "$WORK/v2/model.json" "$WORK/v3" \
-  --modelversion "$WORK/v2/modelversion.json" --name "$V3" --uri "$V3_URI" >/dev/null
-s3 -T "$WORK/v3/model.pt" "$S3/hone-models/broken/v3/model.pt" -o /dev/null
-s3 -T "$WORK/v3/model.json" "$S3/hone-models/broken/v3/model.json" -o /dev/null
-# Passes verification (all-zero input), fails every real request; registered
-# with v2's metrics, so the InferenceService's track picks it up.
-k -n "$NS" apply -f "$WORK/v3/modelversion.json" | sed 's/^/    /'
+# register_wrong MODE NAME: builds the wrong model MODE from v2, uploads it
+# and registers it by hand, with v2's lineage and claimed metrics.
+register_wrong() {
+  local mode=$1 name=$2 dir="$WORK/$2" uri="s3://hone-models/wrong/$2/model.pt"
+  mkdir -p "$dir"
+  "$HONE_VENV/bin/python" hack/demo/broken_model.py "$mode" "$WORK/v2/model.pt" "$WORK/v2/model.json" "$dir" \
+    --modelversion "$WORK/v2/modelversion.json" --name "$name" --uri "$uri" >/dev/null
+  s3 -T "$dir/model.pt" "$S3/hone-models/wrong/$name/model.pt" -o /dev/null
+  s3 -T "$dir/model.json" "$S3/hone-models/wrong/$name/model.json" -o /dev/null
+  k -n "$NS" apply -f "$dir/modelversion.json" | sed 's/^/    /'
+}
+KUBECTL_HONE=$(command -v kubectl-hone || echo "${CARGO_TARGET_DIR:-target}/release/kubectl-hone")
+if has_stage evaluate; then
+step "8/9 a confidently wrong v3 (v2, class order permuted): Hone's measured evaluation keeps it from users"
+V3=digits-classifier-v3
+eval_start=$(date +%s.%N)
+register_wrong permuted "$V3"
 await modelversion "$V3" Ready 300
+acc=$(k -n "$NS" get modelversion "$V3" -o jsonpath='{.status.evaluation.metrics.accuracy}')
+samples=$(k -n "$NS" get modelversion "$V3" -o jsonpath='{.status.evaluation.samples}')
+claimed=$(k -n "$NS" get modelversion "$V3" -o jsonpath='{.spec.metrics.val_accuracy}')
+say "$V3 measured on $samples held-out samples: accuracy $acc (its registration claims val_accuracy $claimed)"
+skipped=""
+for _ in $(seq 120); do
+  skipped=$(isvc '{.status.variants[0].gateFailures}')
+  [[ "$skipped" == *"$V3"* ]] && break
+  sleep 1
+done
+[[ "$skipped" == *"$V3"* ]] || { show "$NS" inferenceservice digits; die "the InferenceService does not list $V3 as skipped"; }
+[ "$(isvc '{.status.variants[0].modelVersion}')" = "$V2" ] || die "the variant does not serve $V2"
+"$KUBECTL_HONE" status -n "$NS" "$V3" 2>&1 | sed 's/^/    /'
+"$KUBECTL_HONE" status -n "$NS" digits 2>&1 | grep -E 'skips|ModelVersion/'"$V3" | sed 's/^/    /' || true
+sleep 10
+reached=$(python3 - "$LOG" "$eval_start" <<'PY'
+import json, sys
+since = float(sys.argv[2])
+rows = [r for r in map(json.loads, open(sys.argv[1])) if r["t"] >= since]
+print(sum(r["variant"].endswith("-v3") or r["version"] == "3" for r in rows), len(rows))
+PY
+)
+[ "${reached%% *}" = 0 ] || die "$V3 answered ${reached%% *} requests"
+say "requests answered by $V3 since it was registered: ${reached%% *} of ${reached##* }"
+PERMUTED_SUMMARY="measured accuracy $acc on $samples held-out samples (claimed val_accuracy $claimed): skipped by track; ${reached%% *} of ${reached##* } requests reached it"
+done_step
+fi
+
+# ------------------------------------------------------------------ 9 abort
+has_stage abort || { summary; exit 0; }
+step "9/9 a v4 that passes evaluation but fails on unusual inputs: canary aborted by the live analysis, traffic back on v2"
+V4=digits-classifier-v4
+register_wrong unusual "$V4"
+await modelversion "$V4" Ready 300
 abort_start=$(date +%s.%N)
 seen=""
 for _ in $(seq 600); do
@@ -286,40 +348,40 @@ say "Degraded, reason $reason: $message"
 [ "$reason" = RolloutAborted ] || die "expected reason RolloutAborted, got $reason"
 [ "$(isvc '{.status.variants[0].modelVersion}')" = "$V2" ] || die "the variant does not serve $V2 after the abort"
 # The router reloads its ConfigMap when the kubelet refreshes the mount:
-# measure until no request has reached v3 for 20 s.
+# measure until no request has reached v4 for 20 s.
 for _ in $(seq 180); do
-  last_v3=$(python3 - "$LOG" <<'PY'
+  last_v4=$(python3 - "$LOG" <<'PY'
 import json, sys
 last = 0.0
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    if r["variant"].endswith("-v3") or r["version"] == "3":
+    if r["variant"].endswith("-v4") or r["version"] == "4":
         last = max(last, r["t"])
 print(last)
 PY
 )
-  python3 -c "import sys,time; sys.exit(0 if time.time() - float(sys.argv[1]) > 20 else 1)" "$last_v3" && break
+  python3 -c "import sys,time; sys.exit(0 if time.time() - float(sys.argv[1]) > 20 else 1)" "$last_v4" && break
   sleep 2
 done
 end=$(date +%s.%N)
 w=$(python3 hack/demo/client.py window "$LOG" --since "$abort_start" --until "$end")
 canary_max=$(k -n "$NS" get inferenceservice digits -o jsonpath='{.spec.rollout.steps[0]}')
 share=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['failedShare'])" "$w")
-say "from v3 Ready until the router stopped sending to v3: $w"
+say "from v4 Ready until the router stopped sending to v4: $w"
 python3 - "$LOG" "$abort_start" "$end" "$canary_max" <<'PY' || die "requests failed beyond the canary"
 import json, sys
 log, since, until, step = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]) / 100
 rows = [r for r in map(json.loads, open(log)) if since <= r["t"] < until]
-canary = [r for r in rows if r["variant"].endswith("-v3")]
+canary = [r for r in rows if r["variant"].endswith("-v4")]
 failed = [r for r in rows if r["status"] != 200]
-stray = [r for r in failed if not r["variant"].endswith("-v3")]
+stray = [r for r in failed if not r["variant"].endswith("-v4")]
 share = len(failed) / len(rows)
-# While v3 had traffic: from its first request to its last.
+# While v4 had traffic: from its first request to its last.
 first, last = min(r["t"] for r in canary), max(r["t"] for r in canary)
 during = [r for r in rows if first <= r["t"] <= last]
 during_failed = sum(r["status"] != 200 for r in during)
-print(f"    failed: {len(failed)} of {len(rows)} requests ({share:.1%}) from v3 Ready until v3 got no more traffic; "
-      f"{during_failed} of {len(during)} ({during_failed / len(during):.1%}) while v3 had traffic "
+print(f"    failed: {len(failed)} of {len(rows)} requests ({share:.1%}) from v4 Ready until v4 got no more traffic; "
+      f"{during_failed} of {len(during)} ({during_failed / len(during):.1%}) while v4 had traffic "
       f"({last - first:.0f} s); failures outside the canary: {len(stray)}; canary step: {step:.0%}")
 sys.exit(0 if share <= step and not stray else 1)
 PY

@@ -40,7 +40,7 @@ fn measure(module: &tch::CModule, shape: &[i64], batch: i64, seconds: f64) -> f6
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let files = runtime.block_on(model::fetch_model(&args.model, None)).unwrap();
+    let files = runtime.block_on(model::fetch_model(&args.model, model::ExpectedDigests::default())).unwrap();
     let module = model::load_module(&files.module, Device::Cpu).unwrap();
     let _guard = tch::no_grad_guard();
     let shape = files.card.signature.input_shape.clone();

@@ -19,7 +19,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TryS
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tch::{CModule, Device, Kind, Tensor};
+use tch::{CModule, Device};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
@@ -234,10 +234,8 @@ impl Worker {
         for job in &batch {
             input.extend_from_slice(&job.input);
         }
-        let mut shape = vec![samples as i64];
-        shape.extend_from_slice(&self.config.sample_shape);
         let started = Instant::now();
-        let result = self.forward(&input, &shape, samples);
+        let result = self.forward(&input, samples);
         self.metrics.inference_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.batch_size.observe(samples as f64);
         match result {
@@ -254,9 +252,7 @@ impl Worker {
                 tracing::info!(requests = batch.len(), error = %message, "batched forward pass failed; retrying one request at a time");
                 self.metrics.batch_splits.inc();
                 for job in batch {
-                    let mut shape = vec![job.samples as i64];
-                    shape.extend_from_slice(&self.config.sample_shape);
-                    let result = self.forward(&job.input, &shape, job.samples);
+                    let result = self.forward(&job.input, job.samples);
                     let _ = job.reply.send(result);
                 }
             }
@@ -276,7 +272,7 @@ impl Worker {
         }
     }
 
-    fn forward(&self, input: &[f32], shape: &[i64], samples: usize) -> Result<Vec<f32>, String> {
+    fn forward(&self, input: &[f32], samples: usize) -> Result<Vec<f32>, String> {
         if let Some(Fault::PanicOn(value)) = self.config.fault {
             let sample_len = input.len() / samples.max(1);
             if input.chunks(sample_len.max(1)).any(|s| s.first() == Some(&value)) {
@@ -288,23 +284,13 @@ impl Worker {
                 }
             }
         }
-        let err = |e: tch::TchError| e.to_string();
-        let tensor = Tensor::f_from_slice(input).map_err(err)?.f_view(shape).map_err(err)?;
-        let tensor = tensor.f_to_device(self.config.device).map_err(err)?;
-        let output = model::forward(&self.module, tensor).map_err(err)?;
-        let expected = [samples as i64, self.config.outputs_per_sample as i64];
-        // `size` panics only on tensors without sizes (nested ones), which
-        // the panic handling of the thread covers.
-        let size = output.size();
-        if size != expected {
-            return Err(format!("model returned shape {size:?}, expected {expected:?}"));
-        }
-        let output = output
-            .f_to_device(Device::Cpu)
-            .and_then(|t| t.f_to_kind(Kind::Float))
-            .and_then(|t| t.f_contiguous())
-            .and_then(|t| t.f_view([-1]))
-            .map_err(err)?;
-        Vec::<f32>::try_from(&output).map_err(|e| e.to_string())
+        model::forward_logits(
+            &self.module,
+            input,
+            samples,
+            &self.config.sample_shape,
+            self.config.outputs_per_sample,
+            self.config.device,
+        )
     }
 }

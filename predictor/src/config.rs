@@ -7,6 +7,13 @@ use std::path::PathBuf;
 use clap::Args;
 use hone_crds::predictor::env;
 
+/// Default of `serve --max-body-bytes`; also the largest test image `verify` reads.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// Default of `serve --max-image-dimension`; also `verify`'s limit on test images.
+pub const DEFAULT_MAX_IMAGE_DIMENSION: u32 = 4096;
+/// Default of `serve --max-image-pixels`; also `verify`'s limit on test images.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 16 << 20;
+
 /// `hone-predictor serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -17,6 +24,10 @@ pub struct ServeArgs {
     /// Expected `sha256:` of model.pt; unset: the card's artifactDigest, if any.
     #[arg(long, env = env::MODEL_DIGEST)]
     pub digest: Option<String>,
+    /// Expected `sha256:` of model.json: a card with any other digest is
+    /// refused and the server never turns ready. Unset: any card.
+    #[arg(long, env = env::MODEL_CARD_DIGEST)]
+    pub card_digest: Option<String>,
     /// Model name in the OIP v2 paths and the metrics' `model` label.
     #[arg(long, env = env::MODEL_NAME, default_value = "model")]
     pub model_name: String,
@@ -45,10 +56,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HONE_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
     /// Largest request body, in bytes; larger ones are answered 413.
-    #[arg(long, env = "HONE_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "HONE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Largest image width or height, in pixels.
-    #[arg(long, env = "HONE_MAX_IMAGE_DIMENSION", default_value_t = 4096)]
+    #[arg(long, env = "HONE_MAX_IMAGE_DIMENSION", default_value_t = DEFAULT_MAX_IMAGE_DIMENSION)]
     pub max_image_dimension: u32,
     /// Most images or rows in one `/predict/batch` call, and the largest
     /// batch dimension of an Open Inference Protocol tensor.
@@ -59,7 +70,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HONE_MAX_JSON_BYTES", default_value_t = 1 << 20)]
     pub max_json_bytes: usize,
     /// Most pixels (width x height) of one image.
-    #[arg(long, env = "HONE_MAX_IMAGE_PIXELS", default_value_t = 16 << 20)]
+    #[arg(long, env = "HONE_MAX_IMAGE_PIXELS", default_value_t = DEFAULT_MAX_IMAGE_PIXELS)]
     pub max_image_pixels: u64,
     /// Most request-body bytes held in memory by all requests together;
     /// a request that would exceed it is answered 429.
@@ -120,6 +131,18 @@ pub struct VerifyArgs {
     /// Expected `sha256:` of model.pt.
     #[arg(long, env = env::MODEL_DIGEST)]
     pub digest: Option<String>,
+    /// Expected `sha256:` of model.json; a card with any other digest fails
+    /// verification (`CardDigestMismatch`).
+    #[arg(long, env = env::MODEL_CARD_DIGEST)]
+    pub card_digest: Option<String>,
+    /// The ModelVersion's `spec.signature` as an `ExpectedSignature` JSON
+    /// object; the card's signature must match it (`SignatureMismatch`).
+    #[arg(long, env = env::EXPECTED_SIGNATURE)]
+    pub expected_signature: Option<String>,
+    /// Folder holding a held-out test split (`split.json`, `samples.jsonl`,
+    /// `images/`) to evaluate the model on; unset: no evaluation.
+    #[arg(long, env = env::EVAL_DIR)]
+    pub eval_dir: Option<PathBuf>,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, env = env::DEVICE, default_value = "cpu")]
     pub device: String,

@@ -30,6 +30,17 @@ pub enum LoadError {
         /// The digest of the bytes read.
         found: String,
     },
+    /// `model.json` does not have the expected digest: the card is not the
+    /// one the ModelVersion pinned.
+    #[error("model card digest mismatch for {uri}: expected {expected}, found {found}")]
+    CardDigestMismatch {
+        /// The URI read.
+        uri: String,
+        /// The digest asked for.
+        expected: String,
+        /// The digest of the bytes read.
+        found: String,
+    },
     /// `model.json` is not a valid model card.
     #[error("invalid model card {uri}: {reason}")]
     Card {
@@ -52,6 +63,7 @@ impl LoadError {
         match self {
             Self::Fetch { .. } => "Storage",
             Self::DigestMismatch { .. } => "DigestMismatch",
+            Self::CardDigestMismatch { .. } => "CardDigestMismatch",
             Self::Card { .. } => "InvalidModelCard",
             Self::Module(_) => "InvalidModule",
             Self::WarmUp(_) => "ForwardFailed",
@@ -59,7 +71,7 @@ impl LoadError {
     }
 }
 
-/// The raw files of a model, with the digest of `model.pt`.
+/// The raw files of a model, with the digests of `model.pt` and `model.json`.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     /// Bytes of `model.pt`.
@@ -68,6 +80,31 @@ pub struct ModelFiles {
     pub card: ModelCard,
     /// `sha256:<hex>` of `model.pt`.
     pub digest: String,
+    /// `sha256:<hex>` of `model.json`, as read.
+    pub card_digest: String,
+}
+
+/// The digests a model's files must have; `None` accepts any (for
+/// `model.pt`, then the card's `artifactDigest` is checked, if it has one).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExpectedDigests<'a> {
+    /// Expected `sha256:` of `model.pt`.
+    pub module: Option<&'a str>,
+    /// Expected `sha256:` of `model.json`.
+    pub card: Option<&'a str>,
+}
+
+/// Both files as read from storage, nothing checked yet.
+#[derive(Debug, Clone)]
+pub struct FetchedFiles {
+    /// URI of `model.pt`.
+    pub module_uri: String,
+    /// URI of `model.json`.
+    pub card_uri: String,
+    /// Bytes of `model.pt`.
+    pub module: Bytes,
+    /// Bytes of `model.json`.
+    pub card: Bytes,
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -81,20 +118,42 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     out
 }
 
-/// Fetches `model.pt` and `model.json`, checks the digest against `expected`
-/// (or, when none is given, against the card's `artifactDigest`) and
-/// validates the card.
-pub async fn fetch_model(uri: &str, expected: Option<&str>) -> Result<ModelFiles, LoadError> {
+/// Fetches `model.pt` and `model.json` and checks them (see [`check_files`]).
+pub async fn fetch_model(uri: &str, expected: ExpectedDigests<'_>) -> Result<ModelFiles, LoadError> {
+    check_files(fetch_files(uri).await?, expected)
+}
+
+/// Reads `model.pt` and `model.json` for `--model` (a folder or the `.pt` file).
+pub async fn fetch_files(uri: &str) -> Result<FetchedFiles, LoadError> {
     let (module_uri, card_uri) = fetch::model_files(uri);
     let read = |uri: String| async move {
         fetch::fetch(&uri).await.map_err(|source| LoadError::Fetch { uri: uri.clone(), source })
     };
-    let (module, card_bytes) = tokio::try_join!(read(module_uri.clone()), read(card_uri.clone()))?;
+    let (module, card) = tokio::try_join!(read(module_uri.clone()), read(card_uri.clone()))?;
+    Ok(FetchedFiles { module_uri, card_uri, module, card })
+}
+
+/// Checks the card's digest, parses and validates the card, then checks
+/// the module's digest against `expected.module` or, when none is given,
+/// the card's `artifactDigest`. The card is checked first: a card that is
+/// not the pinned one must not vouch for the module.
+pub fn check_files(files: FetchedFiles, expected: ExpectedDigests<'_>) -> Result<ModelFiles, LoadError> {
+    let FetchedFiles { module_uri, card_uri, module, card: card_bytes } = files;
+    let card_digest = sha256_digest(&card_bytes);
+    if let Some(expected) = expected.card
+        && !expected.eq_ignore_ascii_case(&card_digest)
+    {
+        return Err(LoadError::CardDigestMismatch {
+            uri: card_uri,
+            expected: expected.to_owned(),
+            found: card_digest,
+        });
+    }
     let card: ModelCard = serde_json::from_slice(&card_bytes)
         .map_err(|e| LoadError::Card { uri: card_uri.clone(), reason: e.to_string() })?;
     validate_card(&card).map_err(|reason| LoadError::Card { uri: card_uri, reason })?;
     let digest = sha256_digest(&module);
-    if let Some(expected) = expected.or(card.artifact_digest.as_deref())
+    if let Some(expected) = expected.module.or(card.artifact_digest.as_deref())
         && !expected.eq_ignore_ascii_case(&digest)
     {
         return Err(LoadError::DigestMismatch {
@@ -103,7 +162,7 @@ pub async fn fetch_model(uri: &str, expected: Option<&str>) -> Result<ModelFiles
             found: digest,
         });
     }
-    Ok(ModelFiles { module, card, digest })
+    Ok(ModelFiles { module, card, digest, card_digest })
 }
 
 /// Checks what the predictor relies on in a card.
@@ -188,6 +247,41 @@ pub fn forward(module: &CModule, input: Tensor) -> Result<Tensor, tch::TchError>
     }
 }
 
+/// Runs `samples` samples (`input`, each of `sample_shape`) through
+/// `module` on `device` and returns the `[samples, outputs]` logits, row by
+/// row, on the CPU: the forward pass of the inference thread and of
+/// `verify`'s evaluation.
+pub fn forward_logits(
+    module: &CModule,
+    input: &[f32],
+    samples: usize,
+    sample_shape: &[i64],
+    outputs: usize,
+    device: Device,
+) -> Result<Vec<f32>, String> {
+    let err = |e: tch::TchError| e.to_string();
+    let samples = samples as i64;
+    let mut shape = vec![samples];
+    shape.extend_from_slice(sample_shape);
+    let tensor = Tensor::f_from_slice(input).map_err(err)?.f_view(shape.as_slice()).map_err(err)?;
+    let tensor = tensor.f_to_device(device).map_err(err)?;
+    let output = forward(module, tensor).map_err(err)?;
+    let expected = [samples, outputs as i64];
+    // `size` panics only on tensors without sizes (nested ones); the inference
+    // thread catches panics, and `verify` runs this on a blocking task.
+    let size = output.size();
+    if size != expected {
+        return Err(format!("model returned shape {size:?}, expected {expected:?}"));
+    }
+    let output = output
+        .f_to_device(Device::Cpu)
+        .and_then(|t| t.f_to_kind(Kind::Float))
+        .and_then(|t| t.f_contiguous())
+        .and_then(|t| t.f_view([-1]))
+        .map_err(err)?;
+    Vec::<f32>::try_from(&output).map_err(|e| e.to_string())
+}
+
 /// Runs `batch` zero samples through `module` and checks the output is
 /// `[batch, classes]`: the warm-up before readiness and the verify check.
 pub fn forward_zeros(
@@ -253,6 +347,40 @@ mod tests {
         assert!(validate_card(&card(std0)).unwrap_err().contains("zero"));
         let names = r#"{"formatVersion":1,"input":"tabular","featureNames":["x"],"signature":{"inputShape":[2],"classes":["a"]}}"#;
         assert!(validate_card(&card(names)).is_err());
+    }
+
+    fn fetched(card: &str) -> FetchedFiles {
+        FetchedFiles {
+            module_uri: "file:///m/model.pt".into(),
+            card_uri: "file:///m/model.json".into(),
+            module: Bytes::from_static(b"module"),
+            card: Bytes::from(card.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_card_with_another_digest_is_refused_before_it_is_read() {
+        let pinned = format!("sha256:{}", "c".repeat(64));
+        let found = sha256_digest(b"not even JSON");
+        let err =
+            check_files(fetched("not even JSON"), ExpectedDigests { module: None, card: Some(&pinned) })
+                .unwrap_err();
+        assert_eq!(err.category(), "CardDigestMismatch");
+        let message = err.to_string();
+        assert!(message.contains(&pinned) && message.contains(&found), "{message}");
+        assert!(message.contains("file:///m/model.json"), "{message}");
+    }
+
+    #[test]
+    fn the_pinned_card_passes_and_its_digest_is_returned() {
+        let json = r#"{"formatVersion":1,"input":"tabular","signature":{"inputShape":[2],"classes":["a"]}}"#;
+        let digest = sha256_digest(json.as_bytes());
+        let upper = digest.to_uppercase().replace("SHA256:", "sha256:");
+        let files = check_files(fetched(json), ExpectedDigests { module: None, card: Some(&upper) }).unwrap();
+        assert_eq!(files.card_digest, digest);
+        assert_eq!(files.digest, sha256_digest(b"module"));
+        let unpinned = check_files(fetched(json), ExpectedDigests::default()).unwrap();
+        assert_eq!(unpinned.card_digest, digest);
     }
 
     #[test]

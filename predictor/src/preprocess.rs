@@ -123,23 +123,13 @@ impl Preprocessor {
     /// Standardises one feature row: a JSON array of numbers in feature order,
     /// an object of feature name to number, or `{"features": <either>}`.
     pub fn row(&self, row: &Value) -> Result<Sample, InputError> {
-        if self.kind != InputKind::Tabular {
-            return Err(InputError::Unsupported(
-                "this model takes images: send PNG or JPEG bytes or a multipart file".into(),
-            ));
-        }
+        self.expect_tabular()?;
         let raw = match row {
             Value::Object(map) if map.len() == 1 && map.contains_key("features") => {
                 return self.row(&map["features"]);
             }
             Value::Array(items) => {
-                if items.len() != self.width {
-                    return Err(InputError::Count {
-                        what: "feature row".into(),
-                        expected: self.width,
-                        found: items.len(),
-                    });
-                }
+                self.expect_row_len(items.len())?;
                 items.iter().map(number).collect::<Result<Vec<f64>, _>>()?
             }
             Value::Object(map) => {
@@ -167,6 +157,30 @@ impl Preprocessor {
             }
         };
         self.standardize(raw)
+    }
+
+    /// Standardises one row of raw values in feature order, as [`Self::row`]
+    /// does an array: how `verify` feeds the held-out test split's rows.
+    pub fn feature_row(&self, raw: &[f32]) -> Result<Sample, InputError> {
+        self.expect_tabular()?;
+        self.expect_row_len(raw.len())?;
+        self.standardize(raw.iter().map(|&x| f64::from(x)).collect())
+    }
+
+    fn expect_tabular(&self) -> Result<(), InputError> {
+        if self.kind != InputKind::Tabular {
+            return Err(InputError::Unsupported(
+                "this model takes images: send PNG or JPEG bytes or a multipart file".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn expect_row_len(&self, found: usize) -> Result<(), InputError> {
+        if found != self.width {
+            return Err(InputError::Count { what: "feature row".into(), expected: self.width, found });
+        }
+        Ok(())
     }
 
     /// Standardises raw feature values (already in feature order).
@@ -342,6 +356,16 @@ mod tests {
         assert_eq!(by_array.drift, vec![3.0, 6.0]);
         let by_name = pre.row(&serde_json::json!({"features": {"y": 6.0, "x": 3.0}})).unwrap();
         assert_eq!(by_name, by_array);
+    }
+
+    #[test]
+    fn feature_rows_are_standardised_as_json_arrays_are() {
+        let pre = Preprocessor::new(&tabular_card(), 64, 1 << 20);
+        assert_eq!(pre.feature_row(&[3.0, 6.0]).unwrap(), pre.row(&serde_json::json!([3.0, 6.0])).unwrap());
+        assert!(matches!(pre.feature_row(&[1.0]), Err(InputError::Count { expected: 2, found: 1, .. })));
+        assert!(matches!(pre.feature_row(&[1.0, f32::NAN]), Err(InputError::NonFinite)));
+        let image = Preprocessor::new(&image_card(), 64, 1 << 20);
+        assert!(matches!(image.feature_row(&[1.0]), Err(InputError::Unsupported(_))));
     }
 
     #[test]

@@ -81,6 +81,59 @@ fn serve_exits_non_zero_on_digest_mismatch() {
 }
 
 #[test]
+fn serve_refuses_a_card_that_is_not_the_pinned_one() {
+    let model = common::model("mlp");
+    let found = hone_predictor::model::sha256_digest(&std::fs::read(format!("{model}/model.json")).unwrap());
+    let pinned = format!("sha256:{}", "c".repeat(64));
+    let out = Command::new(BIN)
+        .args(["serve", "--model", &model, "--addr", "127.0.0.1:0"])
+        .env(hone_crds::predictor::env::MODEL_CARD_DIGEST, &pinned)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("model card digest mismatch"), "{stderr}");
+    assert!(stderr.contains(&pinned) && stderr.contains(&found), "{stderr}");
+}
+
+#[test]
+fn verify_reads_the_pinned_card_digest_and_signature_from_the_environment() {
+    use hone_crds::predictor::env;
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::model("mlp");
+    let card: hone_crds::contract::ModelCard =
+        serde_json::from_slice(&std::fs::read(format!("{model}/model.json")).unwrap()).unwrap();
+    let card_digest =
+        hone_predictor::model::sha256_digest(&std::fs::read(format!("{model}/model.json")).unwrap());
+    let expected = hone_crds::contract::ExpectedSignature::of(&card.signature);
+    let run = |card_digest: &str, expected: &hone_crds::contract::ExpectedSignature| {
+        let out = Command::new(BIN)
+            .arg("verify")
+            .env(env::MODEL_URI, &model)
+            .env(env::MODEL_CARD_DIGEST, card_digest)
+            .env(env::EXPECTED_SIGNATURE, serde_json::to_string(expected).unwrap())
+            .env(env::TERMINATION_LOG, dir.path().join("log"))
+            .output()
+            .unwrap();
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.success(), summary)
+    };
+    let (ok, summary) = run(&card_digest, &expected);
+    assert!(ok, "{summary}");
+    assert_eq!(summary["cardDigest"], card_digest.as_str());
+
+    let mut other = expected.clone();
+    other.input_shape = vec![5];
+    let (ok, summary) = run(&card_digest, &other);
+    assert!(!ok);
+    assert_eq!(summary["reason"], "SignatureMismatch", "{summary}");
+
+    let (ok, summary) = run(&format!("sha256:{}", "d".repeat(64)), &expected);
+    assert!(!ok);
+    assert_eq!(summary["reason"], "CardDigestMismatch", "{summary}");
+}
+
+#[test]
 fn serve_stops_cleanly_on_sigterm() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");

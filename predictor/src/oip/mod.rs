@@ -177,9 +177,22 @@ pub fn softmax_rows(logits: &[f32], classes: usize) -> Vec<f32> {
     out
 }
 
+/// The top class of one row of probabilities and its probability (the last
+/// of equal tops, as `max_by` picks); `(0, 0.0)` for an empty row. What
+/// `/predict` answers as `classIndex` and `confidence`.
+pub fn top_class(row: &[f32]) -> (usize, f32) {
+    row.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_class_is_the_largest_probability() {
+        assert_eq!(top_class(&[0.2, 0.7, 0.1]), (1, 0.7));
+        assert_eq!(top_class(&[]), (0, 0.0));
+    }
 
     #[test]
     fn softmax_rows_sum_to_one() {

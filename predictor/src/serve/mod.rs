@@ -1,7 +1,9 @@
 //! `hone-predictor serve`: answer health probes at once (live, not ready),
-//! fetch and check the model, load and warm it up on a blocking thread, then
-//! turn ready. A slow download never fails liveness; a failed one, a failed
-//! load or a dead inference thread ends the process with an error.
+//! fetch and check the model (the digests of model.pt and, when pinned,
+//! model.json), load and warm it up on a blocking thread, then turn ready. A
+//! slow download never fails liveness; a failed one, a digest mismatch, a
+//! failed load or a dead inference thread ends the process with an error
+//! (never ready).
 
 mod admission;
 mod auth;
@@ -111,7 +113,10 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     let fetched = tokio::select! {
-        fetched = model::fetch_model(&args.model, args.digest.as_deref()) => fetched,
+        fetched = model::fetch_model(&args.model, model::ExpectedDigests {
+            module: args.digest.as_deref(),
+            card: args.card_digest.as_deref(),
+        }) => fetched,
         () = &mut shutdown => {
             tracing::info!("shutting down before the model was fetched");
             return finish(&stop_server, server, grace).await;

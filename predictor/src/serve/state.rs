@@ -272,8 +272,7 @@ impl AppState {
         probabilities
             .chunks(classes)
             .map(|row| {
-                let (class_index, confidence) =
-                    row.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0));
+                let (class_index, confidence) = crate::oip::top_class(row);
                 self.record_prediction(class_index, confidence);
                 Prediction { class_index, confidence, probabilities: row.to_vec() }
             })
