@@ -415,8 +415,9 @@ async fn a_decode_flood_beyond_the_pool_is_answered_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_poison_input_fails_only_its_own_request() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    // A wide batching window, so the poison request shares a forward pass.
-    let mut server = Server::spawn("poison", &["--max-latency-ms", "200", "--max-batch-size", "32"], &[]);
+    // A wide batching window, so the poison request shares a forward pass
+    // even on a loaded machine (200 ms was not always enough for twelve sends).
+    let mut server = Server::spawn("poison", &["--max-latency-ms", "2000", "--max-batch-size", "12"], &[]);
     server.wait_ready().await;
     let client = reqwest::Client::new();
     let infer = server.infer_url();
