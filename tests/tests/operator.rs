@@ -259,11 +259,18 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
     assert_eq!(operator.stop().await.unwrap(), Some(0), "a SIGTERM stop is clean");
     let operator = OperatorProcess::start(&env.ns.name, "op-b", &[]).unwrap();
     operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    // Wait until the new operator has reconciled the TrainingJob twice (at
+    // start and after the nudge), so the check below sees its decisions. The
+    // nudge comes after the first: sent while the caches fill, the two would
+    // be one reconcile.
+    let series = r#"hone_operator_reconciles_total{controller="trainingjob",result="success"}"#;
+    wait_for("a TrainingJob reconcile by the new operator", WAIT, || async {
+        Ok(operator.metric(series).await.filter(|n| *n >= 1.0).map(|_| ()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     let nudge = json!({"metadata": {"annotations": {"test.hone.dev/nudge": "1"}}});
     env.api::<TrainingJob>().patch("cnn", &PatchParams::default(), &Patch::Merge(&nudge)).await.unwrap();
-    // Wait until the new operator has reconciled the TrainingJob twice (at
-    // start and after the nudge), so the check below sees its decisions.
-    let series = r#"hone_operator_reconciles_total{controller="trainingjob",result="success"}"#;
     wait_for("two TrainingJob reconciles by the new operator", WAIT, || async {
         Ok(operator.metric(series).await.filter(|n| *n >= 2.0).map(|_| ()))
     })
