@@ -6,7 +6,7 @@
 #
 #   1. minikube start (containerd runtime, 4 CPUs, 8 GiB)
 #   2. make images (OCI archives, no Docker needed) and minikube image load
-#   3-8. hack/demo/run.sh with DEMO_CLUSTER=current: helm install, MinIO,
+#   3-9. hack/demo/run.sh with DEMO_CLUSTER=current: helm install, MinIO,
 #      the samples, predictions through the router, canary, automatic rollback
 #   then (DEMO_GRAFANA=1) kube-prometheus-stack with the chart's
 #   ServiceMonitor, PodMonitors, rules and dashboard, and a port-forward to

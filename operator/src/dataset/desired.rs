@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hone_crds::common::StorageLocation;
 use hone_crds::consts::LABEL_DATASET;
 use hone_crds::contract::TERMINATION_LOG;
-use hone_crds::dataset::DatasetFormat;
+use hone_crds::dataset::{CsvOptions, DatasetFormat, ImageOptions, SplitSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, PodTemplateSpec,
@@ -167,24 +168,8 @@ pub fn job_spec(valid: &ValidDataset) -> JobSpec {
 
 /// The trainer's `inspect` environment for this Dataset.
 pub fn inspect_env(valid: &ValidDataset) -> Vec<EnvVar> {
-    let mut vars = vec![
-        (env::DATASET_SOURCE, valid.source.uri.trim().to_owned()),
-        (env::DATASET_FORMAT, format_name(valid.format).to_owned()),
-    ];
-    if let Some(csv) = &valid.csv {
-        vars.push((env::CSV_LABEL_COLUMN, csv.label_column.clone()));
-        if let Some(columns) = &csv.feature_columns {
-            vars.push((env::CSV_FEATURE_COLUMNS, columns.join(",")));
-        }
-    }
-    if let Some(image) = &valid.image {
-        vars.push((env::IMAGE_WIDTH, image.width.to_string()));
-        vars.push((env::IMAGE_HEIGHT, image.height.to_string()));
-        vars.push((env::IMAGE_CHANNELS, image.channels.to_string()));
-    }
-    vars.push((env::SPLIT_VALIDATION, valid.split.validation.to_string()));
-    vars.push((env::SPLIT_TEST, valid.split.test.to_string()));
-    vars.push((env::SPLIT_SEED, valid.split.seed.to_string()));
+    let mut vars =
+        layout_env(&valid.source, valid.format, valid.csv.as_ref(), valid.image.as_ref(), &valid.split);
     vars.push((env::TERMINATION_LOG, TERMINATION_LOG.to_owned()));
     if valid.pvc.is_some() {
         vars.push((ENV_PVC_ROOT, PVC_ROOT.to_owned()));
@@ -192,6 +177,36 @@ pub fn inspect_env(valid: &ValidDataset) -> Vec<EnvVar> {
     vars.into_iter()
         .map(|(name, value)| EnvVar { name: name.to_owned(), value: Some(value), value_from: None })
         .collect()
+}
+
+/// How the trainer reads a Dataset's layout and split (every command that
+/// reads one: `inspect`, `train`, `eval-split`).
+pub fn layout_env(
+    source: &StorageLocation,
+    format: DatasetFormat,
+    csv: Option<&CsvOptions>,
+    image: Option<&ImageOptions>,
+    split: &SplitSpec,
+) -> Vec<(&'static str, String)> {
+    let mut vars: Vec<(&'static str, String)> = vec![
+        (env::DATASET_SOURCE, source.uri.trim().to_owned()),
+        (env::DATASET_FORMAT, format_name(format).to_owned()),
+    ];
+    if let Some(csv) = csv {
+        vars.push((env::CSV_LABEL_COLUMN, csv.label_column.clone()));
+        if let Some(columns) = &csv.feature_columns {
+            vars.push((env::CSV_FEATURE_COLUMNS, columns.join(",")));
+        }
+    }
+    if let Some(image) = image {
+        vars.push((env::IMAGE_WIDTH, image.width.to_string()));
+        vars.push((env::IMAGE_HEIGHT, image.height.to_string()));
+        vars.push((env::IMAGE_CHANNELS, image.channels.to_string()));
+    }
+    vars.push((env::SPLIT_VALIDATION, split.validation.to_string()));
+    vars.push((env::SPLIT_TEST, split.test.to_string()));
+    vars.push((env::SPLIT_SEED, split.seed.to_string()));
+    vars
 }
 
 /// The trainer's name for a format (`--format` values).

@@ -324,7 +324,8 @@ pub fn events(previous: &InferenceServiceStatus, next: &InferenceServiceStatus) 
                 warning: true,
                 reason: REASON_GATE_FAILED.to_owned(),
                 note: format!(
-                    "variant {} does not roll out to {name}: it fails a minMetrics gate",
+                    "variant {} does not roll out to {name}: it was not measured to pass its minMetrics \
+                     gates (see the RolloutProgressing condition)",
                     variant.name
                 ),
                 action: "Track".to_owned(),

@@ -19,7 +19,7 @@ use crate::children::{
     batch_pod_spec, child_labels, child_name, pod_volumes, restricted_container_security_context,
     secret_env_from, sha256_hex,
 };
-use crate::dataset::desired::format_name;
+use crate::dataset::desired::layout_env;
 use crate::labels::{ENV_PVC_ROOT, PVC_ROOT};
 use hone_crds::contract::env;
 
@@ -199,27 +199,8 @@ pub fn train_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
 /// How the trainer reads the Dataset, at its pinned digest, with the same
 /// split (`train` and `eval-split` alike).
 pub fn dataset_env(ds: &DatasetInput) -> Vec<(&'static str, String)> {
-    let mut vars: Vec<(&str, String)> = vec![
-        (env::DATASET_SOURCE, ds.source.uri.trim().to_owned()),
-        (env::DATASET_FORMAT, format_name(ds.format).to_owned()),
-        (env::DATASET_DIGEST, ds.digest.clone()),
-    ];
-    if let Some(csv) = &ds.csv {
-        vars.push((env::CSV_LABEL_COLUMN, csv.label_column.clone()));
-        if let Some(columns) = &csv.feature_columns {
-            vars.push((env::CSV_FEATURE_COLUMNS, columns.join(",")));
-        }
-    }
-    if let Some(image) = &ds.image {
-        vars.push((env::IMAGE_WIDTH, image.width.to_string()));
-        vars.push((env::IMAGE_HEIGHT, image.height.to_string()));
-        vars.push((env::IMAGE_CHANNELS, image.channels.to_string()));
-    }
-    vars.extend([
-        (env::SPLIT_VALIDATION, ds.split.validation.to_string()),
-        (env::SPLIT_TEST, ds.split.test.to_string()),
-        (env::SPLIT_SEED, ds.split.seed.to_string()),
-    ]);
+    let mut vars = layout_env(&ds.source, ds.format, ds.csv.as_ref(), ds.image.as_ref(), &ds.split);
+    vars.push((env::DATASET_DIGEST, ds.digest.clone()));
     vars
 }
 

@@ -143,20 +143,25 @@ mod tests {
         assert!(extra.to_string().contains(r#"has feature "w""#), "{extra}");
     }
 
-    #[test]
-    fn image_paths_stay_inside_the_split() {
-        let card: ModelCard = serde_json::from_str(
-            r#"{"formatVersion":1,"input":"image","signature":{"inputShape":[1,2,2],"classes":["a"]}}"#,
-        )
-        .unwrap();
-        let header = EvalSplitHeader {
+    /// The header of a one-sample image split of class `a`.
+    fn image_header() -> EvalSplitHeader {
+        EvalSplitHeader {
             dataset_digest: "d".into(),
             input: InputKind::Image,
             classes: vec!["a".into()],
             feature_names: vec![],
             test_samples: 1,
             samples: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn image_paths_stay_inside_the_split() {
+        let card: ModelCard = serde_json::from_str(
+            r#"{"formatVersion":1,"input":"image","signature":{"inputShape":[1,2,2],"classes":["a"]}}"#,
+        )
+        .unwrap();
+        let header = image_header();
         let inputs = SampleInputs::new(Path::new("/eval"), &header, &card).unwrap();
         assert_eq!(inputs.image_path("images/0.png"), Some(PathBuf::from("/eval/images/0.png")));
         assert_eq!(inputs.image_path("../etc/passwd"), None);
@@ -170,14 +175,7 @@ mod tests {
             r#"{"formatVersion":1,"input":"tabular","signature":{"inputShape":[2],"classes":["a"]}}"#,
         )
         .unwrap();
-        let header = EvalSplitHeader {
-            dataset_digest: "d".into(),
-            input: InputKind::Image,
-            classes: vec!["a".into()],
-            feature_names: vec![],
-            test_samples: 1,
-            samples: 1,
-        };
+        let header = image_header();
         let err = SampleInputs::new(Path::new("/eval"), &header, &card).err().unwrap();
         assert!(err.to_string().contains("image samples but model.json takes tabular"), "{err}");
     }
