@@ -25,7 +25,7 @@ pub const ONE_SOURCE_MESSAGE: &str = "set exactly one of modelVersion and track"
 /// metrics proxy).
 pub const ANNOTATION_ROUTER_METRICS_URL: &str = "hone.dev/router-metrics-url";
 
-/// Annotation asking the operator to end the rollout in progress by hand:
+/// Annotation asking the operator for a rollout action by hand:
 /// [`ROLLOUT_ACTION_PROMOTE`] or [`ROLLOUT_ACTION_ROLLBACK`] (`kubectl hone
 /// promote|rollback` sets it). Honoured once per
 /// [`ANNOTATION_ROLLOUT_ACTION_ID`]; `status.lastRolloutAction` records it.
@@ -33,11 +33,14 @@ pub const ANNOTATION_ROLLOUT_ACTION: &str = "hone.dev/rollout-action";
 /// Annotation: a new value for every request, so a repeated command is a new request.
 pub const ANNOTATION_ROLLOUT_ACTION_ID: &str = "hone.dev/rollout-action-id";
 /// Annotation (optional): the variant the request is for; a rollout of
-/// another variant ignores it.
+/// another variant ignores it (a rollback then returns this variant to its
+/// previous good version).
 pub const ANNOTATION_ROLLOUT_ACTION_VARIANT: &str = "hone.dev/rollout-action-variant";
 /// [`ANNOTATION_ROLLOUT_ACTION`] value: skip the remaining steps and promote now.
 pub const ROLLOUT_ACTION_PROMOTE: &str = "promote";
-/// [`ANNOTATION_ROLLOUT_ACTION`] value: abort and return all traffic to the old version.
+/// [`ANNOTATION_ROLLOUT_ACTION`] value: abort the rollout in progress and
+/// return all traffic to the old version; with none in progress, return the
+/// variant to its previous good version in `status.history`.
 pub const ROLLOUT_ACTION_ROLLBACK: &str = "rollback";
 
 /// Condition: every variant has ready predictors.
@@ -52,7 +55,8 @@ pub const CONDITION_DEGRADED: &str = "Degraded";
 pub const REASON_MODEL_VERSION_NOT_READY: &str = "ModelVersionNotReady";
 /// Degraded reason after canary analysis failed.
 pub const REASON_ROLLOUT_ABORTED: &str = "RolloutAborted";
-/// Degraded reason (and Event) after a rollout was rolled back by hand.
+/// Degraded reason (and Event) after a rollout was rolled back by hand, or a
+/// variant was returned to its previous good version by hand.
 pub const REASON_MANUAL_ROLLBACK: &str = "ManualRollback";
 /// Degraded reason (and Warning Event) after a rollout waited past
 /// `spec.rollout.progressDeadline` (for its predictors, the router's metrics
@@ -240,6 +244,7 @@ impl InferenceService {
         let in_status = self.status.as_ref().is_some_and(|s| {
             s.variants.iter().any(|v| v.model_version.as_deref() == Some(name))
                 || s.rollout.as_ref().is_some_and(|r| r.from_version == name || r.to_version == name)
+                || s.aborted_rollouts.iter().any(|a| a.from_version.as_deref() == Some(name))
         });
         in_spec || in_status
     }
@@ -555,14 +560,20 @@ pub struct LatencyBucket {
     pub count: i64,
 }
 
-/// A rollout whose analysis failed; its `toVersion` is not retried for the
-/// variant until the spec changes again.
+/// A rollout that was aborted (analysis failed, the progress deadline passed,
+/// or a rollback by hand), or a variant rolled back by hand after its
+/// promotion: the variant serves `fromVersion` while its spec (or track)
+/// asks for `toVersion`, which is not rolled out again until the spec
+/// changes or, for a `track` variant, the track picks another version.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AbortedRollout {
     /// Variant that was rolled out.
     pub variant: String,
-    /// ModelVersion that failed.
+    /// ModelVersion the variant went back to (unset in records written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// ModelVersion that failed, or was rolled back.
     pub to_version: String,
     /// `metadata.generation` when it was aborted.
     pub generation: i64,
@@ -596,11 +607,86 @@ pub struct RolloutActionRecord {
 pub enum RolloutActionOutcome {
     /// The new version took over the variant.
     Promoted,
-    /// All traffic went back to the old version.
+    /// All traffic went back to the old version (of the rollout in progress,
+    /// or the variant's previous good version).
     RolledBack,
-    /// Nothing to act on (no rollout in progress, another variant, an unknown action).
+    /// Nothing to act on (no rollout in progress to promote, no previous good
+    /// version to roll back to, another variant, an unknown action).
     #[default]
     Ignored,
+}
+
+/// Most `status.history` entries kept per variant: the open one (still
+/// serving) and the closed ones that ended last.
+pub const HISTORY_PER_VARIANT: usize = 10;
+
+/// One version a variant served, and how it stopped (`status.history[]`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    /// Variant name.
+    pub variant: String,
+    /// ModelVersion (by name).
+    pub version: String,
+    /// When it took all of the variant's traffic (for an `Aborted` canary:
+    /// when its rollout started).
+    pub from: Time,
+    /// When it stopped serving the variant; unset while it still serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Time>,
+    /// How it stopped, or `Serving`.
+    pub outcome: HistoryOutcome,
+}
+
+/// How a version in `status.history` stopped serving its variant.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum HistoryOutcome {
+    /// It still serves the variant.
+    #[default]
+    Serving,
+    /// A later version took over through a rollout (promotion or immediate switch).
+    Replaced,
+    /// It was left through a rollback by hand after its promotion.
+    RolledBack,
+    /// Its canary was aborted (analysis, progress deadline or by hand); it never took over.
+    Aborted,
+}
+
+impl HistoryOutcome {
+    /// True for a version a rollback may return to: it served and was not rolled back or aborted.
+    pub fn was_good(self) -> bool {
+        matches!(self, Self::Serving | Self::Replaced)
+    }
+}
+
+impl InferenceServiceStatus {
+    /// The ModelVersion variant `variant` serves now, per `status.variants`.
+    pub fn serving(&self, variant: &str) -> Option<&str> {
+        self.variants.iter().find(|v| v.name == variant)?.model_version.as_deref()
+    }
+
+    /// The versions a rollback of `variant` (with no rollout of it in
+    /// progress) may return to, best first: the variant's earlier
+    /// `status.history` entries, newest first, that were not rolled back or
+    /// aborted and are not the version it serves now. The operator takes the
+    /// first whose ModelVersion still exists and is Ready.
+    pub fn rollback_candidates(&self, variant: &str) -> Vec<&str> {
+        let current = self.serving(variant);
+        let mut candidates: Vec<&str> = Vec::new();
+        for entry in self.history.iter().rev() {
+            let earlier = entry.to.is_some();
+            let version = entry.version.as_str();
+            if entry.variant == variant
+                && earlier
+                && entry.outcome.was_good()
+                && Some(version) != current
+                && !candidates.contains(&version)
+            {
+                candidates.push(version);
+            }
+        }
+        candidates
+    }
 }
 
 /// Predictors that lost their traffic (after a promotion or an abort) and are
@@ -645,9 +731,17 @@ pub struct InferenceServiceStatus {
     /// The ongoing rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
-    /// Rollouts aborted at the current generation (not retried until the spec changes).
+    /// Rollouts aborted, and variants rolled back by hand, at the current
+    /// generation (not retried until the spec changes, or a track picks
+    /// another version).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aborted_rollouts: Vec<AbortedRollout>,
+    /// The versions each variant served and when, in the order they were
+    /// recorded: at most 10 entries per variant (the one still serving and
+    /// the closed ones that ended last); entries of variants no longer in the
+    /// spec are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
     /// Predictors kept, without traffic, until the routers have reloaded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub draining: Vec<DrainingPredictor>,

@@ -114,8 +114,9 @@ pub async fn objects(
     Ok(by_namespace)
 }
 
-/// Checks that `name` has a rollout in progress (of `variant`), asks the
-/// operator for `action`, and (with `wait`) returns its answer.
+/// Checks that `action` has something to act on in `name` (a rollout in
+/// progress of `variant`, or for a rollback a previous good version), asks
+/// the operator for it, and (with `wait`) returns its answer.
 pub async fn request(
     client: &Client,
     namespace: &str,

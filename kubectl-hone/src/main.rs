@@ -1,6 +1,7 @@
-//! `kubectl hone`: the lineage of Hone's objects, and manual promote or
-//! rollback of a canary rollout. kubectl runs it as a plugin when the binary
-//! `kubectl-hone` is on PATH.
+//! `kubectl hone`: the lineage of Hone's objects, manual promote of a canary
+//! rollout, and manual rollback (of a rollout in progress, or to a variant's
+//! previous good version after a promotion). kubectl runs it as a plugin when
+//! the binary `kubectl-hone` is on PATH.
 
 mod action;
 mod cluster;
@@ -33,9 +34,12 @@ Examples:
   kubectl hone promote digits -n ml
 
   # Abort the canary of variant a and send all of its traffic back to the old version
+  kubectl hone rollback digits --variant a -n ml
+
+  # After a promotion: return variant a to the version it served before (status.history)
   kubectl hone rollback digits --variant a -n ml";
 
-/// Hone's view of the model lifecycle, and manual control of canary rollouts.
+/// Hone's view of the model lifecycle, and manual control of rollouts.
 #[derive(Debug, Parser)]
 #[command(name = "kubectl hone", bin_name = "kubectl hone", version, after_help = EXAMPLES)]
 struct Cli {
@@ -57,7 +61,11 @@ enum Command {
     /// Promote the canary in progress now, skipping the remaining steps.
     #[command(after_help = EXAMPLES)]
     Promote(ActionArgs),
-    /// Abort the rollout in progress and return all traffic to the old version.
+    /// Abort the rollout in progress and return all traffic to the old
+    /// version; with none in progress (after a promotion), return the variant
+    /// to its previous good version in status.history. The version left is
+    /// not rolled out again until the spec changes (for a track: until it
+    /// picks a newer version).
     #[command(after_help = EXAMPLES)]
     Rollback(ActionArgs),
 }
@@ -86,7 +94,8 @@ enum Output {
 struct ActionArgs {
     /// The InferenceService.
     name: String,
-    /// Act only if this variant is the one rolling out.
+    /// The variant: promote acts only if it is the one rolling out; rollback
+    /// rolls it back (needed with no rollout in progress and several variants).
     #[arg(long)]
     variant: Option<String>,
     /// Return once the request is recorded, without waiting for the operator.

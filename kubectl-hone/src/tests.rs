@@ -4,7 +4,7 @@
 
 use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
 
-use crate::action::{self, Action, Refusal};
+use crate::action::{self, Action, Refusal, Target};
 use crate::lineage::{self, Objects};
 use crate::render;
 
@@ -247,22 +247,79 @@ fn json_output_is_the_same_tree() {
 }
 
 #[test]
-fn actions_need_a_rollout_in_progress_of_the_named_variant() {
+fn promote_needs_a_rollout_in_progress_of_the_named_variant() {
     let isvc = canary_service();
-    assert_eq!(action::check(&isvc, Action::Promote, None).unwrap().to_version, "digits-v2");
-    assert!(action::check(&isvc, Action::Rollback, Some("a")).is_ok());
+    let Ok(Target::Rollout(rollout)) = action::check(&isvc, Action::Promote, None) else { panic!() };
+    assert_eq!(rollout.to_version, "digits-v2");
+    assert!(matches!(action::check(&isvc, Action::Rollback, Some("a")), Ok(Target::Rollout(_))));
     let other = action::check(&isvc, Action::Rollback, Some("b")).unwrap_err();
     assert!(matches!(other, Refusal::OtherVariant { .. }));
     assert!(other.to_string().contains("rolling out variant a, not b"), "{other}");
-    let mut idle = isvc.clone();
-    let status = idle.status.as_mut().unwrap();
-    status.rollout = None;
-    status.phase = Some(hone_crds::inferenceservice::InferenceServicePhase::Ready);
-    let none = action::check(&idle, Action::Promote, None).unwrap_err();
+    let none = action::check(&idle(&isvc, &[]), Action::Promote, None).unwrap_err();
     assert_eq!(
         none.to_string(),
         "InferenceService ml/digits has no rollout in progress (phase Ready): there is nothing to promote"
     );
+    // Promote never goes back in history.
+    let promoted = idle(&isvc, &[("digits-v1", Some("Replaced")), ("digits-v2", None)]);
+    assert!(matches!(action::check(&promoted, Action::Promote, None), Err(Refusal::NoRollout { .. })));
+}
+
+/// `isvc` with no rollout, phase Ready, serving digits-v2 on `a`, with
+/// `history` of `a` (version, outcome of a closed entry or `None` for the open one).
+fn idle(isvc: &InferenceService, history: &[(&str, Option<&str>)]) -> InferenceService {
+    let mut idle = isvc.clone();
+    let status = idle.status.as_mut().unwrap();
+    status.rollout = None;
+    status.phase = Some(hone_crds::inferenceservice::InferenceServicePhase::Ready);
+    status.variants[0].model_version = Some("digits-v2".into());
+    status.history = history
+        .iter()
+        .map(|(version, outcome)| {
+            parse(&format!(
+                "{{variant: a, version: {version}, from: '2026-01-01T00:00:00Z', {}}}",
+                match outcome {
+                    Some(outcome) => format!("to: '2026-01-02T00:00:00Z', outcome: {outcome}"),
+                    None => "outcome: Serving".to_owned(),
+                }
+            ))
+        })
+        .collect();
+    idle
+}
+
+#[test]
+fn rollback_without_a_rollout_needs_a_previous_good_version() {
+    let promoted = idle(&canary_service(), &[("digits-v1", Some("Replaced")), ("digits-v2", None)]);
+    let expected =
+        Target::Previous { variant: "a".into(), current: "digits-v2".into(), previous: "digits-v1".into() };
+    assert_eq!(action::check(&promoted, Action::Rollback, None), Ok(expected.clone()));
+    assert_eq!(action::check(&promoted, Action::Rollback, Some("a")), Ok(expected));
+    // A version that was rolled back or aborted is no version to go back to.
+    for outcome in ["RolledBack", "Aborted"] {
+        let bad = idle(&canary_service(), &[("digits-v1", Some(outcome)), ("digits-v2", None)]);
+        let refused = action::check(&bad, Action::Rollback, None).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "InferenceService ml/digits has no rollout in progress (phase Ready) and variant a has no previous \
+             good version in status.history (one it served before that was neither rolled back nor aborted): \
+             there is nothing to roll back"
+        );
+    }
+    let fresh = idle(&canary_service(), &[("digits-v2", None)]);
+    assert!(matches!(action::check(&fresh, Action::Rollback, None), Err(Refusal::NothingToRollBack { .. })));
+    // Several variants: name one.
+    let mut two = promoted.clone();
+    two.spec.variants.push(parse("{name: b, modelVersion: digits-v1, weight: 0}"));
+    let refused = action::check(&two, Action::Rollback, None).unwrap_err();
+    assert!(refused.to_string().contains("several variants (a, b): name the one to roll back"), "{refused}");
+    assert!(matches!(action::check(&two, Action::Rollback, Some("a")), Ok(Target::Previous { .. })));
+    // A rollout of another variant in progress: a rollback of this one still goes back.
+    let mut rolling_b = two.clone();
+    rolling_b.status.as_mut().unwrap().rollout =
+        Some(parse("{variant: b, fromVersion: digits-v1, toVersion: digits-v2, step: 0, canaryWeight: 10}"));
+    assert!(matches!(action::check(&rolling_b, Action::Rollback, Some("a")), Ok(Target::Previous { .. })));
+    assert!(matches!(action::check(&rolling_b, Action::Rollback, None), Ok(Target::Rollout(_))));
 }
 
 #[test]

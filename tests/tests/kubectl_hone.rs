@@ -16,7 +16,9 @@ use std::time::Duration;
 use hone_cluster_tests::{
     TestNamespace, client, install_crds, isvc_status_where, serve_text, wait_for, workspace_binary,
 };
-use hone_crds::inferenceservice::{InferenceServicePhase, InferenceServiceStatus, RolloutActionOutcome};
+use hone_crds::inferenceservice::{
+    HistoryOutcome, InferenceServicePhase, InferenceServiceStatus, RolloutActionOutcome,
+};
 use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
 use hone_operator::config::OperatorConfig;
 use hone_operator::context::Context;
@@ -259,12 +261,32 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
         tree.stdout
     );
     assert!(tree.stdout.contains("lastAction: rollback"), "{}", tree.stdout);
+    // rollback with no rollout in progress: back to the version served before
+    // the promotion (status.history), once its predictors are ready again.
     let again = hone(&["rollback", "digits", "-n", ns]).await;
-    assert!(
-        !again.ok && again.stderr.contains("no rollout in progress (phase Degraded)"),
-        "{}",
-        again.stderr
+    assert!(again.ok, "{}\n{}", again.stdout, again.stderr);
+    let status = status_where(&api, "serving digits-v1 again", |s| {
+        s.variants.first().and_then(|v| v.model_version.as_deref()) == Some("digits-v1")
+    })
+    .await?;
+    let outcome = |version: &str| {
+        status
+            .history
+            .iter()
+            .filter(|h| h.variant == "a" && h.version == version)
+            .map(|h| h.outcome)
+            .next_back()
+    };
+    assert_eq!(outcome("digits-v2"), Some(HistoryOutcome::RolledBack), "{:?}", status.history);
+    assert_eq!(outcome("digits-v3"), Some(HistoryOutcome::Aborted), "{:?}", status.history);
+    assert_eq!(outcome("digits-v1"), Some(HistoryOutcome::Serving), "{:?}", status.history);
+    assert_eq!(
+        status.last_rollout_action.as_ref().map(|a| a.outcome),
+        Some(RolloutActionOutcome::RolledBack)
     );
+    // Nothing older is good: digits-v1 has nothing to go back to.
+    let nothing = hone(&["rollback", "digits", "-n", ns]).await;
+    assert!(!nothing.ok && nothing.stderr.contains("no previous good version"), "{}", nothing.stderr);
 
     // A request annotated by hand with nothing rolling out: ignored, with a Warning, once.
     let by_hand = json!({"metadata": {"annotations": {"hone.dev/rollout-action": "promote",
@@ -279,7 +301,7 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     assert!(record.message.contains("no rollout is in progress"), "{}", record.message);
     let warning = event(client, ns, "RolloutActionIgnored").await?;
     assert_eq!(warning.type_.as_deref(), Some("Warning"));
-    assert_eq!(ignored.variants[0].model_version.as_deref(), Some("digits-v2"), "nothing else changed");
+    assert_eq!(ignored.variants[0].model_version.as_deref(), Some("digits-v1"), "nothing else changed");
 
     let _ = stop.send(());
     tokio::time::timeout(TIMEOUT, controller).await??;

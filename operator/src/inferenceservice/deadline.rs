@@ -70,6 +70,7 @@ pub fn abort(r: RolloutStatus, waiting: &str, valid: &ValidService) -> (AbortedR
     );
     let abort = AbortedRollout {
         variant: r.variant,
+        from_version: Some(r.from_version),
         to_version: r.to_version,
         generation: valid.generation,
         message: message.clone(),

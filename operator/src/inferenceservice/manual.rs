@@ -3,7 +3,9 @@
 //! repeated command is a new request. Pure: the rollout state machine asks
 //! [`decide`] what a request means for the rollout in progress, and records
 //! the outcome in `status.lastRolloutAction`, so a request is handled once,
-//! across operator restarts too.
+//! across operator restarts too. A rollback with no rollout of its variant in
+//! progress returns the variant to its previous good version (see
+//! [`super::rollback`]).
 
 use std::collections::BTreeMap;
 
@@ -33,6 +35,9 @@ pub enum Decision {
     Promote,
     /// Abort now and return all traffic to the old version.
     Rollback,
+    /// No rollout of this variant is in progress: return it to its previous
+    /// good version in `status.history`.
+    RollbackVariant(String),
     /// Nothing to act on; the message says why.
     Ignore(String),
 }
@@ -61,11 +66,14 @@ pub fn unhandled<'a>(
 }
 
 /// What `request` means, given the rollout in progress (from status, still
-/// wanted by the spec): only a rollout that exists can be promoted or rolled back.
-pub fn decide(request: &ActionRequest, rollout: Option<&RolloutStatus>) -> Decision {
-    let wanted = match request.action.as_str() {
-        ROLLOUT_ACTION_PROMOTE => Decision::Promote,
-        ROLLOUT_ACTION_ROLLBACK => Decision::Rollback,
+/// wanted by the spec) and the spec's variant names: only a rollout that
+/// exists can be promoted; a rollback of the rollout in progress aborts it,
+/// and one of a variant with no rollout in progress (named, or the only one)
+/// returns that variant to its previous good version.
+pub fn decide(request: &ActionRequest, rollout: Option<&RolloutStatus>, variants: &[&str]) -> Decision {
+    let rollback = match request.action.as_str() {
+        ROLLOUT_ACTION_PROMOTE => false,
+        ROLLOUT_ACTION_ROLLBACK => true,
         other => {
             return Decision::Ignore(format!(
                 "unknown {ANNOTATION_ROLLOUT_ACTION} {other:?}: use {ROLLOUT_ACTION_PROMOTE} or \
@@ -73,18 +81,34 @@ pub fn decide(request: &ActionRequest, rollout: Option<&RolloutStatus>) -> Decis
             ));
         }
     };
-    let Some(rollout) = rollout else {
-        return Decision::Ignore(format!(
-            "no rollout is in progress, so there is nothing to {}",
-            request.action
-        ));
+    let asked = request.variant.as_deref();
+    if rollout.is_some_and(|r| asked.is_none_or(|v| v == r.variant)) {
+        return if rollback { Decision::Rollback } else { Decision::Promote };
+    }
+    let not_this = match (rollout, asked) {
+        (Some(r), Some(variant)) => {
+            format!("the rollout in progress is of variant {}, not {variant}", r.variant)
+        }
+        _ => format!("no rollout is in progress, so there is nothing to {}", request.action),
     };
-    match &request.variant {
-        Some(variant) if *variant != rollout.variant => Decision::Ignore(format!(
-            "the rollout in progress is of variant {}, not {variant}",
-            rollout.variant
-        )),
-        _ => wanted,
+    if !rollback {
+        return Decision::Ignore(not_this);
+    }
+    match asked {
+        Some(variant) if variants.contains(&variant) => Decision::RollbackVariant(variant.to_owned()),
+        Some(variant) => {
+            let missing =
+                format!("there is no variant {variant} to roll back (variants: {})", variants.join(", "));
+            Decision::Ignore(if rollout.is_some() { format!("{not_this}, and {missing}") } else { missing })
+        }
+        None => match variants {
+            [only] => Decision::RollbackVariant((*only).to_owned()),
+            _ => Decision::Ignore(format!(
+                "no rollout is in progress and there are several variants ({}): name the one to roll back \
+                 ({ANNOTATION_ROLLOUT_ACTION_VARIANT})",
+                variants.join(", ")
+            )),
+        },
     }
 }
 
@@ -101,6 +125,7 @@ pub fn roll_back(
     let record = record(request, Some(&r.variant), RolloutActionOutcome::RolledBack, &message);
     let abort = AbortedRollout {
         variant: r.variant,
+        from_version: Some(r.from_version),
         to_version: r.to_version,
         generation,
         message: message.clone(),

@@ -4,17 +4,20 @@
 //! observe (children, ModelVersions, router metrics) -> validate (pure,
 //! resolves each variant's ModelVersion) -> rollout (pure state machine, its
 //! state in status) -> desired (pure) -> apply (server-side apply, prune after
-//! a drain) -> status (pure compute, one patch).
+//! a drain) -> status (pure compute with the served versions' history, one
+//! patch).
 
 pub mod analysis;
 pub mod apply;
 pub mod deadline;
 pub mod desired;
 pub mod drain;
+pub mod history;
 pub mod manual;
 pub mod names;
 pub mod observe;
 pub mod promtext;
+pub mod rollback;
 pub mod rollout;
 pub mod scrape;
 pub mod status;

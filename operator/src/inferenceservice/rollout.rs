@@ -7,7 +7,13 @@
 //! ready and switches; `Canary` also moves the variant's traffic through
 //! `steps`, judged on the canary backend's router metrics, and promotes or
 //! aborts. A rollout action asked for by hand (`hone.dev/rollout-action`,
-//! see [`super::manual`]) promotes or aborts the rollout in progress early.
+//! see [`super::manual`]) promotes or aborts the rollout in progress early,
+//! or, with no rollout of the variant in progress, returns the variant to its
+//! previous good version (see [`super::rollback`]).
+//!
+//! An aborted (or rolled back) version is not rolled out again while the
+//! generation stays and the variant's target is one of its aborted versions:
+//! a spec change, or a track that picks another version, clears the aborts.
 //!
 //! A rollout that waits without progress past `spec.rollout.progressDeadline`
 //! is aborted (see [`super::deadline`]).
@@ -27,8 +33,9 @@ use super::deadline::{self, Wait, waits};
 use super::manual::{self, ActionRequest, Decision};
 use super::names::{ANALYSIS_POLL, canary_backend, predictor_name};
 use super::promtext::RouterMetrics;
+use super::rollback;
 use super::track::GateFailure;
-use super::validate::{ModelRef, ValidService};
+use super::validate::{ModelRef, Source, ValidService};
 use crate::context::EventSpec;
 
 /// What the state machine reads.
@@ -121,6 +128,8 @@ pub mod reasons {
     pub const MANUAL_PROMOTION: &str = hone_crds::inferenceservice::REASON_MANUAL_PROMOTION;
     /// Rolled back by hand.
     pub const MANUAL_ROLLBACK: &str = hone_crds::inferenceservice::REASON_MANUAL_ROLLBACK;
+    /// A variant rolled back by hand after its promotion serves its previous version again.
+    pub const ROLLED_BACK: &str = "RolledBack";
     /// A rollout action found nothing to act on.
     pub const ACTION_IGNORED: &str = hone_crds::inferenceservice::REASON_ROLLOUT_ACTION_IGNORED;
     /// The rollout waited past `spec.rollout.progressDeadline`; traffic went back to the old version.
@@ -133,12 +142,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let valid = input.valid;
     let previous = input.previous;
     let mut events = Vec::new();
-    let mut aborted: Vec<AbortedRollout> = previous
-        .aborted_rollouts
-        .iter()
-        .filter(|a| a.generation == valid.generation && valid.variants.iter().any(|v| v.name == a.variant))
-        .cloned()
-        .collect();
+    let mut aborted = still_aborted(valid, &previous.aborted_rollouts);
     let mut variants: Vec<VariantPlan> = valid
         .variants
         .iter()
@@ -162,7 +166,8 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let mut handled_action = None;
     let mut promote_now = None;
     if let Some(request) = request {
-        match manual::decide(request, rollout.as_ref()) {
+        let names: Vec<&str> = valid.variants.iter().map(|v| v.name.as_str()).collect();
+        match manual::decide(request, rollout.as_ref(), &names) {
             Decision::Promote => promote_now = Some(request),
             Decision::Rollback => {
                 if let Some(r) = rollout.take() {
@@ -171,6 +176,12 @@ pub fn plan(input: &Input<'_>) -> Plan {
                     aborted.push(abort);
                     handled_action = Some(record);
                 }
+            }
+            Decision::RollbackVariant(name) => {
+                let (abort, note, record) = rollback::handle(input, &variants, &aborted, &name, request);
+                events.push(note);
+                aborted.extend(abort);
+                handled_action = Some(record);
             }
             Decision::Ignore(why) => {
                 events.push(manual::ignored_event(request, &why));
@@ -197,9 +208,25 @@ pub fn plan(input: &Input<'_>) -> Plan {
     {
         advance(input, r, to, &mut variants[index], &mut plan, promote_now);
     }
+    rollback::advance(input, &mut variants, &mut plan);
     plan.pending = pending(input, &variants, plan.rollout.as_ref(), &plan.aborted);
     plan.variants = variants;
     plan
+}
+
+/// The aborts in `previous` that still hold: at this generation, of a
+/// variant in the spec whose target is one of the variant's aborted versions
+/// (or is not known now). A track that picked another version clears them.
+fn still_aborted(valid: &ValidService, previous: &[AbortedRollout]) -> Vec<AbortedRollout> {
+    let current: Vec<&AbortedRollout> =
+        previous.iter().filter(|a| a.generation == valid.generation).collect();
+    let holds = |a: &AbortedRollout| {
+        let Some(variant) = valid.variants.iter().find(|v| v.name == a.variant) else { return false };
+        variant.target.as_ref().map_or(true, |target| {
+            current.iter().any(|b| b.variant == a.variant && b.to_version == target.name)
+        })
+    };
+    current.iter().copied().filter(|a| holds(a)).cloned().collect()
 }
 
 /// The rollout in status if the spec still asks for it; a Cancelled Event otherwise.
@@ -355,6 +382,7 @@ fn advance(
             plan.events.push(event(true, reasons::ABORTED, message.clone()));
             plan.aborted.push(AbortedRollout {
                 variant: r.variant,
+                from_version: Some(r.from_version),
                 to_version: r.to_version,
                 generation: valid.generation,
                 message,
@@ -443,8 +471,12 @@ fn pending(
                 return None;
             }
             if aborted.iter().any(|a| a.variant == v.name && a.to_version == target.name) {
+                let or_track = match v.source {
+                    Source::Track(_) => " (or wait for the track to pick a newer version)",
+                    Source::ModelVersion(_) => "",
+                };
                 Some(format!(
-                    "variant {}: the rollout to {} was aborted; change the spec to retry it",
+                    "variant {}: the rollout to {} was aborted or rolled back; change the spec to retry it{or_track}",
                     v.name, target.name
                 ))
             } else {

@@ -1,5 +1,6 @@
 //! InferenceService status: computed from the plan and the applied children
-//! (pure), then written in one server-side apply patch when it changed.
+//! (pure; `status.history` by [`super::history`]), then written in one
+//! server-side apply patch when it changed.
 
 use hone_crds::InferenceService;
 use hone_crds::conditions::{ConditionStatus, DesiredCondition, find_condition, set_conditions};
@@ -91,7 +92,8 @@ pub struct StatusInput<'a> {
 type Check = (bool, String, String);
 
 /// The status the InferenceService should have. `now` lands only in
-/// conditions that flip (the plan carries the rollout's own times).
+/// conditions that flip and history entries that open or close (the plan
+/// carries the rollout's own times).
 pub fn compute(input: StatusInput<'_>, now: &Time) -> InferenceServiceStatus {
     let valid = input.valid;
     let generation = Some(valid.generation);
@@ -151,7 +153,8 @@ pub fn compute(input: StatusInput<'_>, now: &Time) -> InferenceServiceStatus {
         Some(p) => (true, p.reason.to_owned(), with_notes(p.message.clone(), &input)),
         None => (false, "NoRollout".to_owned(), with_notes("no rollout in progress".to_owned(), &input)),
     };
-    let degraded: Check = match input.plan.aborted.first() {
+    // The newest abort says what happened last.
+    let degraded: Check = match input.plan.aborted.last() {
         Some(a) => {
             let reason = a.reason.clone().unwrap_or_else(|| REASON_ROLLOUT_ABORTED.to_owned());
             (true, reason, a.message.clone())
@@ -182,6 +185,7 @@ pub fn compute(input: StatusInput<'_>, now: &Time) -> InferenceServiceStatus {
     status.variants = variants;
     status.rollout = input.plan.rollout.clone();
     status.aborted_rollouts = input.plan.aborted.clone();
+    status.history = super::history::next(input.previous, input.plan, now);
     status.draining = input.draining.to_vec();
     if let Some(handled) = &input.plan.handled_action {
         status.last_rollout_action = Some(handled.clone());

@@ -126,6 +126,8 @@ pub struct ValidService {
     pub action: Option<ActionRequest>,
     /// Every servable ModelVersion of the namespace, by name (for what status says is served).
     pub models: BTreeMap<String, ModelRef>,
+    /// Names of the namespace's Ready ModelVersions (what a rollback may return to).
+    pub ready_models: BTreeSet<String>,
 }
 
 /// Checks `isvc` and resolves its variants against `model_versions` (the
@@ -203,6 +205,11 @@ pub fn validate(
         variants,
         action: isvc.metadata.annotations.as_ref().and_then(manual::request),
         models,
+        ready_models: model_versions
+            .iter()
+            .filter(|mv| is_ready(mv))
+            .filter_map(|mv| mv.metadata.name.clone())
+            .collect(),
     })
 }
 

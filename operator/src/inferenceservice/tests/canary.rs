@@ -197,6 +197,7 @@ fn an_aborted_version_is_not_retried_until_the_spec_changes() {
     let mut previous = serving(&[("a", "digits-v1")]);
     previous.aborted_rollouts = vec![AbortedRollout {
         variant: "a".into(),
+        from_version: Some("digits-v1".into()),
         to_version: "digits-v2".into(),
         generation: 2,
         message: "failed".into(),

@@ -106,15 +106,17 @@ fn decide_needs_a_rollout_of_the_named_variant_and_a_known_action() {
         action: action.into(),
         variant: variant.map(str::to_owned),
     };
-    assert_eq!(manual::decide(&request("promote", None), Some(&rollout)), Decision::Promote);
-    assert_eq!(manual::decide(&request("rollback", Some("a")), Some(&rollout)), Decision::Rollback);
-    let Decision::Ignore(why) = manual::decide(&request("promote", None), None) else { panic!() };
+    assert_eq!(manual::decide(&request("promote", None), Some(&rollout), &["a"]), Decision::Promote);
+    assert_eq!(manual::decide(&request("rollback", Some("a")), Some(&rollout), &["a"]), Decision::Rollback);
+    let Decision::Ignore(why) = manual::decide(&request("promote", None), None, &["a"]) else { panic!() };
     assert!(why.contains("no rollout is in progress"), "{why}");
-    let Decision::Ignore(why) = manual::decide(&request("promote", Some("b")), Some(&rollout)) else {
+    let Decision::Ignore(why) = manual::decide(&request("promote", Some("b")), Some(&rollout), &["a"]) else {
         panic!()
     };
     assert!(why.contains("of variant a, not b"), "{why}");
-    let Decision::Ignore(why) = manual::decide(&request("abort", None), Some(&rollout)) else { panic!() };
+    let Decision::Ignore(why) = manual::decide(&request("abort", None), Some(&rollout), &["a"]) else {
+        panic!()
+    };
     assert!(why.contains("unknown") && why.contains("\"abort\""), "{why}");
 }
 
@@ -210,7 +212,8 @@ fn a_stale_request_is_ignored_with_a_warning_once() {
     assert_eq!((plan.rollout.clone(), plan.aborted.len()), (None, 0));
     assert_eq!(reasons_of(&plan), [reasons::ACTION_IGNORED]);
     assert!(plan.events[0].warning);
-    assert!(plan.events[0].note.contains("no rollout is in progress"), "{}", plan.events[0].note);
+    let note = &plan.events[0].note;
+    assert!(note.contains("has no rollout in progress and no previous good version"), "{note}");
     let record = plan.handled_action.clone().unwrap();
     assert_eq!(record.outcome, RolloutActionOutcome::Ignored);
     let status = compute(&valid, &plan, 1, &previous);

@@ -4,7 +4,9 @@
 mod canary;
 mod deadline;
 mod desired;
+mod history;
 mod manual;
+mod rollback;
 mod status;
 mod validate;
 
@@ -99,6 +101,61 @@ pub(crate) fn plan_of(
 ) -> Plan {
     let ready: BTreeSet<String> = ready.iter().map(|s| (*s).to_owned()).collect();
     rollout::plan(&rollout::Input { valid, previous, ready: &ready, metrics: None, now })
+}
+
+/// One whole reconcile at `now` seconds without metrics: the plan, and the
+/// status it writes when the Deployments named in `ready` (and the router)
+/// have a ready replica.
+pub(crate) fn reconcile(
+    valid: &ValidService,
+    previous: &InferenceServiceStatus,
+    ready: &[&str],
+    now: i64,
+) -> (Plan, InferenceServiceStatus) {
+    reconcile_with(valid, previous, ready, None, now)
+}
+
+/// [`reconcile`] with the router's `metrics`.
+pub(crate) fn reconcile_with(
+    valid: &ValidService,
+    previous: &InferenceServiceStatus,
+    ready: &[&str],
+    metrics: Option<&Result<super::promtext::RouterMetrics, String>>,
+    now: i64,
+) -> (Plan, InferenceServiceStatus) {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::desired;
+    use super::status::{self, StatusInput};
+    let ready_names: Vec<String> = ready.iter().map(|r| format!("digits-{r}")).collect();
+    let ready_set: BTreeSet<String> = ready_names.iter().cloned().collect();
+    let plan = rollout::plan(&rollout::Input { valid, previous, ready: &ready_set, metrics, now: at(now) });
+    let desired = desired::build(valid, &plan, true);
+    let deployments: Vec<_> = desired
+        .deployments
+        .iter()
+        .cloned()
+        .map(|mut d| {
+            let name = d.metadata.name.clone().unwrap_or_default();
+            let up = i32::from(name == "digits-router" || ready_names.contains(&name));
+            d.status =
+                Some(DeploymentStatus { replicas: Some(1), ready_replicas: Some(up), ..Default::default() });
+            d
+        })
+        .collect();
+    let input = StatusInput {
+        valid,
+        plan: &plan,
+        desired: &desired,
+        deployments: &deployments,
+        route: None,
+        gateway_api: true,
+        draining: &[],
+        previous,
+    };
+    let status = status::compute(input, &Time(at(now)));
+    (plan, status)
 }
 
 /// A status serving `digits-v1` on variant `a`.

@@ -127,6 +127,7 @@ fn a_rollout_is_progressing_and_an_abort_is_degraded() {
     aborted_plan.variants[0].canary = None;
     aborted_plan.aborted.push(hone_crds::inferenceservice::AbortedRollout {
         variant: "a".into(),
+        from_version: Some("digits-v1".into()),
         to_version: "digits-v2".into(),
         generation: 2,
         message: "error rate 50%".into(),
