@@ -22,6 +22,7 @@ Only the standard library: it runs with any python3.
 import argparse
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -87,7 +88,6 @@ def cmd_accuracy(args):
 def cmd_load(args):
     data = images(args.images)
     unusual = images(args.unusual) if args.unusual else []
-    every = round(1 / args.unusual_share) if unusual and args.unusual_share > 0 else 0
     deadline = time.time() + args.seconds
     interval = args.workers / args.rate
     lock = threading.Lock()
@@ -95,9 +95,12 @@ def cmd_load(args):
 
     def worker(offset):
         i = offset
+        # Drawn at random (seeded per worker), not every n-th request: the
+        # router's weighted split is regular too, and the two would alias.
+        draw = random.Random(offset)
         next_at = time.monotonic()
         while time.time() < deadline and not (args.stop_file and os.path.exists(args.stop_file)):
-            odd = every > 0 and i % every == 0
+            odd = bool(unusual) and draw.random() < args.unusual_share
             label, body = unusual[i % len(unusual)] if odd else data[i % len(data)]
             i += args.workers
             t = time.time()
