@@ -7,17 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 use crate::inferenceservice::names::ANALYSIS_POLL;
-use crate::inferenceservice::promtext::{BackendMetrics, RouterMetrics};
 use crate::inferenceservice::rollout::{Input, reasons};
-
-const CANARY: &str = "
-variants: [{name: a, modelVersion: digits-v2, weight: 100}]
-rollout:
-  strategy: Canary
-  steps: [10, 50]
-  stepInterval: 1m
-  analysis: {maxErrorRate: 0.05, maxP99LatencyMs: 100, minRequests: 20}
-";
 
 fn canary() -> ValidService {
     valid(CANARY, &three_versions())
@@ -40,17 +30,6 @@ fn rolling(step: i32, weight: i32, started: i64, baseline_requests: i64) -> Infe
         ..Default::default()
     });
     status
-}
-
-/// Router metrics where the canary backend `a-v2` answered `requests`, `errors` of them 5xx, all under 10 ms.
-fn metrics(requests: f64, errors: f64) -> Result<RouterMetrics, String> {
-    let canary = BackendMetrics {
-        requests,
-        server_errors: errors,
-        transport_errors: 0.0,
-        buckets: [("0.01".to_owned(), requests), ("+Inf".to_owned(), requests)].into_iter().collect(),
-    };
-    Ok([("a-v2".to_owned(), canary)].into_iter().collect())
 }
 
 fn run(
@@ -110,7 +89,7 @@ fn ready_predictors_get_the_first_step_once_metrics_are_readable() {
     assert_eq!(blind.progress.as_ref().unwrap().reason, "MetricsUnavailable");
     assert_eq!(blind.requeue_after, Some(ANALYSIS_POLL));
     // Counters left from an earlier attempt become the baseline.
-    let plan = run(&canary(), &previous, Some(&metrics(7.0, 7.0)), 10);
+    let plan = run(&canary(), &previous, Some(&canary_metrics(7.0, 7.0)), 10);
     let rollout = plan.rollout.clone().unwrap();
     assert_eq!((rollout.step, rollout.canary_weight), (0, 10));
     assert_eq!(rollout.step_started_at, Some(Time(at(10))));
@@ -122,7 +101,7 @@ fn ready_predictors_get_the_first_step_once_metrics_are_readable() {
 #[test]
 fn too_few_requests_wait_without_failing_or_changing_status() {
     let previous = rolling(0, 10, 0, 0);
-    let plan = run(&canary(), &previous, Some(&metrics(5.0, 5.0)), 61);
+    let plan = run(&canary(), &previous, Some(&canary_metrics(5.0, 5.0)), 61);
     let waiting = plan.rollout.clone().unwrap();
     assert_eq!((waiting.step, waiting.canary_weight), (0, 10));
     assert_eq!(waiting.waiting_since, Some(Time(at(61))), "the wait starts once, for the progress deadline");
@@ -131,7 +110,7 @@ fn too_few_requests_wait_without_failing_or_changing_status() {
     assert_eq!(plan.requeue_after, Some(ANALYSIS_POLL));
     let mut waited = previous.clone();
     waited.rollout = plan.rollout.clone();
-    let again = run(&canary(), &waited, Some(&metrics(8.0, 8.0)), 90);
+    let again = run(&canary(), &waited, Some(&canary_metrics(8.0, 8.0)), 90);
     assert_eq!(again.rollout, plan.rollout, "polls while waiting write nothing");
 }
 
@@ -139,18 +118,18 @@ fn too_few_requests_wait_without_failing_or_changing_status() {
 fn within_the_interval_a_healthy_step_waits_and_resumes_from_status() {
     // As after an operator restart mid-step: everything comes from status.
     let previous = rolling(1, 50, 100, 40);
-    let plan = run(&canary(), &previous, Some(&metrics(60.0, 0.0)), 130);
+    let plan = run(&canary(), &previous, Some(&canary_metrics(60.0, 0.0)), 130);
     assert_eq!(plan.rollout, previous.rollout, "nothing moves, so nothing is written");
     assert_eq!(plan.progress.as_ref().unwrap().reason, "CanaryStep");
     assert_eq!(plan.variants[0].canary.as_ref().unwrap().weight, 50);
     assert_eq!(plan.requeue_after, Some(ANALYSIS_POLL));
-    let late = run(&canary(), &previous, Some(&metrics(60.0, 0.0)), 155);
+    let late = run(&canary(), &previous, Some(&canary_metrics(60.0, 0.0)), 155);
     assert_eq!(late.requeue_after, Some(Duration::from_secs(5)), "look again when the step ends");
 }
 
 #[test]
 fn a_passing_step_advances() {
-    let plan = run(&canary(), &rolling(0, 10, 0, 0), Some(&metrics(30.0, 1.0)), 61);
+    let plan = run(&canary(), &rolling(0, 10, 0, 0), Some(&canary_metrics(30.0, 1.0)), 61);
     let rollout = plan.rollout.clone().unwrap();
     assert_eq!((rollout.step, rollout.canary_weight), (1, 50));
     assert_eq!(rollout.step_started_at, Some(Time(at(61))));
@@ -164,7 +143,7 @@ fn a_passing_step_advances() {
 
 #[test]
 fn passing_the_last_step_promotes() {
-    let plan = run(&canary(), &rolling(1, 50, 100, 30), Some(&metrics(80.0, 0.0)), 161);
+    let plan = run(&canary(), &rolling(1, 50, 100, 30), Some(&canary_metrics(80.0, 0.0)), 161);
     assert_eq!(plan.rollout, None);
     assert_eq!(plan.variants[0].stable.as_ref().unwrap().name, "digits-v2");
     assert_eq!(plan.variants[0].canary, None);
@@ -178,7 +157,7 @@ fn passing_the_last_step_promotes() {
 #[test]
 fn failing_analysis_aborts_back_to_the_old_version() {
     // 10 of 30 requests failed: abort before the interval is over.
-    let plan = run(&canary(), &rolling(0, 10, 0, 0), Some(&metrics(30.0, 10.0)), 20);
+    let plan = run(&canary(), &rolling(0, 10, 0, 0), Some(&canary_metrics(30.0, 10.0)), 20);
     assert_eq!(plan.rollout, None);
     assert_eq!(plan.variants[0].stable.as_ref().unwrap().name, "digits-v1");
     assert_eq!(plan.variants[0].canary, None, "all traffic back on the old version");
@@ -240,13 +219,13 @@ fn a_track_variant_rolls_out_to_a_newer_passing_version() {
 #[test]
 fn a_spec_change_mid_rollout_cancels_it() {
     let back = valid(&CANARY.replace("digits-v2", "digits-v1"), &three_versions());
-    let plan = run(&back, &rolling(0, 10, 0, 0), Some(&metrics(30.0, 0.0)), 20);
+    let plan = run(&back, &rolling(0, 10, 0, 0), Some(&canary_metrics(30.0, 0.0)), 20);
     assert_eq!(plan.rollout, None);
     assert_eq!(plan.variants[0].stable.as_ref().unwrap().name, "digits-v1");
     assert_eq!(reasons_of(&plan), [reasons::CANCELLED]);
     // Asking for a third version instead restarts from the stable one.
     let other = valid(&CANARY.replace("digits-v2", "digits-v3"), &three_versions());
-    let restarted = run(&other, &rolling(0, 10, 0, 0), Some(&metrics(30.0, 0.0)), 20);
+    let restarted = run(&other, &rolling(0, 10, 0, 0), Some(&canary_metrics(30.0, 0.0)), 20);
     assert_eq!(reasons_of(&restarted), [reasons::CANCELLED, reasons::STARTED]);
     assert_eq!(restarted.rollout.unwrap().to_version, "digits-v3");
 }

@@ -9,11 +9,10 @@ use super::status::{compute, condition};
 use super::*;
 use crate::inferenceservice::deadline::{self, Wait, human_duration, waits};
 use crate::inferenceservice::names::ANALYSIS_POLL;
-use crate::inferenceservice::promtext::{BackendMetrics, RouterMetrics};
 use crate::inferenceservice::rollout::{Input, reasons};
 
 /// A canary of `a` to digits-v2 with a 5-minute progress deadline.
-const CANARY: &str = "
+const CANARY_WITH_DEADLINE: &str = "
 variants: [{name: a, modelVersion: digits-v2, weight: 100}]
 rollout:
   strategy: Canary
@@ -24,17 +23,11 @@ rollout:
 ";
 
 fn canary() -> ValidService {
-    valid(CANARY, &three_versions())
+    valid(CANARY_WITH_DEADLINE, &three_versions())
 }
 
 fn metrics(requests: f64) -> Result<RouterMetrics, String> {
-    let canary = BackendMetrics {
-        requests,
-        server_errors: 0.0,
-        transport_errors: 0.0,
-        buckets: [("0.01".to_owned(), requests), ("+Inf".to_owned(), requests)].into_iter().collect(),
-    };
-    Ok([("a-v2".to_owned(), canary)].into_iter().collect())
+    canary_metrics(requests, 0.0)
 }
 
 fn unavailable() -> Result<RouterMetrics, String> {

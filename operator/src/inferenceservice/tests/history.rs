@@ -8,18 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::*;
 use crate::inferenceservice::history;
-use crate::inferenceservice::promtext::{BackendMetrics, RouterMetrics};
 
 const IMMEDIATE: &str = "variants: [{name: a, modelVersion: digits-v1, weight: 100}]";
-
-const CANARY: &str = "
-variants: [{name: a, modelVersion: digits-v2, weight: 100}]
-rollout:
-  strategy: Canary
-  steps: [10, 50]
-  stepInterval: 1m
-  analysis: {maxErrorRate: 0.05, maxP99LatencyMs: 100, minRequests: 20}
-";
 
 /// `(variant, version, from, to, outcome)` of each entry, times in seconds from [`at`].
 fn entries(history: &[HistoryEntry]) -> Vec<(&str, &str, i64, Option<i64>, HistoryOutcome)> {
@@ -91,17 +81,6 @@ fn at_last_step() -> InferenceServiceStatus {
     status
 }
 
-/// Router metrics of the canary `a-v2`: `requests`, `errors` of them 5xx, all fast.
-fn metrics(requests: f64, errors: f64) -> Result<RouterMetrics, String> {
-    let canary = BackendMetrics {
-        requests,
-        server_errors: errors,
-        transport_errors: 0.0,
-        buckets: [("0.01".to_owned(), requests), ("+Inf".to_owned(), requests)].into_iter().collect(),
-    };
-    Ok([("a-v2".to_owned(), canary)].into_iter().collect())
-}
-
 /// The status after one canary reconcile at `now` with `metrics`.
 fn canary_status(
     valid: &ValidService,
@@ -115,7 +94,7 @@ fn canary_status(
 #[test]
 fn a_promoted_canary_replaces_the_old_version() {
     let canary = valid(CANARY, &three_versions());
-    let promoted = canary_status(&canary, &at_last_step(), &metrics(80.0, 0.0), 161);
+    let promoted = canary_status(&canary, &at_last_step(), &canary_metrics(80.0, 0.0), 161);
     assert_eq!(promoted.variants[0].model_version.as_deref(), Some("digits-v2"));
     assert_eq!(
         entries(&promoted.history),
@@ -130,7 +109,7 @@ fn a_promoted_canary_replaces_the_old_version() {
 fn an_aborted_canary_gets_a_closed_entry_of_its_own() {
     // 10 of 30 requests failed: aborted; v1 keeps serving and its entry stays open.
     let canary = valid(CANARY, &three_versions());
-    let aborted = canary_status(&canary, &at_last_step(), &metrics(30.0, 10.0), 120);
+    let aborted = canary_status(&canary, &at_last_step(), &canary_metrics(30.0, 10.0), 120);
     assert_eq!(aborted.variants[0].model_version.as_deref(), Some("digits-v1"));
     assert_eq!(
         entries(&aborted.history),
@@ -140,7 +119,7 @@ fn an_aborted_canary_gets_a_closed_entry_of_its_own() {
         ]
     );
     // The abort is recorded once: the next reconcile adds nothing.
-    let again = canary_status(&canary, &aborted, &metrics(30.0, 10.0), 130);
+    let again = canary_status(&canary, &aborted, &canary_metrics(30.0, 10.0), 130);
     assert_eq!(again.history, aborted.history);
 }
 

@@ -13,15 +13,6 @@ use super::*;
 use crate::inferenceservice::manual::{self, ActionRequest, Decision};
 use crate::inferenceservice::rollout::reasons;
 
-const CANARY: &str = "
-variants: [{name: a, modelVersion: digits-v2, weight: 100}]
-rollout:
-  strategy: Canary
-  steps: [10, 50]
-  stepInterval: 1m
-  analysis: {maxErrorRate: 0.05, maxP99LatencyMs: 100, minRequests: 20}
-";
-
 /// The canary service with `action` (id `req-1`) asked for.
 fn asking(action: &str, variant: Option<&str>) -> ValidService {
     let mut valid = valid(CANARY, &three_versions());

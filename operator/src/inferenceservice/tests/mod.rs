@@ -18,10 +18,34 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use serde_json::json;
 
+use super::promtext::{BackendMetrics, RouterMetrics};
 use super::rollout::{self, Plan};
 use super::validate::{ValidService, validate};
 
 /// An InferenceService `ml/digits` (uid `uid-1`, generation 2) with the spec in `yaml`.
+/// One variant `a` rolling out `digits-v2` as a canary: steps 10% and 50%,
+/// a minute each, at most 5% errors and 100 ms p99 over at least 20 requests.
+pub(crate) const CANARY: &str = "
+variants: [{name: a, modelVersion: digits-v2, weight: 100}]
+rollout:
+  strategy: Canary
+  steps: [10, 50]
+  stepInterval: 1m
+  analysis: {maxErrorRate: 0.05, maxP99LatencyMs: 100, minRequests: 20}
+";
+
+/// Router metrics where the canary backend `a-v2` answered `requests`,
+/// `errors` of them 5xx, all under 10 ms.
+pub(crate) fn canary_metrics(requests: f64, errors: f64) -> Result<RouterMetrics, String> {
+    let canary = BackendMetrics {
+        requests,
+        server_errors: errors,
+        transport_errors: 0.0,
+        buckets: [("0.01".to_owned(), requests), ("+Inf".to_owned(), requests)].into_iter().collect(),
+    };
+    Ok([("a-v2".to_owned(), canary)].into_iter().collect())
+}
+
 pub(crate) fn isvc(yaml: &str) -> InferenceService {
     let spec = serde_yaml::from_str(yaml).expect("fixture spec parses");
     let mut isvc = InferenceService::new("digits", spec);
