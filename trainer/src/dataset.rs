@@ -148,6 +148,9 @@ pub struct Dataset {
     /// Path of every sample's file, relative to the source (ImageFolder;
     /// empty for CSV), so a split can be re-read as stored.
     pub sample_paths: Vec<String>,
+    /// Hex `sha256` of every sample's file as read (ImageFolder; empty for
+    /// CSV), so a re-read can be checked against the digest.
+    pub sample_sha256: Vec<String>,
     /// Digest, counts and classes.
     pub summary: InspectSummary,
 }
@@ -181,7 +184,8 @@ fn manifest_digest(entries: &mut [ManifestEntry]) -> String {
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Hex `sha256` of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -300,6 +304,7 @@ async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
     let mut images = Vec::with_capacity(files.len() * sample_bytes);
     let mut labels = Vec::with_capacity(files.len());
     let mut manifest = Vec::with_capacity(files.len());
+    let mut hashes = Vec::with_capacity(files.len());
     let mut size_bytes = 0u64;
     for file in &files {
         let Some(bytes) = fetched.next().await else { break };
@@ -319,10 +324,11 @@ async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
         }
         labels.push(classes.binary_search(&file.class).unwrap_or_default() as i64);
         size_bytes += bytes.len() as u64;
+        hashes.push(sha256_hex(&bytes));
         manifest.push(ManifestEntry {
             path: path.clone(),
             size: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
+            sha256: hashes.last().cloned().unwrap_or_default(),
         });
     }
     let split = if folder_split {
@@ -348,6 +354,7 @@ async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
         labels,
         split,
         sample_paths: files.iter().map(|f| f.info.relative_path.clone()).collect(),
+        sample_sha256: hashes,
         summary,
     })
 }
@@ -420,6 +427,7 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
         split: seeded_split(labels.len(), opts.validation, opts.test, opts.split_seed),
         labels,
         sample_paths: Vec::new(),
+        sample_sha256: Vec::new(),
         summary,
     })
 }

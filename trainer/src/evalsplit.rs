@@ -55,6 +55,16 @@ pub enum EvalSplitError {
         /// Digest read now.
         actual: String,
     },
+    /// A test image's bytes differ, on the second read, from those the
+    /// digest was checked against: the source changed meanwhile.
+    #[error(
+        "{path} changed while the test split was taken (its bytes no longer match the digest just checked): \
+         the Dataset's source is being written to; the verify Job retries, and fails while it keeps changing"
+    )]
+    ChangedWhileRead {
+        /// The file, relative to the source.
+        path: String,
+    },
     /// The Dataset holds no samples out for test.
     #[error(
         "Dataset {dataset} has no test split (spec.split.test is 0 and the source has no test/ folder), \
@@ -86,7 +96,7 @@ impl EvalSplitError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Data(e) => e.category(),
-            Self::DatasetChanged { .. } => "DatasetChanged",
+            Self::DatasetChanged { .. } | Self::ChangedWhileRead { .. } => "DatasetChanged",
             Self::NoTestSplit { .. } => "NoTestSplit",
             Self::ReadImage(e) => e.category(),
             Self::Write { .. } => "Storage",
@@ -186,6 +196,7 @@ async fn copy_images(
     for (n, (&index, path)) in indices.iter().zip(&paths).enumerate() {
         let Some(bytes) = fetched.next().await else { break };
         let bytes = bytes.map_err(EvalSplitError::ReadImage)?;
+        same_as_read(data.sample_sha256.get(index).map(String::as_str), &bytes, path)?;
         let file = format!("{EVAL_IMAGES_DIR}/{n}.{}", extension(path));
         let target = out.join(&file);
         // A one-shot command: nothing else waits on the runtime while it writes.
@@ -193,6 +204,17 @@ async fn copy_images(
         samples.push(EvalSample { label: label_of(data, index), features: None, file: Some(file) });
     }
     Ok(samples)
+}
+
+/// Fails unless `bytes` hash to `expected` (the hex sha256 of the first read,
+/// which the digest covered); a sample without one has nothing to match.
+fn same_as_read(expected: Option<&str>, bytes: &[u8], path: &str) -> Result<(), EvalSplitError> {
+    match expected {
+        Some(expected) if crate::dataset::sha256_hex(bytes) != expected => {
+            Err(EvalSplitError::ChangedWhileRead { path: path.to_owned() })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The file name's extension as stored (the dataset reader only accepts
@@ -224,4 +246,20 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), EvalSpli
         std::fs::write(path, bytes)
     };
     write().map_err(|source| EvalSplitError::Write { path: path.to_owned(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_must_be_the_bytes_the_digest_covered() {
+        let first = crate::dataset::sha256_hex(b"png bytes");
+        assert!(same_as_read(Some(&first), b"png bytes", "3/a.png").is_ok());
+        let changed = same_as_read(Some(&first), b"other bytes", "3/a.png");
+        let Err(e) = changed else { panic!("a changed file was copied") };
+        assert_eq!(e.category(), "DatasetChanged");
+        assert!(e.to_string().starts_with("3/a.png changed while the test split was taken"), "{e}");
+        assert!(same_as_read(None, b"anything", "x.csv").is_ok());
+    }
 }
