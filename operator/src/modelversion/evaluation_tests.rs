@@ -175,23 +175,14 @@ fn evaluating_job() -> Job {
     job
 }
 
+/// What the controller computes status from, for `mv` (its spec's digest and evaluation Dataset).
 fn input<'a>(
     mv: &'a ModelVersion,
     previous: &'a ModelVersionStatus,
     job: Option<&'a Job>,
     pods: &'a [Pod],
 ) -> StatusInput<'a> {
-    StatusInput {
-        generation: Some(1),
-        previous,
-        job,
-        pods,
-        served_by: &[],
-        spec_digest: None,
-        evaluation_dataset: mv.spec.evaluation_dataset(),
-        evaluation_required: mv.spec.evaluation_required(),
-        plan: &EvaluationPlan::NoDataset,
-    }
+    super::status_input(mv, previous, job, pods, &[])
 }
 
 const EVALUATED: &str = r#"{"ok":true,"model":"s3://m/run/model.pt","digest":"sha256:1","cardDigest":"sha256:2",
