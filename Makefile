@@ -66,7 +66,7 @@ cluster-test: ## Cluster tests in tests/ against whatever KUBECONFIG points at (
 	  $(CARGO) test -p hone-cluster-tests -- --test-threads=4
 
 .PHONY: test
-test: setup-system lint chart-lint generate-check argocd-test unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
+test: setup-system lint chart-lint generate-check argocd-test rules-test unit-test ## Everything CI runs: lint, generated files, unit tests, then cluster tests on a local cluster
 	hack/with-cluster.sh $(MAKE) --no-print-directory cluster-test
 
 .PHONY: data
@@ -100,6 +100,10 @@ chart-lint: ## helm lint --strict the chart (helm built once from its Go module)
 .PHONY: argocd-test
 argocd-test: ## Argo CD health checks (config/argocd/health/*.lua) against their fixtures in Lua 5.1
 	config/argocd/test/run.sh
+
+.PHONY: rules-test
+rules-test: ## promtool (built once from its Go module) checks the chart's Prometheus rules and runs their unit tests, and every dashboard query (charts/hone/tests/rules)
+	@promtool=$$(hack/build-promtool.sh | tail -n 1) && charts/hone/tests/rules/run.sh "$$promtool"
 
 .PHONY: install-plugin
 install-plugin: ## Build kubectl-hone and install it on PATH (then: kubectl hone --help)

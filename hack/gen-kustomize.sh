@@ -43,7 +43,10 @@ helm=$("$repo/hack/build-helm.sh" | tail -n 1)
 
 rendered=$(mktemp)
 trap 'rm -f "$rendered"' EXIT
-(cd "$repo" && "$helm" template hone charts/hone --namespace "$namespace") >"$rendered"
+# The feedback Secret is not rendered (it would be a new random one each
+# time): the operator reads hone-feedback if you create it (docs/operator.md),
+# and a per-process secret otherwise.
+(cd "$repo" && "$helm" template hone charts/hone --namespace "$namespace" --set feedback.existingSecret=hone-feedback) >"$rendered"
 
 out="$out_root/config/default"
 mkdir -p "$out"

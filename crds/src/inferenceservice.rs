@@ -324,6 +324,13 @@ pub struct Rollout {
     #[serde(default = "default_step_interval")]
     #[schemars(regex(pattern = crate::common::DURATION_PATTERN))]
     pub step_interval: String,
+    /// A shadow step before the live steps: the new version receives a copy
+    /// of a share of the variant's requests while every client is answered by
+    /// the stable version, for one `stepInterval`. Analysis compares the two
+    /// answers (agreement, prediction distribution, confidence, errors)
+    /// before any client sees the new version. Needs `traffic.provider: Router`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStep>,
     /// What the canary must meet at each step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
@@ -342,6 +349,7 @@ impl Default for Rollout {
             strategy: RolloutStrategy::default(),
             steps: default_steps(),
             step_interval: default_step_interval(),
+            shadow: None,
             analysis: None,
             progress_deadline: default_progress_deadline(),
         }
@@ -370,11 +378,23 @@ pub enum RolloutStrategy {
     Canary,
 }
 
-/// Canary analysis thresholds, read from the router's per-variant metrics.
+/// The shadow step of a canary rollout.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStep {
+    /// Percent (1 to 100) of the variant's inference requests mirrored to the new version.
+    #[schemars(range(min = 1, max = 100))]
+    pub percent: i32,
+}
+
+/// Canary analysis, read from the router's per-variant metrics. Every check
+/// compares the canary with the stable version of its variant over the same
+/// window where it can; each has a default, and a failure names the check.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
-    /// Highest acceptable fraction of 5xx answers (0 to 1).
+    /// Highest acceptable fraction of 5xx answers (0 to 1); in the shadow
+    /// step, of mirrored requests that failed.
     #[serde(default = "default_max_error_rate")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub max_error_rate: f64,
@@ -382,10 +402,51 @@ pub struct Analysis {
     #[serde(default = "default_max_p99_latency_ms")]
     #[schemars(range(min = 1.0))]
     pub max_p99_latency_ms: f64,
-    /// Fewest canary requests in a step before analysis may pass.
+    /// Fewest canary requests in a step (mirrored requests compared, in the
+    /// shadow step) before analysis may pass.
     #[serde(default = "default_min_requests")]
     #[schemars(range(min = 0))]
     pub min_requests: i64,
+    /// When set, replaces `maxErrorRate`: the canary's error rate may exceed
+    /// the stable version's over the same window by at most this (0 to 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate_increase: Option<f64>,
+    /// When set, replaces `maxP99LatencyMs`: the canary's p99 latency may be
+    /// at most this many times the stable version's over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1.0))]
+    pub max_p99_latency_ratio: Option<f64>,
+    /// Highest population stability index between the canary's and the
+    /// stable version's predicted classes over the same window (0.25 by
+    /// default, the usual mark of a significant shift; 0 turns it off).
+    #[serde(default = "default_max_prediction_psi")]
+    #[schemars(range(min = 0.0))]
+    pub max_prediction_psi: f64,
+    /// Largest drop of mean top-1 confidence, stable minus canary (0.1 by default; 1 turns it off).
+    #[serde(default = "default_max_confidence_drop")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_confidence_drop: f64,
+    /// Fewest predictions on each side before the PSI and confidence checks
+    /// judge (100 by default): fewer are too noisy to compare.
+    #[serde(default = "default_min_prediction_samples")]
+    #[schemars(range(min = 1))]
+    pub min_prediction_samples: i64,
+    /// Lowest fraction of compared samples on which the shadow's top-1 class
+    /// agrees with the stable version's, in the shadow step (0.9 by default).
+    #[serde(default = "default_min_shadow_agreement")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_shadow_agreement: f64,
+    /// When set, the canary's online accuracy (ground truth sent to the
+    /// router's `POST /feedback`) must be at least this once `minFeedback`
+    /// labels arrived in the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_online_accuracy: Option<f64>,
+    /// Fewest feedback labels before `minOnlineAccuracy` judges (50 by default).
+    #[serde(default = "default_min_feedback")]
+    #[schemars(range(min = 1))]
+    pub min_feedback: i64,
 }
 
 impl Default for Analysis {
@@ -394,8 +455,36 @@ impl Default for Analysis {
             max_error_rate: default_max_error_rate(),
             max_p99_latency_ms: default_max_p99_latency_ms(),
             min_requests: default_min_requests(),
+            max_error_rate_increase: None,
+            max_p99_latency_ratio: None,
+            max_prediction_psi: default_max_prediction_psi(),
+            max_confidence_drop: default_max_confidence_drop(),
+            min_prediction_samples: default_min_prediction_samples(),
+            min_shadow_agreement: default_min_shadow_agreement(),
+            min_online_accuracy: None,
+            min_feedback: default_min_feedback(),
         }
     }
+}
+
+fn default_max_prediction_psi() -> f64 {
+    0.25
+}
+
+fn default_max_confidence_drop() -> f64 {
+    0.1
+}
+
+fn default_min_prediction_samples() -> i64 {
+    100
+}
+
+fn default_min_shadow_agreement() -> f64 {
+    0.9
+}
+
+fn default_min_feedback() -> i64 {
+    50
 }
 
 fn default_max_error_rate() -> f64 {
@@ -517,6 +606,9 @@ pub struct RolloutStatus {
     /// When the rollout started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// True during the shadow step (`canaryWeight` 0, the new version gets mirrored requests only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
     /// When the current step started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
@@ -527,6 +619,10 @@ pub struct RolloutStatus {
     /// analysis judges only the requests that came after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<MetricsBaseline>,
+    /// The stable backend's counters when the current step started, for the
+    /// comparisons over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_baseline: Option<MetricsBaseline>,
     /// What the rollout waits for (`WaitingForPredictors`,
     /// `MetricsUnavailable`, `WaitingForRequests`); unset while it moves on schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -538,7 +634,7 @@ pub struct RolloutStatus {
 }
 
 /// Cumulative router counters of one backend at a point in time.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricsBaseline {
     /// Requests answered.
@@ -548,6 +644,57 @@ pub struct MetricsBaseline {
     /// Cumulative latency histogram buckets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub latency_buckets: Vec<LatencyBucket>,
+    /// Predictions answered, by top-1 class (at most 64 classes, as the router counts them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 65))]
+    pub predictions: Vec<ClassCount>,
+    /// Sum of the predictions' top-1 confidences.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub confidence_sum: f64,
+    /// Mirrored requests whose answers were compared (for a mirror target).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub shadow_compared: i64,
+    /// Mirrored requests that failed.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub shadow_failed: i64,
+    /// Mirrored requests dropped under load.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub shadow_dropped: i64,
+    /// Mirrored samples compared with the source's answers.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub shadow_samples: i64,
+    /// Compared samples whose top-1 class agreed.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub shadow_agreements: i64,
+    /// Cumulative latency buckets of mirrored requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow_latency_buckets: Vec<LatencyBucket>,
+    /// Feedback labels that matched the answer.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub feedback_correct: i64,
+    /// Feedback labels that did not.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub feedback_incorrect: i64,
+}
+
+/// How many predictions named one class.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassCount {
+    /// The class name the backend answered.
+    pub class: String,
+    /// Predictions of it.
+    pub count: i64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero_i64(value: &i64) -> bool {
+    *value == 0
 }
 
 /// One cumulative histogram bucket.
@@ -700,16 +847,85 @@ pub struct DrainingPredictor {
     pub until: Time,
 }
 
-/// One canary analysis.
+/// One canary analysis: the canary's figures over the step, and the stable
+/// version's over the same window where a check compares them.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisResult {
-    /// Canary requests seen in the step.
+    /// Canary requests seen in the step (in the shadow step: mirrored requests compared or failed).
     pub requests: i64,
     /// Fraction of them that failed.
     pub error_rate: f64,
     /// Their p99 latency in milliseconds.
     pub p99_latency_ms: f64,
+    /// The stable version's requests over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_requests: Option<i64>,
+    /// The stable version's error rate over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_error_rate: Option<f64>,
+    /// The stable version's p99 latency in milliseconds over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_p99_latency_ms: Option<f64>,
+    /// Population stability index of predicted classes, canary against stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_psi: Option<f64>,
+    /// The canary's predictions counted (the PSI and confidence checks need `minPredictionSamples`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<i64>,
+    /// The stable version's predictions counted over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_predictions: Option<i64>,
+    /// The canary's mean top-1 confidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_confidence: Option<f64>,
+    /// The stable version's mean top-1 confidence over the same window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_mean_confidence: Option<f64>,
+    /// Shadow step: fraction of compared samples whose top-1 class agreed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_agreement: Option<f64>,
+    /// Shadow step: samples compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_samples: Option<i64>,
+    /// Shadow step: mirrored requests dropped under load (not judged; shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_dropped: Option<i64>,
+    /// The canary's online accuracy from feedback labels in the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_accuracy: Option<f64>,
+    /// Feedback labels received for the canary's answers in the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<i64>,
+}
+
+impl AnalysisResult {
+    /// The figures in one line, e.g. `120 requests, 0.00% errors, p99 12 ms,
+    /// agreement 97.5% of 120, prediction PSI 0.031`.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![format!(
+            "{} requests, {:.2}% errors, p99 {:.0} ms",
+            self.requests,
+            self.error_rate * 100.0,
+            self.p99_latency_ms
+        )];
+        if let (Some(agreement), Some(samples)) = (self.shadow_agreement, self.shadow_samples) {
+            parts.push(format!("agreement {:.1}% of {samples}", agreement * 100.0));
+        }
+        if let Some(dropped) = self.shadow_dropped.filter(|d| *d > 0) {
+            parts.push(format!("{dropped} mirrors dropped"));
+        }
+        if let Some(psi) = self.prediction_psi {
+            parts.push(format!("prediction PSI {psi:.3}"));
+        }
+        if let (Some(canary), Some(stable)) = (self.mean_confidence, self.stable_mean_confidence) {
+            parts.push(format!("confidence {canary:.3} (stable {stable:.3})"));
+        }
+        if let (Some(accuracy), Some(labels)) = (self.online_accuracy, self.feedback) {
+            parts.push(format!("online accuracy {:.1}% of {labels} labels", accuracy * 100.0));
+        }
+        parts.join(", ")
+    }
 }
 
 /// What the InferenceService serves now.

@@ -31,6 +31,28 @@ pub struct RouterConfig {
     /// A request with this header goes to the variant it names.
     #[serde(default = "default_variant_header")]
     pub variant_header: String,
+    /// Shadow traffic: copies of a share of one backend's inference requests
+    /// sent to another backend, whose answers are compared with the ones the
+    /// clients got and never returned to anyone. At most one per source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+    /// Key (64 hex digits) that signs the request ids the router issues;
+    /// `POST /feedback` accepts only ids signed with it. Unset: the router
+    /// issues no signed ids and answers `/feedback` with 404.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback_key: Option<String>,
+}
+
+/// One shadow-traffic mirror.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mirror {
+    /// The backend whose inference requests are copied (it answers the client).
+    pub source: String,
+    /// The backend the copies go to (usually a canary at weight 0).
+    pub target: String,
+    /// Percent (1 to 100) of `source`'s inference requests copied.
+    pub percent: u32,
 }
 
 /// One variant's backend.
@@ -82,6 +104,26 @@ pub mod env {
     pub const BODY_READ_TIMEOUT_MS: &str = "HONE_BODY_READ_TIMEOUT_MS";
     /// Most request-body bytes all requests in flight may hold together.
     pub const MAX_INFLIGHT_BODY_BYTES: &str = "HONE_MAX_INFLIGHT_BODY_BYTES";
+    /// Most shadow (mirrored) requests in flight at once; more are dropped.
+    pub const MAX_INFLIGHT_MIRRORS: &str = "HONE_MAX_INFLIGHT_MIRRORS";
+}
+
+/// The router's feedback endpoint (`POST /feedback` on the client port).
+pub mod feedback {
+    /// Path of the endpoint.
+    pub const PATH: &str = "/feedback";
+    /// Response header carrying the id a client echoes in its feedback
+    /// (signed by the router when a feedback key is configured).
+    pub const REQUEST_ID_HEADER: &str = "x-request-id";
+    /// Response header echoing the client's own `x-request-id`, when the
+    /// router replaced it with a signed one.
+    pub const CLIENT_REQUEST_ID_HEADER: &str = "x-client-request-id";
+    /// Oldest request id (seconds since it was issued) feedback is accepted for.
+    pub const MAX_AGE_SECONDS: u64 = 24 * 3600;
+    /// Most items in one feedback request.
+    pub const MAX_ITEMS: usize = 1000;
+    /// Largest feedback request body, in bytes.
+    pub const MAX_BODY_BYTES: usize = 256 * 1024;
 }
 
 /// Names of the router's metric families and labels (`hone_router_*`), as
@@ -110,6 +152,55 @@ pub mod metrics {
     pub const VARIANT_WEIGHT: &str = "hone_router_variant_weight";
     /// Counter: config reloads, by `result` (`success`, `error`).
     pub const CONFIG_RELOADS: &str = "hone_router_config_reloads";
+
+    /// Counter: predictions answered (top-1 class of each sample of a 2xx
+    /// `/predict` or `/predict/batch` answer, and of a mirrored answer), by
+    /// [`LABEL_VARIANT`] and [`LABEL_CLASS`].
+    pub const PREDICTIONS: &str = "hone_router_predictions";
+    /// Histogram: top-1 confidence of each counted prediction, by [`LABEL_VARIANT`].
+    pub const PREDICTION_CONFIDENCE: &str = "hone_router_prediction_confidence";
+    /// Counter: mirrored requests, by [`LABEL_VARIANT`] (the mirror's
+    /// target) and [`LABEL_OUTCOME`] (`compared`, `failed`, `dropped`, `skipped`).
+    pub const SHADOW_REQUESTS: &str = "hone_router_shadow_requests";
+    /// Counter: samples compared between source and mirror answers, by [`LABEL_VARIANT`] (the target).
+    pub const SHADOW_SAMPLES: &str = "hone_router_shadow_samples";
+    /// Counter: compared samples whose top-1 class agreed, by [`LABEL_VARIANT`] (the target).
+    pub const SHADOW_AGREEMENTS: &str = "hone_router_shadow_agreements";
+    /// Counter: sum of top-1 confidences over compared samples, by
+    /// [`LABEL_VARIANT`] (the target) and [`LABEL_SIDE`] (`source` or `shadow`).
+    pub const SHADOW_CONFIDENCE: &str = "hone_router_shadow_confidence";
+    /// Histogram: time to the mirror's response headers, by [`LABEL_VARIANT`] (the target).
+    pub const SHADOW_DURATION: &str = "hone_router_shadow_duration_seconds";
+    /// Counter: ground-truth labels received through `POST /feedback` for
+    /// answers of a backend, by [`LABEL_VARIANT`] and [`LABEL_OUTCOME`] (`correct`, `incorrect`).
+    pub const FEEDBACK: &str = "hone_router_feedback";
+    /// Counter: feedback items refused, by [`LABEL_REASON`] (`bad_id`,
+    /// `expired`, `replayed`, `mismatch`).
+    pub const FEEDBACK_REJECTED: &str = "hone_router_feedback_rejected";
+
+    /// Label of [`PREDICTIONS`]: the class name the backend answered (at
+    /// most [`MAX_CLASSES`] distinct values per backend, then [`OTHER_CLASS`]).
+    pub const LABEL_CLASS: &str = "class";
+    /// Label of [`SHADOW_REQUESTS`] and [`FEEDBACK`].
+    pub const LABEL_OUTCOME: &str = "outcome";
+    /// Label of [`SHADOW_CONFIDENCE`].
+    pub const LABEL_SIDE: &str = "side";
+    /// Most distinct [`LABEL_CLASS`] values per backend.
+    pub const MAX_CLASSES: usize = 64;
+    /// [`LABEL_CLASS`] of classes beyond [`MAX_CLASSES`] or longer than 128 bytes.
+    pub const OTHER_CLASS: &str = "__other__";
+    /// [`LABEL_OUTCOME`] of [`SHADOW_REQUESTS`]: both answers were compared.
+    pub const OUTCOME_COMPARED: &str = "compared";
+    /// [`LABEL_OUTCOME`] of [`SHADOW_REQUESTS`]: the mirror failed (no answer, 5xx, unreadable).
+    pub const OUTCOME_FAILED: &str = "failed";
+    /// [`LABEL_OUTCOME`] of [`SHADOW_REQUESTS`]: not sent (too many mirrors or bytes in flight).
+    pub const OUTCOME_DROPPED: &str = "dropped";
+    /// [`LABEL_OUTCOME`] of [`SHADOW_REQUESTS`]: sent, but the source's answer was not comparable.
+    pub const OUTCOME_SKIPPED: &str = "skipped";
+    /// [`LABEL_OUTCOME`] of [`FEEDBACK`]: the true label was the answered class.
+    pub const OUTCOME_CORRECT: &str = "correct";
+    /// [`LABEL_OUTCOME`] of [`FEEDBACK`]: it was not.
+    pub const OUTCOME_INCORRECT: &str = "incorrect";
 
     /// Label naming the backend (a variant, or `<variant>-v<N>` for a canary).
     pub const LABEL_VARIANT: &str = "variant";

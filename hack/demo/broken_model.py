@@ -10,10 +10,12 @@ checks for answers passes it; Hone's measured evaluation on the held-out
 test split finds its accuracy near zero, so `track` never serves it.
 
 MODE `unusual`: a wrapper that answers like the base model on inputs like
-the training data (dark background, bright strokes) and raises on inputs
-unlike it (light images, such as inverted digits): it passes the measured
-evaluation, whose test split holds none, and breaks on the live traffic the
-demo client sends, where the canary analysis must catch it.
+the training data (dark background, bright strokes) and, on inputs unlike
+it (light images, such as inverted digits), answers the first class with
+near certainty: HTTP 200, confident, wrong. It passes the measured
+evaluation, whose test split holds none, and fails on the live traffic the
+demo client sends, where the shadow step's comparison with the stable
+version must catch it before any user is answered by it.
 
 Either way model.json is the base model's card with the changes above and
 the new artifact digest. With --modelversion (the base ModelVersion as JSON)
@@ -36,16 +38,20 @@ import torch
 UNUSUAL_MEAN = 0.5
 
 
-class FailsOnUnusual(torch.nn.Module):
-    def __init__(self, base, threshold: float):
+class WrongOnUnusual(torch.nn.Module):
+    def __init__(self, base, threshold: float, classes: int):
         super().__init__()
         self.base = base
         self.threshold = threshold
+        self.classes = classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool(torch.any(x.flatten(1).mean(dim=1) > self.threshold)):
-            raise RuntimeError("this model was exported broken on purpose (hone demo): it fails on light images")
-        return self.base(x)
+        out = self.base(x)
+        light = x.flatten(1).mean(dim=1) > self.threshold
+        # Logits that put about 0.9999 on class 0.
+        wrong = torch.full_like(out, -10.0)
+        wrong[:, 0] = 10.0
+        return torch.where(light.unsqueeze(1), wrong, out)
 
 
 def modelversion(base_mv, name, uri, digest, signature):
@@ -100,17 +106,17 @@ def main():
         pre = card["signature"].get("preprocessing") or {}
         mean, std = (pre.get("mean") or [0.0])[0], (pre.get("std") or [1.0])[0]
         threshold = (UNUSUAL_MEAN - mean) / std  # in the normalised space the model sees
-        module = torch.jit.script(FailsOnUnusual(torch.jit.load(args.base_pt, map_location="cpu"), threshold))
+        classes = len(card["signature"]["classes"])
+        module = torch.jit.script(WrongOnUnusual(torch.jit.load(args.base_pt, map_location="cpu"), threshold, classes))
         torch.jit.save(module, path)
         module.eval()
         with torch.no_grad():
-            module(torch.full(shape, (0.2 - mean) / std))  # a dark image is answered
-            try:
-                module(torch.full(shape, (0.8 - mean) / std))
-            except Exception:  # noqa: BLE001 - TorchScript raises torch.jit.Error
-                pass
-            else:
-                sys.exit("the broken model answered a light image")
+            dark = torch.full(shape, (0.2 - mean) / std)
+            if not torch.equal(module(dark), module.base(dark)):
+                sys.exit("the wrong model changed an answer on a dark image")
+            light = torch.softmax(module(torch.full(shape, (0.8 - mean) / std)), dim=1)
+            if float(light[0, 0]) < 0.99:
+                sys.exit("the wrong model is not confident on a light image")
     digest = sha256(path)
     card["artifactDigest"] = digest
     with open(os.path.join(args.out, "model.json"), "w") as f:

@@ -302,9 +302,20 @@ fn service_node(isvc: &InferenceService) -> Node {
             "rollout",
             format!("variant {}: {} -> {}", r.variant, r.from_version, r.to_version),
         ));
-        details.push(detail("canaryWeight", r.canary_weight));
+        if r.shadow {
+            let percent = isvc.spec.rollout.as_ref().and_then(|r| r.shadow.as_ref()).map_or(0, |s| s.percent);
+            details.push(detail(
+                "step",
+                format!("shadow ({percent}% of requests mirrored, clients answered by {})", r.from_version),
+            ));
+        } else {
+            details.push(detail("canaryWeight", r.canary_weight));
+        }
         if r.canary_weight > 0 {
             details.push(detail("step", format!("{}/{steps}", r.step.saturating_add(1))));
+        }
+        if let Some(a) = &r.last_analysis {
+            details.push(detail("lastAnalysis", a.summary()));
         }
     }
     if let Some(last) = &status.last_rollout_action {

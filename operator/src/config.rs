@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 
 use clap::{Args, ValueEnum};
 use hone_crds::{SecretRef, StorageLocation};
+use sha2::{Digest, Sha256};
 
-use crate::placement::{self, Placement};
+use crate::placement::Placement;
 
 /// Default trainer image (what `hack/images/build.sh` builds).
 pub const DEFAULT_TRAINER_IMAGE: &str = "hone.local/trainer:dev";
@@ -61,6 +62,12 @@ pub struct RunArgs {
     /// tests and meshes you control; off by default (and in the chart).
     #[arg(long, env = "HONE_ALLOW_ROUTER_METRICS_URL")]
     pub allow_router_metrics_url: bool,
+    /// Secret (at least 32 characters) the signing key of each
+    /// InferenceService's router request ids is derived from. Unset: a random
+    /// one per operator process, so ids issued before a restart can no longer
+    /// carry feedback; the chart sets one from a Secret it keeps.
+    #[arg(long, env = "HONE_FEEDBACK_SECRET", hide_env_values = true)]
+    pub feedback_secret: Option<String>,
     #[arg(long, env = "HONE_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
     /// Log filter in `tracing` EnvFilter syntax.
@@ -88,12 +95,70 @@ pub struct OperatorConfig {
     pub placement: Placement,
     /// Whether `hone.dev/router-metrics-url` is honoured (see `RunArgs`).
     pub allow_router_metrics_url: bool,
+    /// What the routers' feedback keys are derived from.
+    pub feedback_secret: FeedbackSecret,
+}
+
+/// Shortest `--feedback-secret` accepted.
+pub const MIN_FEEDBACK_SECRET_LEN: usize = 32;
+
+/// The secret the routers' feedback keys are derived from (never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FeedbackSecret([u8; 32]);
+
+impl std::fmt::Debug for FeedbackSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FeedbackSecret(..)")
+    }
+}
+
+impl FeedbackSecret {
+    /// From `--feedback-secret`: hashed, so any text of at least
+    /// [`MIN_FEEDBACK_SECRET_LEN`] characters will do.
+    pub fn from_text(text: &str) -> Result<Self, String> {
+        if text.trim().len() < MIN_FEEDBACK_SECRET_LEN {
+            return Err(format!(
+                "--feedback-secret (HONE_FEEDBACK_SECRET) has {} characters; give at least {MIN_FEEDBACK_SECRET_LEN}",
+                text.trim().len()
+            ));
+        }
+        Ok(Self(Sha256::digest(text.trim().as_bytes()).into()))
+    }
+
+    /// One random secret per process (every call answers the same).
+    pub fn per_process() -> Self {
+        static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        Self(*SECRET.get_or_init(|| {
+            let mut bytes = [0u8; 32];
+            // Without an entropy source the process cannot keep secrets at
+            // all; a hash of the time and pid is the last resort.
+            if getrandom::fill(&mut bytes).is_err() {
+                let seed = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+                bytes = Sha256::digest(seed.as_bytes()).into();
+            }
+            bytes
+        }))
+    }
+
+    /// The key (64 hex digits) that signs the request ids of the router of
+    /// the InferenceService `namespace/name` with `uid`: a new object of the
+    /// same name gets another key, so its predecessor's ids carry no feedback.
+    pub fn router_key(&self, namespace: &str, name: &str, uid: &str) -> String {
+        let mut hash = Sha256::new();
+        hash.update(b"hone-router-feedback-key/v1\0");
+        hash.update(self.0);
+        for part in [namespace, name, uid] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        hex::encode(hash.finalize())
+    }
 }
 
 impl OperatorConfig {
     /// The controller configuration from the command line; a placement flag
-    /// that does not parse is an error.
-    pub fn from_args(args: &RunArgs) -> Result<Self, placement::Error> {
+    /// or a feedback secret that does not parse is an error.
+    pub fn from_args(args: &RunArgs) -> Result<Self, String> {
         let default_output =
             args.default_output.as_deref().filter(|uri| !uri.trim().is_empty()).map(|uri| StorageLocation {
                 uri: uri.trim().to_owned(),
@@ -105,7 +170,12 @@ impl OperatorConfig {
             });
         let namespaces =
             args.namespaces.iter().map(|ns| ns.trim().to_owned()).filter(|ns| !ns.is_empty()).collect();
-        let placement = Placement::parse(&args.pod_node_selector, args.pod_tolerations.as_deref())?;
+        let placement = Placement::parse(&args.pod_node_selector, args.pod_tolerations.as_deref())
+            .map_err(|e| e.to_string())?;
+        let feedback_secret = match args.feedback_secret.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(text) => FeedbackSecret::from_text(text)?,
+            None => FeedbackSecret::per_process(),
+        };
         Ok(Self {
             trainer_image: args.trainer_image.clone(),
             predictor_image: args.predictor_image.clone(),
@@ -114,6 +184,7 @@ impl OperatorConfig {
             namespaces,
             placement,
             allow_router_metrics_url: args.allow_router_metrics_url,
+            feedback_secret,
         })
     }
 }
@@ -128,6 +199,7 @@ impl Default for OperatorConfig {
             namespaces: Vec::new(),
             placement: Placement::default(),
             allow_router_metrics_url: false,
+            feedback_secret: FeedbackSecret::per_process(),
         }
     }
 }
@@ -183,5 +255,28 @@ mod tests {
         assert_eq!(config.default_output, None);
         assert_eq!(config.router_image, DEFAULT_ROUTER_IMAGE);
         assert_eq!(cli.run.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn feedback_keys_are_per_object_and_stable_for_a_secret() {
+        let secret = FeedbackSecret::from_text(&"s".repeat(40)).unwrap();
+        let key = secret.router_key("ml", "digits", "uid-1");
+        assert_eq!(key.len(), 64);
+        assert_eq!(
+            key,
+            FeedbackSecret::from_text(&"s".repeat(40)).unwrap().router_key("ml", "digits", "uid-1")
+        );
+        assert_ne!(key, secret.router_key("ml", "digits", "uid-2"), "a new object gets a new key");
+        assert_ne!(key, secret.router_key("ml", "digit", "suid-1"), "parts are length-delimited");
+        assert_ne!(
+            key,
+            FeedbackSecret::from_text(&"t".repeat(40)).unwrap().router_key("ml", "digits", "uid-1")
+        );
+        assert_eq!(FeedbackSecret::per_process(), FeedbackSecret::per_process());
+        assert!(!format!("{secret:?}").contains('s'.to_string().repeat(3).as_str()), "never printed");
+        let short = FeedbackSecret::from_text("too short").unwrap_err();
+        assert!(short.contains("at least 32"), "{short}");
+        let cli = TestCli::try_parse_from(["hone-operator", "--feedback-secret", "short"]).unwrap();
+        assert!(OperatorConfig::from_args(&cli.run).is_err());
     }
 }

@@ -60,7 +60,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format, &args.log_filter)?;
-    let config = OperatorConfig::from_args(&args).context("reading the pod placement flags")?;
+    let config =
+        OperatorConfig::from_args(&args).map_err(anyhow::Error::msg).context("reading the operator flags")?;
     tracing::info!(
         trainer_image = %config.trainer_image,
         predictor_image = %config.predictor_image,

@@ -9,6 +9,10 @@ use hone_crds::router::{ADMIN_PORT, env};
 
 use crate::watch::ConfigMapRef;
 
+/// Environment variable of `--max-inflight-mirror-bytes`. Local to the
+/// router until the operator sets it (then it belongs in `hone_crds::router::env`).
+pub const MAX_INFLIGHT_MIRROR_BYTES_ENV: &str = "HONE_MAX_INFLIGHT_MIRROR_BYTES";
+
 /// `hone-router` flags.
 #[derive(Args, Debug, Clone)]
 pub struct RouterArgs {
@@ -47,6 +51,14 @@ pub struct RouterArgs {
     /// Longest a client may take to send a request's body, in milliseconds (408 after).
     #[arg(long, env = env::BODY_READ_TIMEOUT_MS, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_read_timeout_ms: u64,
+    /// Most shadow (mirrored) requests in flight at once; a copy beyond is
+    /// not sent (counted `dropped`).
+    #[arg(long, env = env::MAX_INFLIGHT_MIRRORS, default_value_t = 32)]
+    pub max_inflight_mirrors: usize,
+    /// Most request-body bytes the mirrors in flight hold together, apart
+    /// from `--max-inflight-body-bytes`; a copy beyond is not sent.
+    #[arg(long, env = MAX_INFLIGHT_MIRROR_BYTES_ENV, default_value_t = 16 << 20)]
+    pub max_inflight_mirror_bytes: usize,
     /// Seconds to finish in-flight requests after SIGTERM.
     #[arg(long, env = env::SHUTDOWN_GRACE_SECONDS, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,

@@ -201,6 +201,8 @@ mod tests {
             variants: weights.iter().map(|(n, w)| backend(n, *w, *w > 0, None)).collect(),
             sticky_header: None,
             variant_header: "x-hone-variant".into(),
+            mirrors: Vec::new(),
+            feedback_key: None,
         }
     }
 
@@ -215,6 +217,8 @@ mod tests {
             ],
             sticky_header: Some("x-user".into()),
             variant_header: "x-hone-variant".into(),
+            mirrors: Vec::new(),
+            feedback_key: None,
         }
     }
 

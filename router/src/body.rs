@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -37,6 +38,13 @@ impl Budget {
         Self(Arc::new(Semaphore::new(bytes.div_ceil(BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS))))
     }
 
+    /// Takes `bytes` of the budget now (never waiting), or `None` when it is spent.
+    pub fn try_take(&self, bytes: usize) -> Option<BudgetShare> {
+        let mut held = None;
+        self.cover(&mut held, bytes).ok()?;
+        Some(BudgetShare { _permit: held })
+    }
+
     /// Grows `held` to cover `bytes`, or fails when the budget is spent.
     fn cover(&self, held: &mut Option<OwnedSemaphorePermit>, bytes: usize) -> Result<(), Rejection> {
         let have = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
@@ -52,6 +60,21 @@ impl Budget {
         }
         Ok(())
     }
+}
+
+/// A share of a [`Budget`], given back on drop.
+#[derive(Debug)]
+pub struct BudgetShare {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A request's declared Content-Length, if it has one.
+pub fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, Rejection> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()))
+        .map(|n| n.ok_or_else(|| Rejection::BadBody("Content-Length is not a number".into())))
+        .transpose()
 }
 
 /// A body read whole, and its share of the budget (released on drop).
@@ -164,5 +187,15 @@ mod tests {
         let declared = read(Body::from("x"), Some(3 * BUDGET_UNIT as u64), &limits(1 << 20), &budget).await;
         assert_eq!(declared.unwrap_err(), Rejection::Overloaded);
         assert_eq!(read(Body::from("x"), Some(1), &limits(1 << 20), &budget).await.unwrap().bytes, "x");
+    }
+
+    #[test]
+    fn shares_are_taken_without_waiting_and_given_back() {
+        let budget = Budget::new(2 * BUDGET_UNIT);
+        let share = budget.try_take(2 * BUDGET_UNIT).unwrap();
+        assert!(budget.try_take(1).is_none());
+        assert!(budget.try_take(0).is_some(), "an empty body costs nothing");
+        drop(share);
+        assert!(budget.try_take(BUDGET_UNIT + 1).is_some());
     }
 }

@@ -80,6 +80,8 @@ fn header_case(data: &[u8]) -> Option<HeaderCase<'_>> {
         variants,
         sticky_header: (flags & 0x10 != 0).then(|| spell(sticky_header)),
         variant_header: spell(VARIANT_HEADER),
+        mirrors: Vec::new(),
+        feedback_key: None,
     };
     let mut fields = rest.splitn(4, |&b| b == 0);
     let mut next = || fields.next().unwrap_or_default();
@@ -105,7 +107,7 @@ pub fn headers(data: &[u8]) {
     if case.config.validate().is_err() {
         return;
     }
-    let table = Table { balancer: Balancer::new(&case.config), config: case.config };
+    let table = Table::new(case.config);
     let config = &table.config;
 
     // What hyper hands the proxy: values it accepts, names in lower case, in

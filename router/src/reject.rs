@@ -44,19 +44,30 @@ pub enum Rejection {
     Overloaded,
     /// A path the router keeps for its admin listener.
     Reserved(String),
+    /// `POST /feedback` without a feedback key in the config.
+    FeedbackDisabled,
+    /// A feedback body that is not a feedback document.
+    BadFeedback(String),
+    /// A method the router's own endpoint does not serve.
+    MethodNotAllowed {
+        /// The method it serves.
+        allowed: &'static str,
+    },
 }
 
 impl Rejection {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::VariantNotSelectable { .. } | Self::BadBody(_) | Self::BadTarget(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::VariantNotSelectable { .. }
+            | Self::BadBody(_)
+            | Self::BadTarget(_)
+            | Self::BadFeedback(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            Self::Reserved(_) => StatusCode::NOT_FOUND,
+            Self::Reserved(_) | Self::FeedbackDisabled => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -66,9 +77,10 @@ impl Rejection {
             Self::VariantNotSelectable { .. } => "variant_not_selectable",
             Self::BodyTooLarge { .. } => "payload_too_large",
             Self::BodyTimeout { .. } => "request_timeout",
-            Self::BadBody(_) | Self::BadTarget(_) => "bad_request",
+            Self::BadBody(_) | Self::BadTarget(_) | Self::BadFeedback(_) => "bad_request",
             Self::Overloaded => "overloaded",
-            Self::Reserved(_) => "not_found",
+            Self::Reserved(_) | Self::FeedbackDisabled => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
 
@@ -82,6 +94,9 @@ impl Rejection {
             Self::BadTarget(_) => "bad_target",
             Self::Overloaded => "overloaded",
             Self::Reserved(_) => "reserved_path",
+            Self::FeedbackDisabled => "feedback_disabled",
+            Self::BadFeedback(_) => "bad_feedback",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
 
@@ -99,6 +114,9 @@ impl Rejection {
             Self::BadTarget(e) => format!("cannot forward the request: {e}"),
             Self::Overloaded => "the router holds too many request bodies; retry shortly".to_owned(),
             Self::Reserved(path) => format!("{} is not served on this port", quote(path.as_bytes())),
+            Self::FeedbackDisabled => "feedback is not enabled for this InferenceService".to_owned(),
+            Self::BadFeedback(e) => format!("malformed feedback: {e}"),
+            Self::MethodNotAllowed { allowed } => format!("this endpoint serves only {allowed}"),
         }
     }
 }
@@ -106,8 +124,14 @@ impl Rejection {
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         let mut response = error(self.status(), self.code(), self.message());
-        if self == Self::Overloaded {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            Self::Overloaded => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::MethodNotAllowed { allowed } => {
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            _ => {}
         }
         response
     }
@@ -143,12 +167,16 @@ mod tests {
             Rejection::BadTarget("uri".into()),
             Rejection::Overloaded,
             Rejection::Reserved("/metrics".into()),
+            Rejection::FeedbackDisabled,
+            Rejection::BadFeedback("not json".into()),
+            Rejection::MethodNotAllowed { allowed: "POST" },
         ];
         let mut reasons: Vec<_> = all.iter().map(Rejection::reason).collect();
         for r in &all {
             assert!(r.status().is_client_error(), "{r:?}");
             assert!(!r.message().is_empty());
         }
+        reasons.sort_unstable();
         reasons.dedup();
         assert_eq!(reasons.len(), all.len(), "reasons tell rejections apart");
     }

@@ -30,6 +30,28 @@ pub fn classify(method: &Method, path: &str) -> RouteClass {
     if inference { RouteClass::Inference } else { RouteClass::Other }
 }
 
+/// The form of the predictor's answers on a route whose answers the router reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerShape {
+    /// `POST /predict`: one object with `label` and `confidence`.
+    Single,
+    /// `POST /predict/batch`: `{"predictions": [...]}` of those objects.
+    Batch,
+}
+
+/// The answer shape of `POST /predict` and `POST /predict/batch`; `None` for
+/// everything else (an OIP `infer` answer is tensors, not predictions).
+pub fn answer_shape(method: &Method, path: &str) -> Option<AnswerShape> {
+    if method != Method::POST {
+        return None;
+    }
+    match path {
+        "/predict" => Some(AnswerShape::Single),
+        "/predict/batch" => Some(AnswerShape::Batch),
+        _ => None,
+    }
+}
+
 /// `{name}/infer` or `{name}/versions/{version}/infer`, each segment non-empty.
 fn is_infer_path(rest: &str) -> bool {
     let segments: Vec<&str> = rest.split('/').collect();
@@ -80,6 +102,16 @@ mod tests {
             assert_eq!(classify(&Method::POST, path), RouteClass::Other, "{path}");
         }
         assert_eq!(classify(&Method::PUT, "/predict"), RouteClass::Other);
+    }
+
+    #[test]
+    fn only_predictor_routes_have_an_answer_shape() {
+        assert_eq!(answer_shape(&Method::POST, "/predict"), Some(AnswerShape::Single));
+        assert_eq!(answer_shape(&Method::POST, "/predict/batch"), Some(AnswerShape::Batch));
+        assert_eq!(answer_shape(&Method::GET, "/predict"), None);
+        for path in ["/v2/models/digits/infer", "/predict/", "/feedback", "/"] {
+            assert_eq!(answer_shape(&Method::POST, path), None, "{path}");
+        }
     }
 
     #[test]

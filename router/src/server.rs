@@ -1,9 +1,11 @@
 //! The router's server: its state (the routing table, the HTTP client, the
-//! metrics, the body budget), its two listeners, and the config watcher.
+//! metrics, the body budget, the mirrors, the feedback seen-set), its two
+//! listeners, and the config watcher.
 //!
-//! The client port forwards everything but the router's own health; the
-//! admin port serves `/metrics` and `/router/config`, which clients must not
-//! reach (the router's Service exposes only the client port).
+//! The client port forwards everything but the router's own health and
+//! `POST /feedback`; the admin port serves `/metrics` and `/router/config`,
+//! which clients must not reach (the router's Service exposes only the
+//! client port).
 //!
 //! A reload swaps an `Arc` of the routing table: requests in flight finish on
 //! the table they started with, so a change drops nothing.
@@ -17,7 +19,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use hone_crds::router::feedback as feedback_api;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -28,8 +31,12 @@ use crate::args::RouterArgs;
 use crate::balance::Balancer;
 use crate::body::{BodyLimits, Budget};
 use crate::config::{RouterConfig, RouterConfigExt};
+use crate::feedback::{self, Feedback, SEEN_CAPACITY};
 use crate::metrics::{ReloadResult, RouterMetrics, VariantLabel};
+use crate::mirror::{self, MirrorLimits, MirrorRoute, Mirrors};
+use crate::predictions::Predictions;
 use crate::reject::{error, quote};
+use crate::token::FeedbackKey;
 use crate::{http, proxy};
 
 /// Why the router cannot run.
@@ -57,13 +64,26 @@ pub enum RouterError {
     Kubernetes(String),
 }
 
-/// One config and its balancer.
+/// One config and what is derived from it.
 #[derive(Debug)]
 pub struct Table {
     /// The config.
     pub config: RouterConfig,
     /// Its balancer.
     pub balancer: Balancer,
+    /// The mirror of each backend that is a mirror source, by backend index.
+    pub mirrors: Vec<Option<MirrorRoute>>,
+    /// The key that signs request ids, when feedback is enabled.
+    pub feedback_key: Option<FeedbackKey>,
+}
+
+impl Table {
+    /// The table of a validated config (an invalid feedback key, which
+    /// validation refuses, would sign nothing).
+    pub fn new(config: RouterConfig) -> Self {
+        let feedback_key = config.feedback_key.as_deref().and_then(|k| FeedbackKey::from_hex(k).ok());
+        Self { balancer: Balancer::new(&config), mirrors: mirror::routes(&config), feedback_key, config }
+    }
 }
 
 /// Shared router state.
@@ -75,6 +95,9 @@ pub struct RouterState {
     pub(crate) timeout: Duration,
     pub(crate) body_limits: BodyLimits,
     pub(crate) budget: Budget,
+    pub(crate) predictions: Arc<Predictions>,
+    pub(crate) mirrors: Mirrors,
+    pub(crate) feedback: Feedback,
 }
 
 impl RouterState {
@@ -87,9 +110,19 @@ impl RouterState {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
             .build(connector);
+        let predictions = Arc::new(Predictions::new(&metrics));
+        let limits = MirrorLimits {
+            max_inflight: args.max_inflight_mirrors,
+            max_inflight_bytes: args.max_inflight_mirror_bytes,
+            timeout: Duration::from_millis(args.request_timeout_ms),
+        };
+        let mirrors = Mirrors::new(client.clone(), limits, metrics.clone(), predictions.clone());
         let state = Self {
-            table: RwLock::new(Arc::new(Table { balancer: Balancer::new(&config), config: config.clone() })),
+            table: RwLock::new(Arc::new(Table::new(config.clone()))),
             client,
+            feedback: Feedback::new(&metrics, SEEN_CAPACITY),
+            predictions,
+            mirrors,
             metrics,
             registry,
             timeout: Duration::from_millis(args.request_timeout_ms),
@@ -112,7 +145,7 @@ impl RouterState {
     /// Routes new requests by `config` from now on.
     pub fn replace(&self, config: RouterConfig) {
         self.publish_weights(&config);
-        let table = Arc::new(Table { balancer: Balancer::new(&config), config });
+        let table = Arc::new(Table::new(config));
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
@@ -196,11 +229,12 @@ pub async fn run(
     Ok(())
 }
 
-/// The client port: the router's own health, everything else forwarded.
+/// The client port: the router's own health and feedback, everything else forwarded.
 pub fn client_app(state: Arc<RouterState>) -> Router {
     Router::new()
         .route("/v2/health/live", get(|| async { axum::Json(serde_json::json!({ "live": true })) }))
         .route("/v2/health/ready", get(|| async { axum::Json(serde_json::json!({ "ready": true })) }))
+        .route(feedback_api::PATH, post(feedback::receive).fallback(feedback::wrong_method))
         .fallback(proxy::forward)
         .with_state(state)
 }
@@ -229,8 +263,15 @@ async fn router_metrics(State(state): State<Arc<RouterState>>) -> Response {
     }
 }
 
+/// What `/router/config` shows for a feedback key: whether there is one, never the key.
+pub const REDACTED: &str = "redacted";
+
 async fn current_config(State(state): State<Arc<RouterState>>) -> axum::Json<RouterConfig> {
-    axum::Json(state.current().config.clone())
+    let mut config = state.current().config.clone();
+    if config.feedback_key.is_some() {
+        config.feedback_key = Some(REDACTED.to_owned());
+    }
+    axum::Json(config)
 }
 
 /// Polls the file's modification time and size (a ConfigMap update swaps a

@@ -100,6 +100,14 @@ async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp)
             }
             Err(other) => return Err(other.into()),
         };
+    let valid = validate::ValidService {
+        feedback_key: Some(ctx.config.feedback_secret.router_key(
+            &namespace,
+            &isvc.name_any(),
+            isvc.uid().as_deref().unwrap_or_default(),
+        )),
+        ..valid
+    };
     let ready = observed.ready_deployments();
     let plan = rollout::plan(&rollout::Input {
         valid: &valid,

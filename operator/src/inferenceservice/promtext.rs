@@ -1,12 +1,13 @@
 //! A small parser for the Prometheus text format (and OpenMetrics, which the
-//! router's `prometheus-client` writes), enough for the three router families
+//! router's `prometheus-client` writes), enough for the router families
 //! canary analysis reads. Pure.
 
 use std::collections::BTreeMap;
 
 use hone_crds::router::metrics::{
-    ERRORS, LABEL_REASON, LABEL_STATUS_CLASS, LABEL_VARIANT, REASON_CONNECT, REASON_TIMEOUT,
-    REQUEST_DURATION, REQUESTS,
+    ERRORS, FEEDBACK, LABEL_CLASS, LABEL_OUTCOME, LABEL_REASON, LABEL_STATUS_CLASS, LABEL_VARIANT,
+    OUTCOME_CORRECT, OUTCOME_INCORRECT, PREDICTION_CONFIDENCE, PREDICTIONS, REASON_CONNECT, REASON_TIMEOUT,
+    REQUEST_DURATION, REQUESTS, SHADOW_AGREEMENTS, SHADOW_DURATION, SHADOW_REQUESTS, SHADOW_SAMPLES,
 };
 
 /// `reason`s of [`ERRORS`] that mean no answer came from the backend.
@@ -15,12 +16,19 @@ const TRANSPORT_REASONS: [&str; 2] = [REASON_CONNECT, REASON_TIMEOUT];
 const LABEL_LE: &str = "le";
 
 /// Which router family a sample belongs to: a counter's samples end in
-/// `_total`, a histogram's buckets in `_bucket`.
+/// `_total`, a histogram's buckets in `_bucket` and its sum in `_sum`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Family {
     Requests,
     Errors,
     DurationBucket,
+    Predictions,
+    ConfidenceSum,
+    ShadowRequests,
+    ShadowSamples,
+    ShadowAgreements,
+    ShadowDurationBucket,
+    Feedback,
 }
 
 fn family(sample_name: &str) -> Option<Family> {
@@ -28,10 +36,22 @@ fn family(sample_name: &str) -> Option<Family> {
         return match counter {
             REQUESTS => Some(Family::Requests),
             ERRORS => Some(Family::Errors),
+            PREDICTIONS => Some(Family::Predictions),
+            SHADOW_REQUESTS => Some(Family::ShadowRequests),
+            SHADOW_SAMPLES => Some(Family::ShadowSamples),
+            SHADOW_AGREEMENTS => Some(Family::ShadowAgreements),
+            FEEDBACK => Some(Family::Feedback),
             _ => None,
         };
     }
-    (sample_name.strip_suffix("_bucket") == Some(REQUEST_DURATION)).then_some(Family::DurationBucket)
+    if let Some(histogram) = sample_name.strip_suffix("_bucket") {
+        return match histogram {
+            REQUEST_DURATION => Some(Family::DurationBucket),
+            SHADOW_DURATION => Some(Family::ShadowDurationBucket),
+            _ => None,
+        };
+    }
+    (sample_name.strip_suffix("_sum") == Some(PREDICTION_CONFIDENCE)).then_some(Family::ConfidenceSum)
 }
 
 /// One sample line.
@@ -122,6 +142,22 @@ pub struct BackendMetrics {
     pub transport_errors: f64,
     /// Cumulative latency buckets by their `le` label as written.
     pub buckets: BTreeMap<String, f64>,
+    /// Predictions by top-1 class.
+    pub predictions: BTreeMap<String, f64>,
+    /// Sum of the predictions' top-1 confidences.
+    pub confidence_sum: f64,
+    /// Mirrored requests by outcome (this backend as a mirror target).
+    pub shadow_requests: BTreeMap<String, f64>,
+    /// Mirrored samples compared.
+    pub shadow_samples: f64,
+    /// Compared samples whose top-1 class agreed.
+    pub shadow_agreements: f64,
+    /// Cumulative latency buckets of mirrored requests.
+    pub shadow_buckets: BTreeMap<String, f64>,
+    /// Feedback labels that matched the answer.
+    pub feedback_correct: f64,
+    /// Feedback labels that did not.
+    pub feedback_incorrect: f64,
 }
 
 impl BackendMetrics {
@@ -137,9 +173,21 @@ impl BackendMetrics {
         self.requests += other.requests;
         self.server_errors += other.server_errors;
         self.transport_errors += other.transport_errors;
-        for (le, count) in &other.buckets {
-            *self.buckets.entry(le.clone()).or_default() += count;
-        }
+        add_all(&mut self.buckets, &other.buckets);
+        add_all(&mut self.predictions, &other.predictions);
+        self.confidence_sum += other.confidence_sum;
+        add_all(&mut self.shadow_requests, &other.shadow_requests);
+        self.shadow_samples += other.shadow_samples;
+        self.shadow_agreements += other.shadow_agreements;
+        add_all(&mut self.shadow_buckets, &other.shadow_buckets);
+        self.feedback_correct += other.feedback_correct;
+        self.feedback_incorrect += other.feedback_incorrect;
+    }
+}
+
+fn add_all(into: &mut BTreeMap<String, f64>, from: &BTreeMap<String, f64>) {
+    for (key, value) in from {
+        *into.entry(key.clone()).or_default() += value;
     }
 }
 
@@ -151,26 +199,38 @@ pub fn router_metrics(text: &str) -> RouterMetrics {
     let mut metrics = RouterMetrics::new();
     for sample in parse(text) {
         let Some(variant) = sample.label(LABEL_VARIANT) else { continue };
-        match family(&sample.name) {
-            Some(Family::Requests) => {
-                let backend = metrics.entry(variant.to_owned()).or_default();
-                backend.requests += sample.value;
+        let Some(family) = family(&sample.name) else { continue };
+        let backend = metrics.entry(variant.to_owned()).or_default();
+        let value = sample.value;
+        let keyed = |map: &mut BTreeMap<String, f64>, label: &str| {
+            if let Some(key) = sample.label(label) {
+                *map.entry(key.to_owned()).or_default() += value;
+            }
+        };
+        match family {
+            Family::Requests => {
+                backend.requests += value;
                 if sample.label(LABEL_STATUS_CLASS) == Some("5xx") {
-                    backend.server_errors += sample.value;
+                    backend.server_errors += value;
                 }
             }
-            Some(Family::Errors)
-                if sample.label(LABEL_REASON).is_some_and(|r| TRANSPORT_REASONS.contains(&r)) =>
-            {
-                metrics.entry(variant.to_owned()).or_default().transport_errors += sample.value;
-            }
-            Some(Family::DurationBucket) => {
-                if let Some(le) = sample.label(LABEL_LE) {
-                    let backend = metrics.entry(variant.to_owned()).or_default();
-                    *backend.buckets.entry(le.to_owned()).or_default() += sample.value;
+            Family::Errors => {
+                if sample.label(LABEL_REASON).is_some_and(|r| TRANSPORT_REASONS.contains(&r)) {
+                    backend.transport_errors += value;
                 }
             }
-            Some(Family::Errors) | None => {}
+            Family::DurationBucket => keyed(&mut backend.buckets, LABEL_LE),
+            Family::Predictions => keyed(&mut backend.predictions, LABEL_CLASS),
+            Family::ConfidenceSum => backend.confidence_sum += value,
+            Family::ShadowRequests => keyed(&mut backend.shadow_requests, LABEL_OUTCOME),
+            Family::ShadowSamples => backend.shadow_samples += value,
+            Family::ShadowAgreements => backend.shadow_agreements += value,
+            Family::ShadowDurationBucket => keyed(&mut backend.shadow_buckets, LABEL_LE),
+            Family::Feedback => match sample.label(LABEL_OUTCOME) {
+                Some(OUTCOME_CORRECT) => backend.feedback_correct += value,
+                Some(OUTCOME_INCORRECT) => backend.feedback_incorrect += value,
+                _ => {}
+            },
         }
     }
     metrics
@@ -231,6 +291,38 @@ hone_router_variant_weight{variant="a"} 9000
         let both = sum([metrics.clone(), metrics]);
         assert_eq!(both["a"].requests, 200.0);
         assert_eq!(both["a"].buckets["+Inf"], 200.0);
+    }
+
+    #[test]
+    fn quality_families_are_read_per_backend() {
+        let page = r#"hone_router_predictions_total{variant="a",class="3"} 40
+hone_router_predictions_total{variant="a",class="7"} 60
+hone_router_predictions_total{variant="a-v2",class="3"} 5
+hone_router_prediction_confidence_sum{variant="a"} 91.5
+hone_router_prediction_confidence_count{variant="a"} 100
+hone_router_shadow_requests_total{variant="a-v2",outcome="compared"} 5
+hone_router_shadow_requests_total{variant="a-v2",outcome="dropped"} 2
+hone_router_shadow_samples_total{variant="a-v2"} 5
+hone_router_shadow_agreements_total{variant="a-v2"} 4
+hone_router_shadow_duration_seconds_bucket{variant="a-v2",le="+Inf"} 7
+hone_router_feedback_total{variant="a",outcome="correct"} 9
+hone_router_feedback_total{variant="a",outcome="incorrect"} 1
+hone_router_feedback_total{variant="a",outcome="bogus"} 100
+hone_router_feedback_rejected_total{reason="replayed"} 3
+"#;
+        let metrics = router_metrics(page);
+        let a = &metrics["a"];
+        assert_eq!(a.predictions["7"], 60.0);
+        assert_eq!(a.confidence_sum, 91.5);
+        assert_eq!((a.feedback_correct, a.feedback_incorrect), (9.0, 1.0));
+        let canary = &metrics["a-v2"];
+        assert_eq!(canary.shadow_requests["dropped"], 2.0);
+        assert_eq!((canary.shadow_samples, canary.shadow_agreements), (5.0, 4.0));
+        assert_eq!(canary.shadow_buckets["+Inf"], 7.0);
+        assert_eq!(canary.requests, 0.0, "mirrored requests are not client requests");
+        let both = sum([metrics.clone(), metrics]);
+        assert_eq!(both["a"].predictions["3"], 80.0);
+        assert_eq!(both["a-v2"].shadow_requests["compared"], 10.0);
     }
 
     #[test]

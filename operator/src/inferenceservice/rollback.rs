@@ -126,6 +126,7 @@ pub fn advance(input: &Input<'_>, variants: &mut [VariantPlan], plan: &mut Plan)
             model: model.clone(),
             weight: 0,
             backend: canary_backend(&variant.name, model.version),
+            shadow: None,
         });
         plan.requeue_after = Some(plan.requeue_after.map_or(ANALYSIS_POLL, |t| t.min(ANALYSIS_POLL)));
         if plan.progress.is_none() {

@@ -28,7 +28,7 @@ use hone_crds::inferenceservice::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::analysis::{self, Verdict};
+use super::analysis::{self, Step, Verdict};
 use super::deadline::{self, Wait, waits};
 use super::manual::{self, ActionRequest, Decision};
 use super::names::{ANALYSIS_POLL, canary_backend, predictor_name};
@@ -63,6 +63,8 @@ pub struct Canary {
     pub weight: i32,
     /// Its router backend name.
     pub backend: String,
+    /// In the shadow step: the percent of the variant's requests mirrored to it.
+    pub shadow: Option<u32>,
 }
 
 /// What one variant serves after this reconcile.
@@ -300,8 +302,9 @@ fn advance(
     let deployment = predictor_name(&valid.name, &variant.name, to.version);
     let backend = canary_backend(&variant.name, to.version);
     let keep = |r: RolloutStatus, variant: &mut VariantPlan, plan: &mut Plan, progress: Progress| {
+        let shadow = valid.shadow.filter(|_| r.shadow);
         variant.canary =
-            Some(Canary { model: to.clone(), weight: r.canary_weight, backend: backend.clone() });
+            Some(Canary { model: to.clone(), weight: r.canary_weight, backend: backend.clone(), shadow });
         plan.rollout = Some(r);
         plan.progress = Some(progress);
     };
@@ -347,8 +350,8 @@ fn advance(
     if valid.strategy == RolloutStrategy::Immediate || steps.is_empty() {
         return promote(r, to, variant, plan);
     }
-    let current = match input.metrics {
-        Some(Ok(metrics)) => metrics.get(&backend).cloned().unwrap_or_default(),
+    let metrics = match input.metrics {
+        Some(Ok(metrics)) => metrics,
         other => {
             let why = match other {
                 Some(Err(error)) => error.clone(),
@@ -359,25 +362,50 @@ fn advance(
             return waiting(r, variant, plan, Progress { reason: waits::METRICS, message });
         }
     };
-    if r.canary_weight == 0 {
-        r.step = 0;
-        r.canary_weight = steps[0];
+    let current = metrics.get(&backend).cloned().unwrap_or_default();
+    let stable_now = metrics.get(&variant.name).cloned().unwrap_or_default();
+    let start_step = |r: &mut RolloutStatus, shadow: bool, weight: i32, plan: &mut Plan| {
+        r.shadow = shadow;
+        r.canary_weight = weight;
         r.step_started_at = Some(Time(input.now));
         r.baseline = Some(analysis::baseline(&current));
-        plan.events.push(event(false, reasons::STEP, step_note(&r, steps.len(), &variant.name)));
+        r.stable_baseline = Some(analysis::baseline(&stable_now));
+        plan.events.push(event(false, reasons::STEP, step_note(r, steps.len(), &variant.name, valid.shadow)));
         plan.requeue_after = Some(valid.step_interval.min(ANALYSIS_POLL));
-        let message = step_note(&r, steps.len(), &variant.name);
+    };
+    if r.canary_weight == 0 && !r.shadow {
+        r.step = 0;
+        match valid.shadow {
+            Some(_) => start_step(&mut r, true, 0, plan),
+            None => start_step(&mut r, false, steps[0], plan),
+        }
+        let message = step_note(&r, steps.len(), &variant.name, valid.shadow);
         return moving(r, variant, plan, Progress { reason: "CanaryStep", message });
     }
     let step = usize::try_from(r.step).unwrap_or(0).min(steps.len() - 1);
     let started = r.step_started_at.as_ref().map_or(input.now, |t| t.0);
     let elapsed = Duration::try_from(input.now.duration_since(started)).unwrap_or(Duration::ZERO);
-    let result = analysis::since(&current, &r.baseline.clone().unwrap_or_default());
-    match analysis::judge(&result, &valid.analysis, elapsed >= valid.step_interval) {
+    let kind = if r.shadow { Step::Shadow } else { Step::Live };
+    let canary_window = analysis::window(&current, &r.baseline.clone().unwrap_or_default());
+    // A rollout started before the stable side was recorded compares from now on.
+    let stable_start = r.stable_baseline.clone().unwrap_or_else(|| analysis::baseline(&stable_now));
+    let stable_window = analysis::window(&stable_now, &stable_start);
+    let result = analysis::measure(&canary_window, &stable_window, kind);
+    match analysis::judge(&result, &valid.analysis, kind, elapsed >= valid.step_interval) {
         Verdict::Fail(why) => {
+            let at = if r.shadow {
+                format!(
+                    "in the shadow step (no client was answered by it; {} requests mirrored)",
+                    result.requests
+                )
+            } else {
+                format!("at {}% of variant {}'s traffic", r.canary_weight, r.variant)
+            };
             let message = format!(
-                "canary {} at {}% of variant {}'s traffic failed analysis: {why}; all traffic is back on {}",
-                r.to_version, r.canary_weight, r.variant, r.from_version
+                "canary {} {at} failed analysis: {why}; all traffic is back on {} (measured: {})",
+                r.to_version,
+                r.from_version,
+                result.summary()
             );
             plan.events.push(event(true, reasons::ABORTED, message.clone()));
             plan.aborted.push(AbortedRollout {
@@ -389,26 +417,30 @@ fn advance(
                 reason: None,
             });
         }
+        Verdict::Pass if r.shadow => {
+            r.step = 0;
+            r.last_analysis = Some(result);
+            start_step(&mut r, false, steps[0], plan);
+            let message = step_note(&r, steps.len(), &variant.name, valid.shadow);
+            moving(r, variant, plan, Progress { reason: "CanaryStep", message });
+        }
         Verdict::Pass if step + 1 >= steps.len() => {
             r.last_analysis = Some(result);
             promote(r, to, variant, plan);
         }
         Verdict::Pass => {
             r.step = i32::try_from(step + 1).unwrap_or(i32::MAX);
-            r.canary_weight = steps[step + 1];
-            r.step_started_at = Some(Time(input.now));
-            r.baseline = Some(analysis::baseline(&current));
             r.last_analysis = Some(result);
-            plan.events.push(event(false, reasons::STEP, step_note(&r, steps.len(), &variant.name)));
-            plan.requeue_after = Some(valid.step_interval.min(ANALYSIS_POLL));
-            let message = step_note(&r, steps.len(), &variant.name);
+            start_step(&mut r, false, steps[step + 1], plan);
+            let message = step_note(&r, steps.len(), &variant.name, valid.shadow);
             moving(r, variant, plan, Progress { reason: "CanaryStep", message });
         }
         Verdict::NotEnoughRequests => {
             plan.requeue_after = Some(ANALYSIS_POLL);
+            let what = if r.shadow { "compared mirrored" } else { "canary" };
             let message = format!(
-                "{}; waiting for at least {} canary requests",
-                step_note(&r, steps.len(), &variant.name),
+                "{}; waiting for at least {} {what} requests",
+                step_note(&r, steps.len(), &variant.name, valid.shadow),
                 valid.analysis.min_requests
             );
             waiting(r, variant, plan, Progress { reason: waits::REQUESTS, message });
@@ -416,7 +448,7 @@ fn advance(
         Verdict::Wait => {
             let left = valid.step_interval.saturating_sub(elapsed);
             plan.requeue_after = Some(left.min(ANALYSIS_POLL).max(Duration::from_secs(1)));
-            let message = step_note(&r, steps.len(), &variant.name);
+            let message = step_note(&r, steps.len(), &variant.name, valid.shadow);
             moving(r, variant, plan, Progress { reason: "CanaryStep", message });
         }
     }
@@ -444,7 +476,15 @@ fn promote(r: RolloutStatus, to: &ModelRef, variant: &mut VariantPlan, plan: &mu
     variant.canary = None;
 }
 
-fn step_note(r: &RolloutStatus, steps: usize, variant: &str) -> String {
+fn step_note(r: &RolloutStatus, steps: usize, variant: &str, shadow: Option<u32>) -> String {
+    if r.shadow {
+        return format!(
+            "shadow step: {}% of variant {variant}'s requests mirrored to {}, every client answered by {}",
+            shadow.unwrap_or(0),
+            r.to_version,
+            r.from_version
+        );
+    }
     format!(
         "step {} of {steps}: {}% of variant {variant}'s traffic on {}",
         r.step.saturating_add(1),

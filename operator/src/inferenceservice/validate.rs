@@ -112,6 +112,12 @@ pub struct ValidService {
     pub step_interval: Duration,
     /// Canary thresholds.
     pub analysis: Analysis,
+    /// Percent of the variant's requests mirrored to the new version in the
+    /// shadow step, when the rollout has one.
+    pub shadow: Option<u32>,
+    /// Key the router signs its request ids with (set by the controller from
+    /// the operator's feedback secret; `None` turns feedback off).
+    pub feedback_key: Option<String>,
     /// How long a rollout may wait without progress before it is aborted.
     pub progress_deadline: Duration,
     /// What splits traffic.
@@ -163,6 +169,23 @@ pub fn validate(
     if traffic.provider == TrafficProvider::GatewayApi && traffic.gateway.is_none() {
         return Err(invalid("traffic.provider GatewayAPI needs traffic.gateway.parentRefs"));
     }
+    let shadow = rollout.shadow.as_ref().map(|s| s.percent);
+    if let Some(percent) = shadow {
+        if !(1..=100).contains(&percent) {
+            return Err(invalid(format!("rollout.shadow.percent {percent} must be between 1 and 100")));
+        }
+        if rollout.strategy != RolloutStrategy::Canary {
+            return Err(invalid(
+                "rollout.shadow needs rollout.strategy Canary: an Immediate rollout has no steps to precede",
+            ));
+        }
+        if traffic.provider != TrafficProvider::Router {
+            return Err(invalid(
+                "rollout.shadow needs traffic.provider Router: only Hone's router mirrors requests and \
+                 compares the answers; remove rollout.shadow or use the Router provider",
+            ));
+        }
+    }
     let metrics_url = isvc.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_ROUTER_METRICS_URL));
     if metrics_url.is_some() && !allow_metrics_url {
         return Err(invalid(format!(
@@ -198,6 +221,8 @@ pub fn validate(
         steps: rollout.steps.clone(),
         step_interval,
         analysis: rollout.analysis.clone().unwrap_or_default(),
+        shadow: shadow.and_then(|p| u32::try_from(p).ok()),
+        feedback_key: None,
         progress_deadline,
         provider: traffic.provider,
         gateway: traffic.gateway,

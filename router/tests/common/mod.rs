@@ -83,3 +83,128 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "body: {body}");
     body
 }
+
+/// Writes a router config (as JSON, which is YAML) atomically, as a
+/// ConfigMap update swaps files.
+pub fn write_config(path: &Path, config: &serde_json::Value) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(config).expect("JSON")).expect("write config");
+    std::fs::rename(&tmp, path).expect("rename config");
+}
+
+/// The sum of the samples whose line starts with `series` (a name and the
+/// first labels), 0 when there is none.
+pub fn sum(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Input of a predictor backend answered with a JSON object that is no prediction.
+pub const UNPARSABLE_INPUT: u64 = 997;
+/// Input answered as `text/plain`.
+pub const PLAIN_TEXT_INPUT: u64 = 998;
+/// Input answered with a prediction padded past 64 KiB.
+pub const LARGE_INPUT: u64 = 999;
+
+/// How a predictor-like backend answers: inputs are integers.
+#[derive(Clone, Copy)]
+pub struct Predictor {
+    /// Its name, in the `model` field.
+    pub name: &'static str,
+    /// The top-1 label of an input.
+    pub label: fn(u64) -> String,
+    /// The confidence of every answer.
+    pub confidence: f64,
+    /// How long it thinks before answering.
+    pub delay: std::time::Duration,
+}
+
+/// What a backend saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// Path and query.
+    pub path: String,
+    /// Its `x-request-id`, if any.
+    pub request_id: Option<String>,
+    /// Whether it carried `x-hone-shadow: 1`.
+    pub shadow: bool,
+}
+
+/// A running predictor-like backend.
+pub struct Backend {
+    /// Its base URL.
+    pub url: String,
+    /// What it received, in order.
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl Backend {
+    /// What it has received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+/// One prediction as the predictor writes it.
+fn prediction(p: &Predictor, input: u64) -> serde_json::Value {
+    let label = (p.label)(input);
+    json!({"label": label, "classIndex": input % 10, "confidence": p.confidence,
+           "top": [{"label": label, "classIndex": input % 10, "confidence": p.confidence}],
+           "model": p.name, "version": "1"})
+}
+
+/// A backend answering `POST /predict` (an integer) and `POST /predict/batch`
+/// (a JSON array of integers) as the predictor does, with its labels; it
+/// echoes `x-request-id` as the predictor does, and 404s anything else.
+pub async fn predictor_backend(p: Predictor) -> Backend {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+        let log = log.clone();
+        async move {
+            let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let shadow = headers.get("x-hone-shadow").is_some_and(|v| v == "1");
+            log.lock().expect("lock").push(Seen {
+                path: uri.to_string(),
+                request_id: request_id.clone(),
+                shadow,
+            });
+            tokio::time::sleep(p.delay).await;
+            let text = String::from_utf8_lossy(&body);
+            let mut response = match uri.path() {
+                "/predict" => match text.trim().parse::<u64>() {
+                    Ok(UNPARSABLE_INPUT) => axum::Json(json!({"oops": true})).into_response(),
+                    Ok(PLAIN_TEXT_INPUT) => (p.label)(PLAIN_TEXT_INPUT).into_response(),
+                    Ok(LARGE_INPUT) => {
+                        let mut answer = prediction(&p, LARGE_INPUT);
+                        answer["pad"] = json!("x".repeat(70 * 1024));
+                        axum::Json(answer).into_response()
+                    }
+                    Ok(n) => axum::Json(prediction(&p, n)).into_response(),
+                    Err(_) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "not a number"})))
+                        .into_response(),
+                },
+                "/predict/batch" => match serde_json::from_str::<Vec<u64>>(&text) {
+                    Ok(inputs) => {
+                        let predictions: Vec<_> = inputs.iter().map(|&n| prediction(&p, n)).collect();
+                        axum::Json(json!({ "predictions": predictions })).into_response()
+                    }
+                    Err(_) => {
+                        (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "not a batch"}))).into_response()
+                    }
+                },
+                _ => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such route"}))).into_response(),
+            };
+            if let Some(id) = request_id.and_then(|id| id.parse().ok()) {
+                response.headers_mut().insert("x-request-id", id);
+            }
+            response
+        }
+    });
+    Backend { url: serve(app).await, seen }
+}

@@ -38,6 +38,9 @@ pub struct Backend {
     /// Whether the variant header may select it: a variant's stable backend
     /// with traffic, or any backend under `spec.routing.allowCanaryPinning`.
     pub pinnable: bool,
+    /// For a canary in its shadow step: the percent of its variant's
+    /// requests mirrored to it.
+    pub mirror_percent: Option<u32>,
 }
 
 /// Everything the InferenceService should own.
@@ -95,6 +98,7 @@ pub fn backends(valid: &ValidService, plan: &Plan) -> Vec<Backend> {
             weight: stable_weight,
             canary_of: None,
             pinnable: stable_weight > 0 || valid.routing.allow_canary_pinning,
+            mirror_percent: None,
         });
         if let Some(canary) = &variant.canary {
             let service = predictor_name(&valid.name, &variant.name, canary.model.version);
@@ -105,6 +109,7 @@ pub fn backends(valid: &ValidService, plan: &Plan) -> Vec<Backend> {
                 weight: weight * canary_percent,
                 canary_of: Some(variant.name.clone()),
                 pinnable: valid.routing.allow_canary_pinning,
+                mirror_percent: canary.shadow,
             });
         }
     }

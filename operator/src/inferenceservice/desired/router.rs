@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use hone_crds::consts::LABEL_INFERENCE_SERVICE;
-use hone_crds::router::{CONFIG_FILE, RouterConfig, VariantBackend};
+use hone_crds::router::{CONFIG_FILE, Mirror, RouterConfig, VariantBackend};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, EnvVar, PodSpec, PodTemplateSpec, ResourceRequirements,
@@ -65,6 +65,17 @@ pub fn router_config(valid: &ValidService, backends: &[Backend]) -> RouterConfig
             .collect(),
         sticky_header: valid.routing.sticky_header.clone(),
         variant_header: valid.routing.variant_header.clone(),
+        mirrors: backends
+            .iter()
+            .filter_map(|b| {
+                Some(Mirror {
+                    source: b.canary_of.clone()?,
+                    target: b.name.clone(),
+                    percent: b.mirror_percent?,
+                })
+            })
+            .collect(),
+        feedback_key: valid.feedback_key.clone(),
     }
 }
 

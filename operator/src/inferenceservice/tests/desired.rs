@@ -255,7 +255,7 @@ fn a_canary_splits_its_variant_weight() {
     let valid = valid(AB, &three_versions());
     let mut plan = plan_of(&valid, &Default::default(), &[], at(0));
     let model = valid.models["digits-v2"].clone();
-    plan.variants[0].canary = Some(Canary { model, weight: 10, backend: "a-v2".into() });
+    plan.variants[0].canary = Some(Canary { model, weight: 10, backend: "a-v2".into(), shadow: None });
     let desired = desired::build(&valid, &plan, true);
     let config = desired.router_config.clone().unwrap();
     let weights: Vec<_> = config.variants.iter().map(|v| (v.name.as_str(), v.weight)).collect();
@@ -277,7 +277,7 @@ fn allow_canary_pinning_makes_every_backend_pinnable() {
     assert!(valid.routing.allow_canary_pinning);
     let mut plan = plan_of(&valid, &Default::default(), &[], at(0));
     let model = valid.models["digits-v2"].clone();
-    plan.variants[0].canary = Some(Canary { model, weight: 100, backend: "a-v2".into() });
+    plan.variants[0].canary = Some(Canary { model, weight: 100, backend: "a-v2".into(), shadow: None });
     let config = desired::build(&valid, &plan, true).router_config.unwrap();
     let pins: Vec<_> = config.variants.iter().map(|v| (v.name.as_str(), v.weight, v.pinnable)).collect();
     assert_eq!(pins, [("a", 0, true), ("a-v2", 9000, true), ("b", 1000, true)]);
@@ -285,7 +285,7 @@ fn allow_canary_pinning_makes_every_backend_pinnable() {
     let valid = super::valid(AB, &three_versions());
     let mut plan = plan_of(&valid, &Default::default(), &[], at(0));
     let model = valid.models["digits-v2"].clone();
-    plan.variants[0].canary = Some(Canary { model, weight: 100, backend: "a-v2".into() });
+    plan.variants[0].canary = Some(Canary { model, weight: 100, backend: "a-v2".into(), shadow: None });
     let config = desired::build(&valid, &plan, true).router_config.unwrap();
     let pins: Vec<_> = config.variants.iter().map(|v| (v.name.as_str(), v.weight, v.pinnable)).collect();
     assert_eq!(pins, [("a", 0, false), ("a-v2", 9000, false), ("b", 1000, true)]);
@@ -329,7 +329,7 @@ fn gateway_api_gets_a_weighted_http_route_with_header_matches() {
     let valid = valid(&yaml, &three_versions());
     let mut plan = plan_of(&valid, &Default::default(), &[], at(0));
     let model = valid.models["digits-v2"].clone();
-    plan.variants[0].canary = Some(Canary { model, weight: 10, backend: "a-v2".into() });
+    plan.variants[0].canary = Some(Canary { model, weight: 10, backend: "a-v2".into(), shadow: None });
     let route = desired::build(&valid, &plan, true).route.unwrap();
     let rules = route.data["spec"]["rules"].as_array().unwrap().clone();
     let pinned: Vec<_> =

@@ -7,6 +7,7 @@ mod desired;
 mod history;
 mod manual;
 mod rollback;
+mod shadow;
 mod status;
 mod validate;
 
@@ -42,6 +43,7 @@ pub(crate) fn canary_metrics(requests: f64, errors: f64) -> Result<RouterMetrics
         server_errors: errors,
         transport_errors: 0.0,
         buckets: [("0.01".to_owned(), requests), ("+Inf".to_owned(), requests)].into_iter().collect(),
+        ..Default::default()
     };
     Ok([("a-v2".to_owned(), canary)].into_iter().collect())
 }
