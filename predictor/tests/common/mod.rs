@@ -90,8 +90,13 @@ pub async fn start_router(config: &Path, extra: &[&str]) -> RouterUrls {
 
 /// Serve args for `model` plus extra flags.
 pub fn args(model_name: &str, extra: &[&str]) -> ServeArgs {
-    let path = model(model_name);
-    let mut argv = vec!["serve", "--model", &path, "--model-name", model_name, "--addr", "127.0.0.1:0"];
+    args_at(&model(model_name), model_name, extra)
+}
+
+/// Serve args for the model in `folder` (a test model changed in a copy)
+/// under `model_name`, plus extra flags.
+pub fn args_at(folder: &str, model_name: &str, extra: &[&str]) -> ServeArgs {
+    let mut argv = vec!["serve", "--model", folder, "--model-name", model_name, "--addr", "127.0.0.1:0"];
     argv.extend_from_slice(&["--torch-threads", "1", "--shutdown-grace-seconds", "5"]);
     argv.extend_from_slice(extra);
     Cli::try_parse_from(argv).expect("valid flags").serve
