@@ -844,6 +844,15 @@ async fn dashboard_and_rules_evaluate_on_real_scrapes() {
         })
         .await;
     prometheus.wait_for("the recording rules", "hone:router_error_ratio:rate5m", |r| r.len() == 3).await;
+    // rate() needs two samples of a series: the refused-feedback counters
+    // appear last, so wait until each reason was scraped twice.
+    prometheus
+        .wait_for(
+            "two scrapes of each refused-feedback reason",
+            "count_over_time(hone_router_feedback_rejected_total[1m])",
+            |r| r.len() == 2 && r.iter().all(|s| value_of(s) >= 2.0),
+        )
+        .await;
     let quality = check_quality(prometheus, &traffic).await;
 
     let checked_rules = check_rules(prometheus, &rules).await;
