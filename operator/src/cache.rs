@@ -11,7 +11,9 @@
 //!
 //! What the stores hold is trimmed on the way in: `managedFields` keep only
 //! the entries [`crate::children::needs_apply`] reads (a foreign manager
-//! owning spec or data, reduced to those top-level keys), so a cache of
+//! owning spec or data, reduced to those top-level keys); pods keep no spec
+//! and the pod templates of Jobs and Deployments only their init containers'
+//! names ([`trim_job`], [`trim_deployment`], [`trim_pod`]), so a cache of
 //! thousands of children stays small.
 
 use std::collections::HashMap;
@@ -21,6 +23,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::Resource;
 use kube::api::Api;
@@ -77,6 +82,72 @@ pub fn trim_managed_fields(meta: &mut ObjectMeta) {
     meta.managed_fields = (!kept.is_empty()).then_some(kept);
 }
 
+/// Keeps of a pod template's spec only the names of its init containers
+/// (whether a verify Job evaluates is read from them); nothing else of a
+/// child's template is read (what a child should hold is compared through
+/// the desired-form hash in its metadata).
+fn trim_template(template: &mut PodTemplateSpec) {
+    template.metadata = None;
+    template.spec = template.spec.take().and_then(|spec| {
+        let names: Vec<Container> = spec
+            .init_containers?
+            .into_iter()
+            .map(|c| Container { name: c.name, ..Container::default() })
+            .collect();
+        Some(PodSpec { init_containers: Some(names), ..PodSpec::default() })
+    });
+}
+
+/// A Job as the caches hold it: metadata, the spec's scalars (`suspend`
+/// among them), its template reduced by [`trim_template`], and its status.
+pub fn trim_job(job: &mut Job) {
+    if let Some(spec) = job.spec.as_mut() {
+        trim_template(&mut spec.template);
+    }
+}
+
+/// A Deployment as the caches hold it: metadata, replica settings, its
+/// template reduced by [`trim_template`], and its status.
+pub fn trim_deployment(deployment: &mut Deployment) {
+    if let Some(spec) = deployment.spec.as_mut() {
+        trim_template(&mut spec.template);
+    }
+}
+
+/// A pod as the caches hold it: metadata and, of its status,
+/// what reconciles read: phase, pod IP, conditions, and each container's
+/// name, state, last state, readiness and restarts (termination messages,
+/// OOM kills, a pull that cannot start).
+pub fn trim_pod(pod: &mut Pod) {
+    pod.spec = None;
+    let Some(status) = pod.status.take() else { return };
+    let containers = |statuses: Option<Vec<ContainerStatus>>| {
+        statuses.map(|statuses| {
+            statuses
+                .into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    state: c.state,
+                    last_state: c.last_state,
+                    ready: c.ready,
+                    restart_count: c.restart_count,
+                    started: c.started,
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        })
+    };
+    pod.status = Some(PodStatus {
+        phase: status.phase,
+        pod_ip: status.pod_ip,
+        conditions: status.conditions,
+        start_time: status.start_time,
+        container_statuses: containers(status.container_statuses),
+        init_container_statuses: containers(status.init_container_statuses),
+        ..PodStatus::default()
+    });
+}
+
 impl<K> Feed<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -87,6 +158,12 @@ where
     /// desired-form hash).
     pub fn watch(kind: &'static str, api: Api<K>, config: watcher::Config) -> Self {
         Self::watch_with(kind, api, config, ())
+    }
+
+    /// [`Feed::watch`] that also passes each object through `trim` before the
+    /// store takes it (for whole children of which reconciles read little).
+    pub fn watch_trimmed(kind: &'static str, api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Self {
+        Self::build(kind, api, config, (), trim)
     }
 }
 
@@ -102,9 +179,22 @@ where
         config: watcher::Config,
         dyntype: K::DynamicType,
     ) -> Self {
+        Self::build(kind, api, config, dyntype, |_| {})
+    }
+
+    fn build(
+        kind: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        dyntype: K::DynamicType,
+        trim: fn(&mut K),
+    ) -> Self {
         let stream = watcher::watcher(api, config.any_semantic())
             .default_backoff()
-            .modify(|obj: &mut K| trim_managed_fields(obj.meta_mut()))
+            .modify(move |obj: &mut K| {
+                trim_managed_fields(obj.meta_mut());
+                trim(obj);
+            })
             .boxed();
         Self { kind, stream, writer: Writer::new(dyntype.clone()), dyntype, subscribers: Vec::new() }
     }
@@ -448,5 +538,110 @@ mod tests {
         assert!(!primary_changed(Some(&a), None));
         assert!(!changed_beyond_bookkeeping(Some(&a), Some(&cm("a", "9", "x"))));
         assert!(changed_beyond_bookkeeping(Some(&a), Some(&cm("a", "9", "z"))));
+    }
+}
+
+#[cfg(test)]
+mod trim_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use k8s_openapi::api::batch::v1::JobSpec;
+    use k8s_openapi::api::core::v1::{EnvVar, PodTemplateSpec, Volume};
+
+    use super::*;
+
+    fn full_pod_spec() -> PodSpec {
+        let container = |name: &str| Container {
+            name: name.to_owned(),
+            image: Some("hone:latest".to_owned()),
+            args: Some(vec!["train".to_owned(); 20]),
+            env: Some(vec![EnvVar {
+                name: "X".to_owned(),
+                value: Some("y".repeat(500)),
+                ..EnvVar::default()
+            }]),
+            ..Container::default()
+        };
+        PodSpec {
+            containers: vec![container("trainer")],
+            init_containers: Some(vec![container("eval-split")]),
+            volumes: Some(vec![Volume { name: "data".to_owned(), ..Volume::default() }]),
+            service_account_name: Some("hone".to_owned()),
+            ..PodSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_trimmed_job_keeps_suspend_names_and_status_and_is_much_smaller() {
+        let mut job = Job {
+            metadata: ObjectMeta { name: Some("j".to_owned()), ..ObjectMeta::default() },
+            spec: Some(JobSpec {
+                suspend: Some(true),
+                backoff_limit: Some(3),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta { name: Some("t".to_owned()), ..ObjectMeta::default() }),
+                    spec: Some(full_pod_spec()),
+                },
+                ..JobSpec::default()
+            }),
+            status: Some(Default::default()),
+        };
+        let before = serde_json::to_vec(&job).unwrap().len();
+        trim_job(&mut job);
+        let after = serde_json::to_vec(&job).unwrap().len();
+        assert!(after * 5 < before, "{after} bytes after trimming, {before} before");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.suspend, Some(true));
+        assert_eq!(spec.backoff_limit, Some(3));
+        assert!(spec.template.metadata.is_none());
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert!(pod.containers.is_empty());
+        let init = pod.init_containers.as_ref().unwrap();
+        assert_eq!(init[0].name, "eval-split");
+        assert!(init[0].env.is_none() && pod.volumes.is_none());
+        assert!(job.status.is_some());
+    }
+
+    #[test]
+    fn trimmed_pods_and_deployments_keep_status_and_metadata() {
+        let mut pod = Pod {
+            metadata: ObjectMeta { name: Some("p".to_owned()), ..ObjectMeta::default() },
+            spec: Some(full_pod_spec()),
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some("Running".to_owned()),
+                ..Default::default()
+            }),
+        };
+        trim_pod(&mut pod);
+        assert_eq!(pod.metadata.name.as_deref(), Some("p"));
+        assert_eq!(pod.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
+        assert!(pod.spec.is_none());
+
+        let mut deployment = Deployment {
+            spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+                replicas: Some(2),
+                template: PodTemplateSpec { metadata: None, spec: Some(full_pod_spec()) },
+                ..Default::default()
+            }),
+            ..Deployment::default()
+        };
+        trim_deployment(&mut deployment);
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        assert!(pod.containers.is_empty() && pod.volumes.is_none());
+        assert_eq!(pod.init_containers.unwrap()[0].name, "eval-split");
+        let mut plain = Deployment {
+            spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+                template: PodTemplateSpec {
+                    metadata: None,
+                    spec: Some(PodSpec { init_containers: None, ..full_pod_spec() }),
+                },
+                ..Default::default()
+            }),
+            ..Deployment::default()
+        };
+        trim_deployment(&mut plain);
+        assert!(plain.spec.unwrap().template.spec.is_none(), "nothing else of a template is kept");
     }
 }

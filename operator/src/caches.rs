@@ -34,10 +34,11 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::cache::{
     Feed, Trigger, changed_beyond_bookkeeping, child_metadata_changed, owner_in_label, primary_changed,
-    trigger,
+    trigger, trim_deployment, trim_job, trim_pod,
 };
 use crate::children::is_controlled_by;
 use crate::controllers::scoped_api;
+use crate::inferenceservice::names::{COMPONENT_ROUTER, LABEL_COMPONENT};
 use crate::metrics::Metrics;
 
 /// A cached child kind of which reconciles read metadata only.
@@ -73,6 +74,8 @@ pub struct Serving {
     pub role_bindings: MetaStore<RoleBinding>,
     /// HTTPRoutes, when the Gateway API is installed (found once, at start).
     pub routes: Option<Store<DynamicObject>>,
+    /// Router pods (a canary's analysis reads their metrics).
+    pub router_pods: Store<Pod>,
 }
 
 /// The stores of one scope.
@@ -129,6 +132,7 @@ impl Caches {
                 roles: empty(),
                 role_bindings: empty(),
                 routes: None,
+                router_pods: empty(),
             },
         }
     }
@@ -462,7 +466,12 @@ pub fn build(client: &Client, namespace: Option<&str>, gateway_api: bool, metric
 
     // InferenceService children.
     let children = || watcher::Config::default().labels(LABEL_INFERENCE_SERVICE);
-    let mut deployments = Feed::watch("Deployment", scoped_api::<Deployment>(client, namespace), children());
+    let mut deployments = Feed::watch_trimmed(
+        "Deployment",
+        scoped_api::<Deployment>(client, namespace),
+        children(),
+        trim_deployment,
+    );
     deployments.subscribe(to_owner(isvc_tx.clone(), LABEL_INFERENCE_SERVICE, deployment_changed));
     let deployments = started.start(deployments);
     macro_rules! meta_feed {
@@ -480,6 +489,14 @@ pub fn build(client: &Client, namespace: Option<&str>, gateway_api: bool, metric
     let service_accounts = meta_feed!(ServiceAccount, "ServiceAccount");
     let roles = meta_feed!(Role, "Role");
     let role_bindings = meta_feed!(RoleBinding, "RoleBinding");
+    // Router pods: read when a canary's metrics are scraped; their Deployment wakes the owner.
+    let router_pods = started.start(Feed::watch_trimmed(
+        "Pod(router)",
+        scoped_api::<Pod>(client, namespace),
+        watcher::Config::default()
+            .labels(&format!("{LABEL_COMPONENT}={COMPONENT_ROUTER},{LABEL_INFERENCE_SERVICE}")),
+        trim_pod,
+    ));
     let routes = gateway_api.then(|| {
         let resource = crate::inferenceservice::desired::gateway::http_route_resource();
         let api = match namespace {
@@ -510,6 +527,7 @@ pub fn build(client: &Client, namespace: Option<&str>, gateway_api: bool, metric
             roles,
             role_bindings,
             routes,
+            router_pods,
         },
     };
     let triggers = Triggers {
@@ -540,9 +558,10 @@ where
     Trigger<O>: Send + Sync,
 {
     let config = watcher::Config::default().labels(selector);
-    let mut jobs = Feed::watch(jobs_kind, scoped_api::<Job>(client, namespace), config.clone());
+    let mut jobs =
+        Feed::watch_trimmed(jobs_kind, scoped_api::<Job>(client, namespace), config.clone(), trim_job);
     jobs.subscribe(to_owner(trigger.clone(), label, changed_beyond_bookkeeping));
-    let mut pods = Feed::watch(pods_kind, scoped_api::<Pod>(client, namespace), config);
+    let mut pods = Feed::watch_trimmed(pods_kind, scoped_api::<Pod>(client, namespace), config, trim_pod);
     pods.subscribe(to_owner(trigger.clone(), label, changed_beyond_bookkeeping));
     Batch { jobs: started.start(jobs), pods: started.start(pods) }
 }

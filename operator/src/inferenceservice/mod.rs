@@ -43,9 +43,6 @@ pub const CONTROLLER: &str = "inferenceservice";
 /// Why an InferenceService reconcile failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading the children, ModelVersions or metrics failed.
-    #[error(transparent)]
-    Observe(#[from] observe::Error),
     /// The object itself is unusable (missing metadata).
     #[error(transparent)]
     Validate(#[from] validate::Error),
@@ -61,7 +58,6 @@ impl Error {
     /// Metric label and Event reason.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Observe(e) => e.category(),
             Self::Validate(e) => e.category(),
             Self::Apply(e) => e.category(),
             Self::Status(e) => e.category(),
@@ -86,7 +82,7 @@ async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp)
     let namespace = isvc.namespace().unwrap_or_default();
     let previous = isvc.status.clone().unwrap_or_default();
 
-    let observed = observe::observe(ctx, isvc).await?;
+    let observed = observe::observe(ctx, isvc).await;
     let (predictor_image, router_image) = (&ctx.config.predictor_image, &ctx.config.router_image);
     let allow_url = ctx.config.allow_router_metrics_url;
     let valid =

@@ -1,7 +1,7 @@
 //! What the InferenceService controller reads: its children, the
 //! namespace's ModelVersions, whether the Gateway API exists (all from the
-//! watch caches), and (during a canary) the router's metrics. The only reads
-//! of a reconcile.
+//! watch caches), and (during a canary) the router's metrics from the router
+//! pods in the cache. It makes no apiserver call.
 
 use std::collections::BTreeSet;
 
@@ -10,34 +10,18 @@ use hone_crds::inferenceservice::{ANNOTATION_ROUTER_METRICS_URL, RolloutStrategy
 use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 
+use super::desired::router::router_selector;
 use super::promtext::RouterMetrics;
 use super::scrape;
 use crate::caches::{in_namespace, owned};
 use crate::context::Context;
-
-/// Why observing failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Listing the router pods failed.
-    #[error(transparent)]
-    RouterPods(#[from] scrape::ListPodsError),
-}
-
-impl Error {
-    /// Metric label and Event reason.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Self::RouterPods(_) => "kube_api",
-        }
-    }
-}
 
 /// The InferenceService's world as it is.
 #[derive(Clone, Debug, Default)]
@@ -80,7 +64,7 @@ impl Observed {
 }
 
 /// Reads everything one reconcile of `isvc` needs.
-pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed, Error> {
+pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Observed {
     let namespace = isvc.namespace().unwrap_or_default();
     let name = isvc.name_any();
     let uid = isvc.uid().unwrap_or_default();
@@ -108,9 +92,12 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed,
             "with traffic.provider GatewayAPI there are no router pods to read; set the annotation \
              {ANNOTATION_ROUTER_METRICS_URL} to a page with the hone_router_* series of the canary"
         ))),
-        (true, url) => Some(scrape::router_metrics(&ctx.client, &namespace, &name, url).await?),
+        (true, url) => {
+            let pods = router_pods(&serving.router_pods, &namespace, &name);
+            Some(scrape::router_metrics(&pods, url).await)
+        }
     };
-    Ok(Observed {
+    Observed {
         deployments: owned(&serving.deployments, label, &name, &namespace, &uid),
         services: owned(&serving.services, label, &name, &namespace, &uid),
         autoscalers: owned(&serving.autoscalers, label, &name, &namespace, &uid),
@@ -123,5 +110,21 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Result<Observed,
         gateway_api,
         model_versions,
         router_metrics,
-    })
+    }
+}
+
+/// The router pods of the InferenceService `name` (owned by its router's
+/// ReplicaSets, so picked by label).
+fn router_pods(store: &kube::runtime::reflector::Store<Pod>, namespace: &str, name: &str) -> Vec<Pod> {
+    let selector = router_selector(name);
+    store
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace))
+        .filter(|p| {
+            let labels = p.metadata.labels.as_ref();
+            selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        })
+        .map(|p| (*p).clone())
+        .collect()
 }

@@ -1,55 +1,28 @@
 //! Reading the router's metrics for canary analysis: every router pod's
-//! `/metrics`, summed, or one URL named by the `hone.dev/router-metrics-url`
+//! `/metrics` (the pods from the watch cache), summed, or one URL named by the `hone.dev/router-metrics-url`
 //! annotation (KWOK pods have no network; a metrics proxy is one URL).
 
 use bytes::Bytes;
+use hone_crds::router::ADMIN_PORT;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
-
-use super::desired::router::router_selector;
-use hone_crds::router::ADMIN_PORT;
 
 use super::names::{METRICS_PATH, SCRAPE_MAX_BYTES, SCRAPE_TIMEOUT};
 use super::promtext::{self, RouterMetrics};
 
-/// The router pods could not be listed.
-#[derive(Debug, thiserror::Error)]
-#[error("listing router pods of inferenceservice {namespace}/{name}: {source}")]
-pub struct ListPodsError {
-    /// Namespace of the InferenceService.
-    pub namespace: String,
-    /// Name of the InferenceService.
-    pub name: String,
-    /// The API error.
-    #[source]
-    pub source: kube::Error,
-}
-
-/// The router's counters per backend; the inner error says why they are not
-/// available (no router pod running, a pod not answering), which makes the
-/// rollout wait rather than fail.
-pub async fn router_metrics(
-    client: &kube::Client,
-    namespace: &str,
-    isvc: &str,
-    url_override: Option<&str>,
-) -> Result<Result<RouterMetrics, String>, ListPodsError> {
+/// The router's counters per backend, summed over `pods` (the router pods
+/// of the InferenceService, from the watch cache), or read from `url_override`;
+/// the error says why they are not available (no router pod running, a pod
+/// not answering), which makes the rollout wait rather than fail.
+pub async fn router_metrics(pods: &[Pod], url_override: Option<&str>) -> Result<RouterMetrics, String> {
     let http: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     if let Some(url) = url_override {
-        return Ok(fetch(&http, url).await.map(|text| promtext::router_metrics(&text)));
+        return fetch(&http, url).await.map(|text| promtext::router_metrics(&text));
     }
-    let selector =
-        router_selector(isvc).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&selector).match_any())
-        .await
-        .map_err(|source| ListPodsError { namespace: namespace.to_owned(), name: isvc.to_owned(), source })?;
     let addresses: Vec<String> = pods
-        .items
         .iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .filter_map(|pod| {
@@ -58,17 +31,14 @@ pub async fn router_metrics(
         })
         .collect();
     if addresses.is_empty() {
-        return Ok(Err("no router pod is running".to_owned()));
+        return Err("no router pod is running".to_owned());
     }
     let mut pages = Vec::new();
     for ip in addresses {
         // Every pod counts: a sum without one of them would look like a counter reset.
-        match fetch(&http, &metrics_url(&ip)).await {
-            Ok(text) => pages.push(promtext::router_metrics(&text)),
-            Err(error) => return Ok(Err(error)),
-        }
+        pages.push(promtext::router_metrics(&fetch(&http, &metrics_url(&ip)).await?));
     }
-    Ok(Ok(promtext::sum(pages)))
+    Ok(promtext::sum(pages))
 }
 
 /// A router pod's metrics: on its admin port, which clients cannot reach.

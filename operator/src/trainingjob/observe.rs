@@ -1,7 +1,7 @@
 //! What the TrainingJob controller reads: its Dataset, its training Jobs and
 //! their pods, and the ModelVersion registered for it. The only reads of a
-//! reconcile, all from the watch caches (registration re-lists ModelVersions
-//! right before it creates one).
+//! reconcile, all from the watch caches (registration too picks its version
+//! number from the ModelVersion cache).
 
 use hone_crds::consts::LABEL_TRAINING_JOB;
 use hone_crds::{Dataset, ModelVersion, TrainingJob};

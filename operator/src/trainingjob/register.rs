@@ -27,7 +27,7 @@ use hone_crds::consts::{
 use hone_crds::contract::TrainSummary;
 use hone_crds::modelversion::{Artifact, ArtifactFormat, Lineage, ModelVersionSpec, Signature};
 use hone_crds::{Dataset, ModelVersion, SecretRef, TrainingJob};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use kube::{Resource, ResourceExt};
 
@@ -213,10 +213,12 @@ pub async fn ensure(
     let version = match reserved {
         Some(version) => version,
         None => {
-            // A fresh list (not a cache) of every ModelVersion in the namespace,
+            // Every ModelVersion of the namespace in the watch cache,
             // hand-registered ones (which may lack the model label) included.
-            let all =
-                mvs.list(&ListParams::default()).await.map_err(api_error("listing ModelVersions"))?.items;
+            // A cache behind the apiserver may name a version that exists:
+            // the create below then meets AlreadyExists, gives the name up,
+            // and the next reconcile reserves a higher one.
+            let all = crate::caches::in_namespace(&ctx.caches.model_versions, &namespace);
             let version = next_version(&all, model);
             reserve(ctx, tj, &model_version_name(model, version)).await?;
             version
