@@ -19,7 +19,7 @@ setup: ## Install what the build needs (Python venv with torch $(TORCH_VERSION))
 	hack/setup-python.sh
 
 .PHONY: setup-system
-setup-system: ## Install the Debian packages the tests run (lua5.1, prometheus, chromium); a no-op when present
+setup-system: ## Install the Debian packages the build and tests need (lua5.1, prometheus, chromium, libgloo-dev); a no-op when present
 	hack/setup-system.sh
 
 .PHONY: build

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests run (once; a no-op when present):
+# Installs the Debian packages the build and tests need (once; a no-op when present):
 #   lua5.1      Argo CD health checks (config/argocd/test/run.sh)
 #   prometheus  a real Prometheus scraping a predictor and a router
 #               (predictor/tests/prometheus.rs)
 #   chromium, chromium-driver  the predictor's web page in headless Chromium
 #               (predictor/tests/webui.rs)
+#   libgloo-dev Gloo's headers, which the torch wheel lacks: hone-dist's c10d
+#               shim includes ProcessGroupGloo.hpp (dist/build.rs)
 # The real-node cluster's own packages (containerd, runc, CNI plugins,
 # iptables) are installed by hack/cluster/build.sh when NODE=real.
 set -euo pipefail
@@ -13,6 +15,7 @@ command -v lua5.1 >/dev/null || need+=(lua5.1)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+[ -e /usr/include/gloo/config.h ] || need+=(libgloo-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "setup-system: missing ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2

@@ -12,7 +12,8 @@ ARG VARIANT=cpu
 FROM rust:1.95-bookworm AS build
 ARG TORCH_VERSION
 ARG VARIANT
-RUN apt-get update && apt-get install -y --no-install-recommends python3-venv && rm -rf /var/lib/apt/lists/*
+# libgloo-dev: Gloo's headers for hone-dist's c10d shim (the wheel lacks them).
+RUN apt-get update && apt-get install -y --no-install-recommends python3-venv libgloo-dev && rm -rf /var/lib/apt/lists/*
 # tch links the libtorch of the torch wheel (LIBTORCH_USE_PYTORCH).
 RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir "torch==${TORCH_VERSION}"
 ENV PATH=/venv/bin:$PATH LIBTORCH_USE_PYTORCH=1

@@ -243,6 +243,25 @@ pub struct EpochMetrics {
     pub learning_rate: f64,
     /// Training samples per second.
     pub samples_per_second: f64,
+    /// Data-parallel runs: mean milliseconds per step spent all-reducing
+    /// gradients (this rank's wall time, waiting for peers included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allreduce_ms_per_step: Option<f64>,
+}
+
+/// What a data-parallel worker other than rank 0 leaves in its termination
+/// log: rank 0 alone writes the output contract and the [`TrainSummary`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "kind", rename = "worker", rename_all = "camelCase")]
+pub struct WorkerSummary {
+    /// This worker's rank (never 0).
+    pub rank: u32,
+    /// Number of workers.
+    pub world_size: u32,
+    /// Epochs completed.
+    pub epoch: u32,
+    /// A sentence for people reading `kubectl describe pod`.
+    pub message: String,
 }
 
 /// The summary a trainer pod writes to its termination log.

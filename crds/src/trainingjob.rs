@@ -65,6 +65,12 @@ pub const IMMUTABLE_RUN_POLICY_RULE: &str = "[has(self.backoffLimit), has(self.a
     printcolumn(name = "Epoch", type_ = "integer", json_path = ".status.progress.epoch"),
     printcolumn(name = "Val-Accuracy", type_ = "number", json_path = ".status.metrics.val_accuracy"),
     printcolumn(name = "Model-Version", type_ = "string", json_path = ".status.modelVersion"),
+    printcolumn(
+        name = "Workers-Ready",
+        type_ = "integer",
+        json_path = ".status.workers.ready",
+        priority = 1
+    ),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.failureReason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -303,7 +309,9 @@ pub struct Augmentation {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(IMMUTABLE_RUN_POLICY_RULE).message("runPolicy limits are immutable once a TrainingJob exists; only suspend may change").reason(Reason::FieldValueForbidden))]
 pub struct RunPolicy {
-    /// Pod failures tolerated before the Job fails (Job `backoffLimit`).
+    /// Failed attempts tolerated before the Job fails (Job `backoffLimit`,
+    /// default 6; with `workers > 1` the Job's limit is this times `workers`,
+    /// as the workers of an attempt fail together).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub backoff_limit: Option<i32>,
@@ -400,6 +408,16 @@ pub struct Progress {
     pub total_epochs: u32,
 }
 
+/// The worker pods of the current attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersStatus {
+    /// Worker pods running and ready.
+    pub ready: i32,
+    /// Workers asked for (`spec.workers`).
+    pub total: i32,
+}
+
 /// The trained artifact.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -433,9 +451,13 @@ pub struct TrainingJobStatus {
     /// When the Job finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
-    /// Pods started so far (1 + retries).
+    /// Attempts started so far (1 + retries); with several workers, one
+    /// attempt is one start of the whole group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+    /// Worker pods ready of those asked for, while the Job runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkersStatus>,
     /// Digest of the Dataset content this job trains on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_digest: Option<String>,

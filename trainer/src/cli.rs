@@ -33,6 +33,21 @@ pub enum Command {
     /// Delete a model artifact from storage (what a ModelVersion with
     /// `hone.dev/artifact-policy: Delete` runs when it is deleted).
     Purge(PurgeArgs),
+    /// Check a training output (yours or ours) against the training contract
+    /// and list what it lacks or gets wrong (docs/training-contract.md).
+    CheckOutput(CheckOutputArgs),
+}
+
+/// `check-output` flags.
+#[derive(Args, Debug)]
+pub struct CheckOutputArgs {
+    /// The output folder holding model.pt and model.json: a storage URI
+    /// (file://, s3://, ...) or a local path.
+    pub uri: String,
+    /// A termination summary (the JSON the trainer wrote to its termination
+    /// log) to check against the output.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
 }
 
 /// `purge` flags.

@@ -1,11 +1,15 @@
-//! Hone's trainer: dataset inspection, model training with libtorch, and
-//! the held-out test split for evaluation.
+//! Hone's trainer: dataset inspection, model training with libtorch (one
+//! process or data-parallel ranks on c10d), and the held-out test split for
+//! evaluation.
 
 pub mod augment;
+pub mod check_output;
 pub mod checkpoint;
 pub mod cli;
 pub mod dataset;
+pub mod distributed;
 pub mod evalsplit;
+mod export;
 pub mod log;
 pub mod model;
 pub mod optim;
@@ -13,6 +17,7 @@ pub mod purge;
 pub mod report;
 pub mod rng;
 pub mod stats;
+pub mod tensors;
 pub mod termination;
 pub mod tracking;
 pub mod train;

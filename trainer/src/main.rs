@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use hone_crds::contract::{ErrorSummary, TerminationSummary};
-use hone_trainer::cli::{Cli, Command, DeviceArg, EvalSplitArgs, InspectArgs, PurgeArgs, TrainArgs};
+use hone_trainer::cli::{
+    CheckOutputArgs, Cli, Command, DeviceArg, EvalSplitArgs, InspectArgs, PurgeArgs, TrainArgs,
+};
 use hone_trainer::log::event;
 use hone_trainer::tracking::{NoTracking, Tracker};
-use hone_trainer::{dataset, evalsplit, termination, train};
+use hone_trainer::{dataset, distributed, evalsplit, termination, train};
 use serde_json::json;
 
 fn main() -> ExitCode {
@@ -42,7 +44,15 @@ fn main() -> ExitCode {
         Command::Train(args) => runtime.block_on(train_command(*args)),
         Command::EvalSplit(args) => runtime.block_on(eval_split(args)),
         Command::Purge(args) => runtime.block_on(purge(args)),
+        Command::CheckOutput(args) => runtime.block_on(check_output(args)),
     }
+}
+
+/// Prints every check's line; fails when one found something wrong.
+async fn check_output(args: CheckOutputArgs) -> ExitCode {
+    let report = hone_trainer::check_output::check(&args.uri, args.summary.as_deref()).await;
+    print!("{}", report.render());
+    if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 async fn purge(args: PurgeArgs) -> ExitCode {
@@ -91,18 +101,6 @@ async fn eval_split(args: EvalSplitArgs) -> ExitCode {
 
 async fn train_command(args: TrainArgs) -> ExitCode {
     let log_path = args.summary.termination_log.clone();
-    // The operator sets WORLD_SIZE for `workers > 1`; libtorch's distributed
-    // backends are not reachable from tch, so refuse rather than have every
-    // worker train the same model into the same output.
-    if let Some(world) =
-        std::env::var("WORLD_SIZE").ok().and_then(|w| w.parse::<u32>().ok()).filter(|&w| w > 1)
-    {
-        let message = format!(
-            "WORLD_SIZE={world}: hone-trainer trains on one node (all its GPUs or cores); \
-             set workers: 1, or use a bring-your-own image (spec.image) with a distributed trainer"
-        );
-        return fail(&log_path, "InvalidSpec", message);
-    }
     if let Some(threads) = args.threads {
         tch::set_num_threads(threads);
     }
@@ -111,13 +109,19 @@ async fn train_command(args: TrainArgs) -> ExitCode {
     {
         event("info", "cuda_backend_unavailable", json!({"reason": e}));
     }
-    let device = match args.device {
-        DeviceArg::Cpu => tch::Device::Cpu,
-        DeviceArg::Auto => tch::Device::cuda_if_available(),
-        DeviceArg::Cuda if tch::Cuda::is_available() => tch::Device::Cuda(0),
-        DeviceArg::Cuda => {
-            return fail(&log_path, "NoGpu", "--device cuda, but no CUDA device is visible".into());
-        }
+    // WORLD_SIZE > 1 (the operator's `workers > 1`): join rank 0's c10d group.
+    let group = match hone_dist::ProcessGroup::from_env() {
+        Ok(group) => group,
+        Err(e) => return fail(&log_path, e.category(), e.to_string()),
+    };
+    let (world, rank) = group.as_ref().map_or((1, 0), |g| (g.world_size(), g.rank()));
+    let local_rank =
+        std::env::var(hone_crds::contract::env::LOCAL_RANK).ok().and_then(|r| r.parse().ok()).unwrap_or(0);
+    let cuda_devices =
+        if args.device == DeviceArg::Cpu { 0 } else { tch::Cuda::device_count().max(0) as usize };
+    let device = match distributed::pick_device(args.device, cuda_devices, world, local_rank) {
+        Ok(device) => device,
+        Err((category, message)) => return fail(&log_path, category, message),
     };
     let opts = train::TrainOptions {
         data: args.data.options(),
@@ -129,23 +133,29 @@ async fn train_command(args: TrainArgs) -> ExitCode {
         expected_dataset_digest: args.dataset_digest.clone(),
     };
     let mut tracker: Box<dyn Tracker> = match &args.mlflow_uri {
-        Some(uri) => Box::new(hone_trainer::tracking::MlflowTracker::new(
+        Some(uri) if rank == 0 => Box::new(hone_trainer::tracking::MlflowTracker::new(
             uri,
             &args.mlflow_experiment,
             args.run_name.as_deref().unwrap_or("hone-trainer"),
         )),
-        None => Box::new(NoTracking),
+        _ => Box::new(NoTracking),
     };
     event(
         "info",
         "start",
-        json!({"device": format!("{device:?}"), "threads": tch::get_num_threads(), "output": args.output}),
+        json!({"device": format!("{device:?}"), "threads": tch::get_num_threads(), "output": args.output,
+               "rank": rank, "world": world}),
     );
-    match train::run(&opts, tracker.as_mut()).await {
-        Ok(outcome) => {
-            let summary = TerminationSummary::Train(outcome.summary);
+    match train::run(&opts, tracker.as_mut(), group.as_ref()).await {
+        Ok(train::TrainOutcome::Leader { summary, .. }) => {
+            let summary = TerminationSummary::Train(*summary);
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             termination::write(&log_path, &summary);
+            ExitCode::SUCCESS
+        }
+        Ok(train::TrainOutcome::Worker(summary)) => {
+            println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+            termination::write_worker(&log_path, &summary);
             ExitCode::SUCCESS
         }
         Err(e) => fail(&log_path, e.category(), e.to_string()),

@@ -169,6 +169,7 @@ mod tests {
                 val_accuracy: 0.45 + 0.1 * f64::from(e),
                 learning_rate: 0.01,
                 samples_per_second: 100.0,
+                allreduce_ms_per_step: None,
             })
             .collect();
         let classes = vec!["a".to_owned(), "b".to_owned()];

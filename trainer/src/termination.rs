@@ -1,7 +1,7 @@
 //! The summary a pod leaves in its termination log, kept under the 4 KiB
 //! Kubernetes keeps.
 
-use hone_crds::contract::{ErrorSummary, TERMINATION_MESSAGE_MAX_BYTES, TerminationSummary};
+use hone_crds::contract::{ErrorSummary, TERMINATION_MESSAGE_MAX_BYTES, TerminationSummary, WorkerSummary};
 
 /// The summary as JSON that fits the termination message: long class lists
 /// are cut (the full lists are in model.json / the dataset), long error
@@ -46,6 +46,18 @@ pub fn render(summary: &TerminationSummary) -> String {
 /// Writes the summary to `path`; an unwritable path (not in a pod) is logged, not fatal.
 pub fn write(path: &str, summary: &TerminationSummary) {
     if let Err(e) = std::fs::write(path, render(summary)) {
+        crate::log::event(
+            "warn",
+            "termination_log_unwritable",
+            serde_json::json!({"path": path, "error": e.to_string()}),
+        );
+    }
+}
+
+/// Writes a data-parallel worker's summary (ranks other than 0) to `path`.
+pub fn write_worker(path: &str, summary: &WorkerSummary) {
+    let json = serde_json::to_string(summary).unwrap_or_default();
+    if let Err(e) = std::fs::write(path, json) {
         crate::log::event(
             "warn",
             "termination_log_unwritable",

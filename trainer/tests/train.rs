@@ -201,10 +201,10 @@ fn changed_dataset_digest_fails_the_run() {
 }
 
 #[test]
-fn several_workers_are_refused_with_a_reason() {
+fn several_workers_without_a_rendezvous_are_refused_with_a_reason() {
     let (ok, log, _out) = train_iris(&[], &[("WORLD_SIZE", "2"), ("RANK", "0")]);
     assert!(!ok);
     let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
     assert_eq!(e.reason, "InvalidSpec");
-    assert!(e.message.contains("WORLD_SIZE=2"), "{}", e.message);
+    assert!(e.message.contains("MASTER_ADDR"), "{}", e.message);
 }

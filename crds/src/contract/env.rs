@@ -74,3 +74,16 @@ pub const PURGE_URIS: &str = "HONE_PURGE_URIS";
 pub const PURGE_PREFIX: &str = "HONE_PURGE_PREFIX";
 /// `eval-split`: folder the held-out test split is written to.
 pub const EVAL_OUT: &str = "HONE_EVAL_OUT";
+/// torchrun's rendezvous host: rank 0's TCPStore (the operator points it
+/// at pod 0 through the headless Service).
+pub const MASTER_ADDR: &str = "MASTER_ADDR";
+/// torchrun's rendezvous port.
+pub const MASTER_PORT: &str = "MASTER_PORT";
+/// torchrun's number of processes.
+pub const WORLD_SIZE: &str = "WORLD_SIZE";
+/// torchrun's rank of this process (0-based).
+pub const RANK: &str = "RANK";
+/// torchrun's rank of this process within its node (picks its GPU).
+pub const LOCAL_RANK: &str = "LOCAL_RANK";
+/// Path of `libhone_dist_nccl.so`, where it is not beside the trainer binary.
+pub const DIST_NCCL_PLUGIN: &str = "HONE_DIST_NCCL_PLUGIN";

@@ -27,8 +27,10 @@ use hone_crds::contract::env;
 pub const TRAINER_CONTAINER: &str = "trainer";
 /// Port torchrun's rendezvous listens on.
 pub const MASTER_PORT: i32 = 29500;
+/// The Job controller's `backoffLimit` when none is set.
+const DEFAULT_BACKOFF_LIMIT: i32 = 6;
 /// Annotation the Job controller sets on Indexed Job pods.
-const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 /// Suffix of training Job names.
 const JOB_SUFFIX: &str = "train";
 
@@ -80,7 +82,18 @@ pub fn build(valid: &ValidTrainingJob) -> Desired {
         ..Default::default()
     };
     let job_spec = JobSpec {
-        backoff_limit: run_policy.backoff_limit,
+        // Workers fail together (a collective with a dead peer fails), so
+        // each failed attempt of the group costs `workers` pod failures.
+        backoff_limit: if multi {
+            Some(
+                run_policy
+                    .backoff_limit
+                    .unwrap_or(DEFAULT_BACKOFF_LIMIT)
+                    .saturating_mul(to_i32(spec.workers)),
+            )
+        } else {
+            run_policy.backoff_limit
+        },
         active_deadline_seconds: run_policy.active_deadline_seconds,
         ttl_seconds_after_finished: run_policy.ttl_seconds_after_finished,
         // Kueue admits a queued Job by unsuspending it.
@@ -182,6 +195,10 @@ pub fn train_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
     if !pvc_claims(valid).is_empty() {
         vars.push((ENV_PVC_ROOT, PVC_ROOT.to_owned()));
     }
+    // libtorch would otherwise start a thread per core of the node, whatever the pod may use.
+    if let Some(threads) = cpu_threads(spec.resources.as_ref()) {
+        vars.push((env::THREADS, threads.to_string()));
+    }
     let mut out: Vec<EnvVar> = vars
         .into_iter()
         .map(|(name, value)| EnvVar { name: name.to_owned(), value: Some(value), value_from: None })
@@ -259,6 +276,20 @@ fn pvc_claims(valid: &ValidTrainingJob) -> BTreeMap<String, bool> {
 fn volumes(valid: &ValidTrainingJob) -> (Vec<Volume>, Vec<VolumeMount>) {
     let claims: Vec<(String, bool)> = pvc_claims(valid).into_iter().collect();
     pod_volumes(&claims)
+}
+
+/// Threads a trainer may use: its CPU limit (or, without one, its request),
+/// rounded up, at least 1; `None` when neither is set or the quantity does
+/// not parse (the trainer then uses every core it sees).
+pub fn cpu_threads(resources: Option<&ResourceRequirements>) -> Option<u32> {
+    let cpu = |m: Option<&BTreeMap<String, Quantity>>| m.and_then(|m| m.get("cpu")).cloned();
+    let quantity = cpu(resources?.limits.as_ref()).or_else(|| cpu(resources?.requests.as_ref()))?;
+    let text = quantity.0.trim();
+    let cores = match text.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().ok()? / 1000.0,
+        None => text.parse::<f64>().ok()?,
+    };
+    (cores.is_finite() && cores > 0.0).then(|| cores.ceil().clamp(1.0, 1024.0) as u32)
 }
 
 /// `spec.resources` with `spec.gpus` as the `nvidia.com/gpu` limit.

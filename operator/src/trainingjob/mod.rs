@@ -180,7 +180,8 @@ fn train_summary(job: Option<&Job>, pods: &[Pod]) -> Option<hone_crds::contract:
     if job_outcome(job?) != JobOutcome::Succeeded {
         return None;
     }
-    let pods: Vec<&Pod> = pods.iter().collect();
+    // Rank 0 alone writes the training summary.
+    let pods: Vec<&Pod> = pods.iter().filter(|p| status::is_rank0(p)).collect();
     match latest_termination_message(&pods, desired::TRAINER_CONTAINER)? {
         TerminationMessage::Summary(TerminationSummary::Train(train)) => Some(train),
         _ => None,

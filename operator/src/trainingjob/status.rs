@@ -4,12 +4,14 @@
 use hone_crds::conditions::{ConditionStatus, DesiredCondition, set_conditions};
 use hone_crds::consts::CONDITION_READY;
 use hone_crds::contract::{TERMINATION_LOG, TerminationSummary, TrainSummary};
-use hone_crds::trainingjob::{ArtifactRef, FailureReason, Progress, TrainingJobPhase, TrainingJobStatus};
+use hone_crds::trainingjob::{
+    ArtifactRef, FailureReason, Progress, TrainingJobPhase, TrainingJobStatus, WorkersStatus,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::desired::TRAINER_CONTAINER;
+use super::desired::{COMPLETION_INDEX_ANNOTATION, TRAINER_CONTAINER};
 use crate::termination::{JobOutcome, TerminationMessage, job_outcome, latest_termination_message};
 
 /// Condition: pods are training.
@@ -158,8 +160,11 @@ fn record_job(status: &mut TrainingJobStatus, job: &Job, dataset: &DatasetGate) 
     status.completion_time = job_status.completion_time.clone().or(status.completion_time.take());
     let started =
         job_status.active.unwrap_or(0) + job_status.succeeded.unwrap_or(0) + job_status.failed.unwrap_or(0);
+    // Workers fail together (a collective with a dead peer fails), so an
+    // attempt is one start of the whole group.
+    let workers = job_workers(job);
     if started > 0 {
-        status.attempts = Some(started);
+        status.attempts = Some((started + workers - 1) / workers);
     }
     if status.dataset_digest.is_none()
         && let DatasetGate::Ready { digest } = dataset
@@ -175,8 +180,25 @@ fn job_summary(
     model_version: Option<&str>,
 ) -> Summary {
     let job_name = job.metadata.name.clone().unwrap_or_default();
-    let pods: Vec<&Pod> = pods.iter().collect();
-    let message = latest_termination_message(&pods, TRAINER_CONTAINER);
+    let live = |p: &&Pod| p.metadata.deletion_timestamp.is_none();
+    status.workers = Some(WorkersStatus {
+        ready: i32::try_from(pods.iter().filter(live).filter(|p| pod_ready(p)).count()).unwrap_or(i32::MAX),
+        total: job_workers(job),
+    });
+    let all: Vec<&Pod> = pods.iter().collect();
+    // Rank 0 alone writes the training summary; a failure may be told by any worker.
+    let rank0: Vec<&Pod> = pods.iter().filter(|p| is_rank0(p)).collect();
+    let message = latest_termination_message(&rank0, TRAINER_CONTAINER);
+    let any_message = || {
+        let error = |pods: &[&Pod]| {
+            latest_termination_message(pods, TRAINER_CONTAINER)
+                .filter(|m| matches!(m, TerminationMessage::Summary(TerminationSummary::Error(_))))
+        };
+        error(&rank0)
+            .or_else(|| all.iter().find_map(|p| error(&[p])))
+            .or_else(|| latest_termination_message(&all, TRAINER_CONTAINER))
+    };
+    let pods = all.clone();
     match job_outcome(job) {
         JobOutcome::Succeeded => match message {
             Some(TerminationMessage::Summary(TerminationSummary::Train(train))) => {
@@ -221,7 +243,7 @@ fn job_summary(
             ),
         },
         JobOutcome::Failed { reason, message: job_message } => {
-            failure_summary(&job_name, &reason, &job_message, &pods, message)
+            failure_summary(&job_name, &reason, &job_message, &pods, any_message())
         }
         JobOutcome::Running { active } => {
             if let Some((reason, detail)) = image_pull_problem(&pods) {
@@ -329,6 +351,29 @@ fn record_training(status: &mut TrainingJobStatus, train: &TrainSummary) {
     if let Some(digest) = &train.dataset_digest {
         status.dataset_digest = Some(digest.clone());
     }
+}
+
+/// Workers of `job`: its completions (1 for a plain Job).
+fn job_workers(job: &Job) -> i32 {
+    job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1).max(1)
+}
+
+/// True for the pod of rank 0: index 0 of an Indexed Job, or any pod of a plain one.
+pub fn is_rank0(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(COMPLETION_INDEX_ANNOTATION))
+        .is_none_or(|i| i == "0")
+}
+
+/// True for a running pod whose `Ready` condition holds.
+fn pod_ready(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    status.and_then(|s| s.phase.as_deref()) == Some("Running")
+        && status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn container_statuses<'a>(

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use hone_crds::conditions::find_condition;
-use hone_crds::trainingjob::{FailureReason, TrainingJobPhase, TrainingJobStatus};
+use hone_crds::trainingjob::{FailureReason, TrainingJobPhase, TrainingJobStatus, WorkersStatus};
 use hone_crds::{Dataset, StorageLocation, TrainingJob};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -110,12 +110,9 @@ fn output_is_required_and_writable() {
 }
 
 #[test]
-fn several_workers_need_a_distributed_image_and_gpus_must_agree() {
+fn the_built_in_trainer_takes_several_workers_and_gpus_must_agree() {
     let ds = ready_dataset("source: {uri: s3://data/digits/}");
-    assert!(matches!(
-        validate(&training_job("workers: 2"), Some(&ds), &config()),
-        Err(Error::InvalidSpec(_))
-    ));
+    assert!(validate(&training_job("workers: 2"), Some(&ds), &config()).is_ok());
     let clash = "gpus: 2\nresources: {limits: {nvidia.com/gpu: '1'}}";
     assert!(matches!(validate(&training_job(clash), Some(&ds), &config()), Err(Error::InvalidSpec(_))));
 }
@@ -219,6 +216,26 @@ fn several_workers_get_an_indexed_job_a_headless_service_and_torchrun_env() {
     let rank = container(&desired).env.unwrap().into_iter().find(|e| e.name == "RANK").unwrap();
     assert!(rank.value_from.unwrap().field_ref.unwrap().field_path.contains("job-completion-index"));
     assert_eq!(container(&desired).image.as_deref(), Some("registry.example/ddp:1"));
+    assert_eq!(spec.backoff_limit, Some(18), "6 failed attempts of 3 workers each");
+    let limited = desired::build(&valid("workers: 2\nrunPolicy: {backoffLimit: 1}"));
+    assert_eq!(limited.job.spec.unwrap().backoff_limit, Some(2));
+    assert_eq!(
+        desired::build(&valid("runPolicy: {backoffLimit: 1}")).job.spec.unwrap().backoff_limit,
+        Some(1)
+    );
+}
+
+#[test]
+fn training_pods_get_threads_from_their_cpu_limit_or_request() {
+    let threads = |resources: &str| env(&desired::build(&valid(resources))).get("HONE_THREADS").cloned();
+    assert_eq!(threads(""), None, "no CPU figure: libtorch's own choice");
+    assert_eq!(threads("resources: {limits: {cpu: 500m}}").as_deref(), Some("1"));
+    assert_eq!(threads("resources: {limits: {cpu: '2'}, requests: {cpu: '1'}}").as_deref(), Some("2"));
+    assert_eq!(threads("resources: {requests: {cpu: 2500m}}").as_deref(), Some("3"));
+    assert_eq!(threads("resources: {limits: {cpu: '1.5'}}").as_deref(), Some("2"));
+    assert_eq!(threads("resources: {limits: {cpu: 0m}}"), None);
+    let own = "resources: {limits: {cpu: '4'}}\nenv: [{name: HONE_THREADS, value: '1'}]";
+    assert_eq!(threads(own).as_deref(), Some("1"), "spec.env wins");
 }
 
 #[test]
@@ -386,6 +403,67 @@ fn success_maps_metrics_artifact_and_model_version() {
     assert_eq!((artifact.uri.as_str(), artifact.size_bytes), ("s3://models/cnn/tj-uid/model.pt", Some(1000)));
     assert_eq!(done.model_version.as_deref(), Some("digits-cnn-v1"));
     assert!(done.completion_time.is_some());
+}
+
+#[test]
+fn with_several_workers_rank_0_tells_the_outcome_and_status_counts_workers() {
+    let ranked = |index: &str, message: &str, ready: bool| {
+        let mut pod = trainer_pod(message);
+        pod.metadata.annotations =
+            Some([("batch.kubernetes.io/job-completion-index".to_owned(), index.to_owned())].into());
+        let status = pod.status.get_or_insert_with(Default::default);
+        if ready {
+            status.phase = Some("Running".to_owned());
+            status.conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "Ready".to_owned(),
+                status: "True".to_owned(),
+                ..Default::default()
+            }]);
+        }
+        pod
+    };
+    let summary = json!({
+        "kind": "train", "epoch": 3, "totalEpochs": 3, "metrics": {"val_accuracy": 0.9},
+        "artifactUri": "s3://models/cnn/tj-uid/model.pt", "artifactDigest": DIGEST, "artifactSizeBytes": 10,
+        "inputShape": [1, 8, 8]
+    })
+    .to_string();
+    let worker = r#"{"kind":"error","reason":"Worker","message":"rank 1 of 2: rank 0 writes the summary"}"#;
+    let mut job = named(job_with_condition("Complete", None, None));
+    let spec = job.spec.get_or_insert_with(Default::default);
+    spec.completions = Some(2);
+    job.status.get_or_insert_with(Default::default).succeeded = Some(2);
+    // Rank 1 finished last: its message must not stand for the run.
+    let mut late = ranked("1", worker, false);
+    if let Some(t) = late
+        .status
+        .as_mut()
+        .and_then(|s| s.container_statuses.as_mut())
+        .and_then(|c| c[0].state.as_mut()?.terminated.as_mut())
+    {
+        t.finished_at = Some(time(3600));
+    }
+    let s = compute(Some(&job), &[ranked("0", &summary, false), late], Some("digits-v1"));
+    assert_eq!(s.phase, Some(TrainingJobPhase::Succeeded), "{:?}", s.message);
+    assert_eq!(s.metrics.unwrap()["val_accuracy"], 0.9);
+    assert_eq!(s.attempts, Some(1), "two pods of one attempt");
+    assert_eq!(s.workers, Some(WorkersStatus { ready: 0, total: 2 }));
+
+    // While running: one of two workers ready.
+    let mut running: Job = serde_json::from_value(json!({
+        "metadata": {"name": "cnn-train-1"}, "spec": {"completions": 2, "template": {}}, "status": {"active": 2, "failed": 2}
+    }))
+    .unwrap();
+    running.metadata.name = Some("cnn-train-1".into());
+    let s = compute(Some(&running), &[ranked("0", "", true), ranked("1", "", false)], None);
+    assert_eq!(s.workers, Some(WorkersStatus { ready: 1, total: 2 }));
+    assert_eq!(s.attempts, Some(2), "a failed attempt of two pods, then the running one");
+
+    // A failure told by a worker other than rank 0 is still reported.
+    let failed = named(job_with_condition("Failed", Some("BackoffLimitExceeded"), Some("backoff")));
+    let oom = r#"{"kind":"error","reason":"Distributed","message":"rank 1: all-reduce failed: peer closed"}"#;
+    let s = compute(Some(&failed), &[ranked("0", "killed", false), ranked("1", oom, false)], None);
+    assert!(s.message.unwrap().contains("all-reduce failed"));
 }
 
 fn oom_pod() -> Pod {

@@ -98,13 +98,6 @@ pub fn validate(
     let owner = controller_owner_ref(tj).ok_or(Error::MissingMetadata("uid"))?;
     let spec = &tj.spec;
 
-    if spec.workers > 1 && spec.image.is_none() {
-        return Err(invalid(format!(
-            "workers: {} needs a distributed trainer image in spec.image: hone-trainer trains on one node \
-             (all its GPUs or cores); set workers: 1 or bring your own image",
-            spec.workers
-        )));
-    }
     if let (Some(gpus), Some(limit)) =
         (spec.gpus, spec.resources.as_ref().and_then(|r| r.limits.as_ref()).and_then(|l| l.get(GPU_RESOURCE)))
         && limit.0 != gpus.to_string()

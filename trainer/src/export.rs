@@ -1,0 +1,160 @@
+//! Rank 0's last phase of a run: the final evaluation, the TorchScript
+//! trace, `model.json`, the report and the termination summary.
+
+use std::collections::BTreeMap;
+
+use hone_crds::contract::TrainSummary;
+use hone_crds::contract::{self, InputKind, ModelCard};
+use hone_crds::modelversion::{Preprocessing, Signature};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+
+use crate::dataset::{Dataset, Inputs};
+use crate::log::event;
+use crate::model::Network;
+use crate::report;
+use crate::stats::input_stats;
+use crate::tensors::evaluate;
+use crate::tracking::Tracker;
+use crate::train::{Prepared, TrainError, TrainOptions, TrainOutcome};
+
+/// Per-sample input features for drift statistics: raw features (tabular) or
+/// each image's mean intensity per channel in [0, 1].
+fn drift_features(data: &Dataset) -> (Vec<String>, Vec<f64>, usize) {
+    let train = &data.split.train;
+    match &data.inputs {
+        Inputs::Features(values) => {
+            let f = data.feature_names.len();
+            let rows = train
+                .iter()
+                .flat_map(|&i| values[i * f..(i + 1) * f].iter().map(|&v| f64::from(v)))
+                .collect();
+            (data.feature_names.clone(), rows, f)
+        }
+        Inputs::Images(bytes) => {
+            let c = data.sample_shape[0] as usize;
+            let per_sample: usize = data.sample_shape.iter().product::<i64>() as usize;
+            let plane = per_sample / c.max(1);
+            let mut rows = Vec::with_capacity(train.len() * c);
+            for &i in train {
+                for ch in 0..c {
+                    let start = i * per_sample + ch * plane;
+                    let sum: u64 = bytes[start..start + plane].iter().map(|&b| u64::from(b)).sum();
+                    rows.push(sum as f64 / plane as f64 / 255.0);
+                }
+            }
+            ((0..c).map(|ch| format!("channel_{ch}")).collect(), rows, c)
+        }
+    }
+}
+
+/// Rank 0's last phase: final evaluation, TorchScript, model.json, report.
+pub(crate) async fn export(
+    opts: &TrainOptions,
+    run: Prepared,
+    tracker: &mut dyn Tracker,
+) -> Result<TrainOutcome, TrainError> {
+    let hp = &opts.hyperparameters;
+    let Prepared { data, tensors, mut vs, net, state, out, checkpoints, started, .. } = run;
+    if hp.early_stopping_patience > 0 && checkpoints.load_best(&mut vs, &state).await? {
+        event("info", "restored_best", json!({"epoch": state.best_epoch}));
+    }
+    let val = evaluate(&net, &tensors, &data.split.val);
+    let test = evaluate(&net, &tensors, &data.split.test);
+    let mut final_metrics = BTreeMap::new();
+    let last = state.history.last().cloned();
+    for (key, value) in [
+        ("val_loss", val.loss),
+        ("val_accuracy", val.accuracy),
+        ("test_loss", test.loss),
+        ("test_accuracy", test.accuracy),
+        ("train_loss", last.as_ref().map_or(f64::NAN, |m| m.train_loss)),
+        ("train_accuracy", last.as_ref().map_or(f64::NAN, |m| m.train_accuracy)),
+        ("epochs", f64::from(state.epoch)),
+    ] {
+        if value.is_finite() {
+            final_metrics.insert(key.to_owned(), (value * 1e6).round() / 1e6);
+        }
+    }
+
+    // Trace on the CPU with frozen weights, so the file loads anywhere.
+    vs.set_device(Device::Cpu);
+    vs.freeze();
+    let model_bytes = trace(&net, &data.sample_shape)?;
+    vs.set_device(opts.device);
+    let artifact_digest =
+        format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&model_bytes)));
+    let model_loc = out.join(contract::MODEL_FILE);
+    let model_size = model_bytes.len() as u64;
+    model_loc.write(model_bytes).await?;
+
+    let (names, values, columns) = drift_features(&data);
+    let card = ModelCard {
+        format_version: contract::MODEL_CARD_VERSION,
+        input: data.kind,
+        signature: Signature {
+            input_shape: data.sample_shape.clone(),
+            classes: data.classes.clone(),
+            preprocessing: Some(Preprocessing {
+                resize: (data.kind == InputKind::Image)
+                    .then(|| vec![data.sample_shape[1] as u32, data.sample_shape[2] as u32]),
+                mean: Some(tensors.mean_values.clone()),
+                std: Some(tensors.std_values.clone()),
+            }),
+        },
+        feature_names: data.feature_names.clone(),
+        architecture: Some(opts.architecture.as_str().to_owned()),
+        metrics: final_metrics.clone(),
+        dataset_digest: Some(data.summary.digest.clone()),
+        artifact_digest: Some(artifact_digest.clone()),
+        training_stats: Some(input_stats(&names, &values, columns)),
+        trainer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+    };
+    let card_bytes = serde_json::to_vec_pretty(&card).unwrap_or_default();
+    // Registration pins the card too (spec.artifact.cardDigest): the server uses its preprocessing.
+    let card_digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&card_bytes)));
+    out.join(contract::MODEL_CARD_FILE).write(card_bytes).await?;
+    let confusion = if test.labels.is_empty() { &val } else { &test };
+    let png = report::render(&state.history, &data.classes, &confusion.labels, &confusion.predictions);
+    match png {
+        Ok(png) => out.join(contract::REPORT_FILE).write(png).await?,
+        Err(e) => event("warn", "report_failed", json!({"error": e.to_string()})),
+    }
+    tracker.finish(&final_metrics, &out);
+
+    let summary = TrainSummary {
+        epoch: state.epoch,
+        total_epochs: hp.epochs,
+        metrics: final_metrics,
+        artifact_uri: model_loc.uri().to_owned(),
+        artifact_digest,
+        artifact_size_bytes: model_size,
+        card_digest: Some(card_digest),
+        dataset_digest: Some(data.summary.digest.clone()),
+        input_shape: data.sample_shape.clone(),
+        classes: card.signature.classes.clone(),
+        preprocessing: card.signature.preprocessing.clone(),
+    };
+    event(
+        "info",
+        "finished",
+        json!({"seconds": started.elapsed().as_secs_f64(), "metrics": summary.metrics}),
+    );
+    Ok(TrainOutcome::Leader { summary: Box::new(summary), card: Box::new(card) })
+}
+
+/// Traces `net` in eval mode on a zero batch of one sample; returns the saved TorchScript bytes.
+fn trace(net: &Network, sample_shape: &[i64]) -> Result<Vec<u8>, TrainError> {
+    let mut shape = vec![1];
+    shape.extend_from_slice(sample_shape);
+    let example = Tensor::zeros(shape.as_slice(), (Kind::Float, Device::Cpu));
+    let module = tch::no_grad(|| {
+        tch::CModule::create_by_tracing("HoneModel", "forward", &[example], &mut |inputs| {
+            vec![net.forward_t(&inputs[0], false)]
+        })
+    })?;
+    let dir = tempfile::tempdir().map_err(|e| TrainError::Invalid(format!("scratch dir: {e}")))?;
+    let path = dir.path().join(contract::MODEL_FILE);
+    module.save(&path)?;
+    std::fs::read(&path).map_err(|e| TrainError::Invalid(format!("reading traced model: {e}")))
+}

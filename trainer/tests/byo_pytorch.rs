@@ -1,0 +1,188 @@
+//! The bring-your-own example (`examples/byo-pytorch/train.py`, plain
+//! PyTorch) trains on iris with the variables a TrainingJob pod gets, once
+//! as one process and once as two ranks under torchrun (gloo on loopback);
+//! `hone-trainer check-output` passes both outputs with their termination
+//! summaries and names what a broken one lacks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{exported_data, file_uri, trainer_bin};
+use hone_crds::contract::{ErrorSummary, TerminationSummary, TrainSummary, env};
+
+/// The project's venv, or None (then the test says why it skips).
+fn venv() -> Option<PathBuf> {
+    match std::env::var("HONE_VENV") {
+        Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => {
+            eprintln!(
+                "SKIPPED: HONE_VENV is unset; run `eval \"$(hack/env.sh)\"` to test the PyTorch example"
+            );
+            None
+        }
+    }
+}
+
+fn train_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/byo-pytorch/train.py")
+}
+
+/// What `hone-trainer inspect` says the iris digest is: the one a Dataset pins.
+fn iris_digest(iris: &str) -> String {
+    let out = Command::new(trainer_bin())
+        .args(["inspect", "--source", iris, "--format", "CSV", "--label-column", "label"])
+        .args(["--termination-log", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        TerminationSummary::Inspect(s) => s.digest,
+        other => panic!("unexpected summary {other:?}"),
+    }
+}
+
+/// `command` with the environment the operator gives a TrainingJob pod
+/// training iris into `out`, its termination log at `log`.
+fn with_trainingjob_env(command: &mut Command, out: &Path, log: &Path, batch_size: u32) {
+    let iris = file_uri(&exported_data().join("iris.csv"));
+    command
+        .env(env::DATASET_SOURCE, &iris)
+        .env(env::DATASET_FORMAT, "CSV")
+        .env(env::CSV_LABEL_COLUMN, "label")
+        .env(env::SPLIT_VALIDATION, "0.1")
+        .env(env::SPLIT_TEST, "0.1")
+        .env(env::SPLIT_SEED, "42")
+        .env(env::DATASET_DIGEST, iris_digest(&iris))
+        .env(env::OUTPUT, file_uri(out))
+        .env(env::ARCHITECTURE, "mlp")
+        .env(env::EPOCHS, "30")
+        .env(env::BATCH_SIZE, batch_size.to_string())
+        .env(env::LEARNING_RATE, "0.01")
+        .env(env::OPTIMIZER, "adam")
+        .env(env::SEED, "42")
+        .env(env::DEVICE, "cpu")
+        .env(env::THREADS, "1")
+        .env(env::TERMINATION_LOG, log);
+    for var in [env::WORLD_SIZE, env::RANK, env::LOCAL_RANK, env::MASTER_ADDR, env::MASTER_PORT] {
+        command.env_remove(var);
+    }
+}
+
+fn run(mut command: Command) -> Output {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn train_summary(log: &Path) -> TrainSummary {
+    match serde_json::from_slice(&std::fs::read(log).unwrap()).unwrap() {
+        TerminationSummary::Train(s) => s,
+        other => panic!("unexpected summary {other:?}"),
+    }
+}
+
+/// Runs `hone-trainer check-output` on `out`; returns (passed, stdout).
+fn check_output(out: &Path, summary: Option<&Path>) -> (bool, String) {
+    let mut command = Command::new(trainer_bin());
+    command.arg("check-output").arg(file_uri(out));
+    if let Some(summary) = summary {
+        command.arg("--summary").arg(summary);
+    }
+    let result = command.output().unwrap();
+    (result.status.success(), String::from_utf8_lossy(&result.stdout).into_owned())
+}
+
+/// Checks a run's output and summary and returns its test accuracy.
+fn assert_contract(out: &Path, log: &Path) -> f64 {
+    let summary = train_summary(log);
+    assert_eq!((summary.epoch, summary.total_epochs), (30, 30));
+    assert_eq!(summary.classes, ["setosa", "versicolor", "virginica"]);
+    assert_eq!(summary.artifact_uri, format!("{}/model.pt", file_uri(out)));
+    let (passed, report) = check_output(out, Some(log));
+    assert!(passed, "check-output found problems:\n{report}");
+    assert!(report.contains("ok      the output honours the training contract"), "{report}");
+    summary.metrics["test_accuracy"]
+}
+
+#[test]
+fn one_process_writes_an_output_check_output_passes() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, log) = (dir.path().join("run"), dir.path().join("termination-log"));
+    let mut command = Command::new(venv.join("bin/python"));
+    command.arg(train_script());
+    with_trainingjob_env(&mut command, &out, &log, 16);
+    run(command);
+    let accuracy = assert_contract(&out, &log);
+    eprintln!("byo-pytorch iris, 1 worker: test accuracy {accuracy}");
+    assert!(accuracy >= 0.9, "test accuracy {accuracy}");
+
+    // A broken output names what it lacks.
+    std::fs::remove_file(out.join("model.json")).unwrap();
+    let (passed, report) = check_output(&out, Some(&log));
+    assert!(!passed, "{report}");
+    assert!(report.contains("FINDING model.json: missing"), "{report}");
+    std::fs::write(out.join("model.pt"), b"not torchscript").unwrap();
+    let (passed, report) = check_output(&out, Some(&log));
+    assert!(!passed);
+    for finding in ["FINDING model.pt: does not load as TorchScript", "FINDING summary: artifactDigest"] {
+        assert!(report.contains(finding), "no {finding:?} in:\n{report}");
+    }
+}
+
+#[test]
+fn two_ranks_under_torchrun_write_one_output_check_output_passes() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, log) = (dir.path().join("run"), dir.path().join("termination-log"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = Command::new(venv.join("bin/torchrun"));
+    command
+        .args(["--nproc-per-node", "2", "--master-addr", "127.0.0.1"])
+        .arg(format!("--master-port={port}"))
+        .arg(train_script());
+    // Batch 8 per rank: the same 16 samples a step as the one-process run.
+    with_trainingjob_env(&mut command, &out, &log, 8);
+    let output = run(command);
+    // Both ranks share the log path here; only rank 0 writes it, so it is the training summary.
+    let accuracy = assert_contract(&out, &log);
+    eprintln!("byo-pytorch iris, 2 workers (torchrun, gloo): test accuracy {accuracy}");
+    assert!(accuracy >= 0.9, "test accuracy {accuracy}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let epochs = stdout.lines().filter(|l| l.contains("\"event\": \"epoch\"")).count();
+    assert_eq!(epochs, 30, "rank 0 alone logs each epoch once:\n{stdout}");
+}
+
+#[test]
+fn failures_end_as_error_summaries() {
+    let Some(venv) = venv() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, log) = (dir.path().join("run"), dir.path().join("termination-log"));
+    for (var, value, reason) in [
+        (env::CSV_LABEL_COLUMN, "species", "InvalidData"),
+        (env::DATASET_DIGEST, "sha256:0000", "DatasetChanged"),
+    ] {
+        let mut command = Command::new(venv.join("bin/python"));
+        command.arg(train_script());
+        with_trainingjob_env(&mut command, &out, &log, 16);
+        command.env(var, value);
+        let status = command.output().unwrap().status;
+        assert!(!status.success(), "{var}={value} should fail the run");
+        match serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap() {
+            TerminationSummary::Error(ErrorSummary { reason: found, message }) => {
+                assert_eq!(found, reason, "{message}");
+            }
+            other => panic!("unexpected summary {other:?}"),
+        }
+        assert!(!out.join("model.pt").exists());
+    }
+}
