@@ -13,8 +13,9 @@
 #      TrainingJob trains in a pod and registers digits-classifier-v1, which
 #      is verified and served by the InferenceService `digits`
 #   6. the held-out digits through the router Service: >= 95% correct
-#   7. a second TrainingJob registers v2, rolled out as a canary (10%, 50%)
-#      under live traffic, and promoted
+#   7. a second TrainingJob, data-parallel in two worker pods (Gloo),
+#      registers v2, rolled out as a canary (10%, 50%) under live traffic,
+#      and promoted
 #   8. a confidently wrong v3 (v2 with its class order permuted, registered
 #      with v2's claimed metrics) is measured by Hone on the held-out test
 #      split: its accuracy is near zero, `track` skips it, and it never
@@ -218,6 +219,7 @@ done_step
 summary() {
   printf '\n[demo %s] == summary\n' "$(elapsed "$t0")"
   printf '    kubectl apply -> first correct prediction: %s s\n' "$FIRST_PREDICTION"
+  [ -z "${DISTRIBUTED_SUMMARY:-}" ] || printf '    v2 trained by %s\n' "$DISTRIBUTED_SUMMARY"
   [ -z "${CANARY_SUMMARY:-}" ] || printf '    canary v1 -> v2: %s\n' "$CANARY_SUMMARY"
   [ -z "${PERMUTED_SUMMARY:-}" ] || printf '    confidently wrong v3: %s\n' "$PERMUTED_SUMMARY"
   [ -z "${ABORT_SUMMARY:-}" ] || printf '    v4, confidently wrong on unusual inputs: %s\n' "$ABORT_SUMMARY"
@@ -249,12 +251,23 @@ python3 hack/demo/client.py load "$ROUTER" "$HOLDOUT" "$LOG" --rate 20 --workers
 PIDS+=($!)
 
 # ----------------------------------------------------------------- 7 canary
-step "7/9 a second TrainingJob: v2 rolled out as a canary under live traffic"
+step "7/9 a second TrainingJob on two workers: v2 rolled out as a canary under live traffic"
 k -n "$NS" apply -f hack/demo/trainingjob-2.yaml | sed 's/^/    /'
+for _ in $(seq 300); do
+  w=$(k -n "$NS" get trainingjob digits-cnn-2 -o jsonpath='{.status.workers.ready}/{.status.workers.total}')
+  [ "$w" = 2/2 ] && break
+  [ -n "$(k -n "$NS" get trainingjob digits-cnn-2 -o jsonpath='{.status.completionTime}')" ] && break
+  sleep 1
+done
+say "digits-cnn-2: workers ready $w ($(k -n "$NS" get pods -l hone.dev/trainingjob=digits-cnn-2 --no-headers | wc -l) pods of one Indexed Job)"
 await trainingjob digits-cnn-2 Succeeded 1200
 V2=$(k -n "$NS" get trainingjob digits-cnn-2 -o jsonpath='{.status.modelVersion}')
 say "registered $V2: $(k -n "$NS" get modelversion "$V2" -o jsonpath='{.spec.metrics}')"
 await modelversion "$V2" Ready 300
+acc1=$(k -n "$NS" get modelversion "$V1" -o jsonpath='{.status.evaluation.metrics.accuracy}')
+acc2=$(k -n "$NS" get modelversion "$V2" -o jsonpath='{.status.evaluation.metrics.accuracy}')
+DISTRIBUTED_SUMMARY="2 workers, measured accuracy $acc2 on the held-out split, against $acc1 for the 1-worker $V1"
+say "$V2 trained by $DISTRIBUTED_SUMMARY"
 canary_start=$(date +%s.%N)
 seen=""
 for _ in $(seq 600); do

@@ -152,8 +152,8 @@ fn two_ranks_with_batch_b_match_one_process_with_batch_2b() {
     );
 }
 
-/// Digits with the MLP at 16x16: small enough to train in seconds per epoch.
-fn digits_mlp(epochs: &str) -> Vec<String> {
+/// Training on digits at 16x16 on one CPU thread, batch 32 per rank.
+fn digits(architecture: &str, epochs: &str, optimizer: &str, seed: &str) -> Vec<String> {
     let source = file_uri(&exported_data().join("digits"));
     strings(&[
         "train",
@@ -166,7 +166,7 @@ fn digits_mlp(epochs: &str) -> Vec<String> {
         "--image-channels",
         "1",
         "--architecture",
-        "mlp",
+        architecture,
         "--device",
         "cpu",
         "--threads",
@@ -178,16 +178,17 @@ fn digits_mlp(epochs: &str) -> Vec<String> {
         "--learning-rate",
         "0.002",
         "--optimizer",
-        "adam",
+        optimizer,
         "--seed",
-        "5",
+        seed,
     ])
 }
 
 #[test]
 fn two_workers_on_digits_match_one_and_only_rank_0_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let args = digits_mlp("8");
+    // The MLP: small enough to train in seconds per epoch.
+    let args = digits("mlp", "8", "adam", "5");
     let single_out = dir.path().join("single");
     let single_log = dir.path().join("single-log");
     run_ranks(&args, std::slice::from_ref(&single_out), std::slice::from_ref(&single_log));
@@ -219,35 +220,8 @@ fn two_workers_on_digits_match_one_and_only_rank_0_writes() {
 #[test]
 fn two_workers_killed_in_epoch_3_resume_with_every_epoch_once() {
     let dir = tempfile::tempdir().unwrap();
-    let source = file_uri(&exported_data().join("digits"));
     // simple-cnn makes an epoch long enough (seconds) to be killed inside.
-    let args = strings(&[
-        "train",
-        "--source",
-        &source,
-        "--image-width",
-        "16",
-        "--image-height",
-        "16",
-        "--image-channels",
-        "1",
-        "--architecture",
-        "simple-cnn",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "32",
-        "--learning-rate",
-        "0.002",
-        "--optimizer",
-        "adamw",
-        "--seed",
-        "9",
-    ]);
+    let args = digits("simple-cnn", "4", "adamw", "9");
     let out = dir.path().join("out");
     let logs = [dir.path().join("log0"), dir.path().join("log1")];
     let port = free_port();

@@ -278,12 +278,11 @@ fn volumes(valid: &ValidTrainingJob) -> (Vec<Volume>, Vec<VolumeMount>) {
     pod_volumes(&claims)
 }
 
-/// Threads a trainer may use: its CPU limit (or, without one, its request),
-/// rounded up, at least 1; `None` when neither is set or the quantity does
-/// not parse (the trainer then uses every core it sees).
+/// Threads a trainer may use: its CPU limit, rounded up, at least 1; `None`
+/// without a limit (the pod may then use every core, and so may libtorch)
+/// or when the quantity does not parse.
 pub fn cpu_threads(resources: Option<&ResourceRequirements>) -> Option<u32> {
-    let cpu = |m: Option<&BTreeMap<String, Quantity>>| m.and_then(|m| m.get("cpu")).cloned();
-    let quantity = cpu(resources?.limits.as_ref()).or_else(|| cpu(resources?.requests.as_ref()))?;
+    let quantity = resources?.limits.as_ref()?.get("cpu")?;
     let text = quantity.0.trim();
     let cores = match text.strip_suffix('m') {
         Some(milli) => milli.parse::<f64>().ok()? / 1000.0,

@@ -113,8 +113,20 @@ fn output_is_required_and_writable() {
 fn the_built_in_trainer_takes_several_workers_and_gpus_must_agree() {
     let ds = ready_dataset("source: {uri: s3://data/digits/}");
     assert!(validate(&training_job("workers: 2"), Some(&ds), &config()).is_ok());
-    let clash = "gpus: 2\nresources: {limits: {nvidia.com/gpu: '1'}}";
-    assert!(matches!(validate(&training_job(clash), Some(&ds), &config()), Err(Error::InvalidSpec(_))));
+    let clash = "gpus: 1\nresources: {limits: {nvidia.com/gpu: '2'}}";
+    let Err(Error::InvalidSpec(message)) = validate(&training_job(clash), Some(&ds), &config()) else {
+        panic!()
+    };
+    assert!(message.contains("set one of them"), "{message}");
+    // Several GPUs in one pod: the built-in trainer refuses them up front; a BYO image may use them.
+    for many in ["gpus: 4\nworkers: 2", "resources: {limits: {nvidia.com/gpu: '4'}}\nworkers: 2"] {
+        let Err(Error::InvalidSpec(message)) = validate(&training_job(many), Some(&ds), &config()) else {
+            panic!("{many} was accepted")
+        };
+        assert!(message.contains("set gpus: 1 and workers: 8"), "{message}");
+    }
+    assert!(validate(&training_job("gpus: 4\nimage: my/ddp:1"), Some(&ds), &config()).is_ok());
+    assert!(validate(&training_job("gpus: 1\nworkers: 2"), Some(&ds), &config()).is_ok());
 }
 
 // ---- desired ----
@@ -174,7 +186,7 @@ fn training_job_carries_every_training_field() {
 #[test]
 fn gpus_node_placement_and_run_policy_map_to_the_job() {
     let desired = desired::build(&valid(
-        "gpus: 2\nnodeSelector: {gpu: a100}\ntolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]\n\
+        "gpus: 2\nimage: my/trainer:1\nnodeSelector: {gpu: a100}\ntolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]\n\
          runPolicy: {backoffLimit: 2, activeDeadlineSeconds: 3600, ttlSecondsAfterFinished: 600, suspend: true}",
     ));
     let spec = desired.job.spec.clone().unwrap();
@@ -226,12 +238,13 @@ fn several_workers_get_an_indexed_job_a_headless_service_and_torchrun_env() {
 }
 
 #[test]
-fn training_pods_get_threads_from_their_cpu_limit_or_request() {
+fn training_pods_get_threads_from_their_cpu_limit() {
     let threads = |resources: &str| env(&desired::build(&valid(resources))).get("HONE_THREADS").cloned();
-    assert_eq!(threads(""), None, "no CPU figure: libtorch's own choice");
+    assert_eq!(threads(""), None, "no CPU limit: libtorch's own choice");
+    assert_eq!(threads("resources: {requests: {cpu: 2500m}}"), None, "a request does not cap the pod");
     assert_eq!(threads("resources: {limits: {cpu: 500m}}").as_deref(), Some("1"));
     assert_eq!(threads("resources: {limits: {cpu: '2'}, requests: {cpu: '1'}}").as_deref(), Some("2"));
-    assert_eq!(threads("resources: {requests: {cpu: 2500m}}").as_deref(), Some("3"));
+    assert_eq!(threads("resources: {limits: {cpu: 2500m}}").as_deref(), Some("3"));
     assert_eq!(threads("resources: {limits: {cpu: '1.5'}}").as_deref(), Some("2"));
     assert_eq!(threads("resources: {limits: {cpu: 0m}}"), None);
     let own = "resources: {limits: {cpu: '4'}}\nenv: [{name: HONE_THREADS, value: '1'}]";

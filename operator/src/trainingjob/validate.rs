@@ -107,6 +107,23 @@ pub fn validate(
             limit.0
         )));
     }
+    // The built-in trainer runs one process per GPU: asking it for several
+    // in one pod would reserve GPUs it never uses.
+    let gpus = spec.gpus.unwrap_or(0).max(
+        spec.resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get(GPU_RESOURCE))
+            .and_then(|q| q.0.trim().parse::<u32>().ok())
+            .unwrap_or(0),
+    );
+    if spec.image.is_none() && gpus > 1 {
+        return Err(invalid(format!(
+            "{gpus} GPUs in one pod: the built-in trainer runs one process per GPU; set gpus: 1 and \
+             workers: {} (one pod per GPU, data-parallel), or bring your own image that uses them all",
+            gpus.saturating_mul(spec.workers.max(1))
+        )));
+    }
     let output = spec.output.clone().or_else(|| config.default_output.clone()).ok_or_else(|| {
         invalid(
             "spec.output is unset and the operator has no default output location: \
