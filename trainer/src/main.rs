@@ -36,6 +36,9 @@ fn main() -> ExitCode {
                 "cuda_available": tch::Cuda::is_available(),
                 "cuda_devices": tch::Cuda::device_count(),
                 "threads": tch::get_num_threads(),
+                // Data-parallel runs: Gloo is always there (in libtorch_cpu);
+                // CUDA tensors need the NCCL plugin.
+                "distributed": {"gloo": true, "nccl_plugin": hone_dist::nccl_available()},
             });
             println!("{info}");
             ExitCode::SUCCESS

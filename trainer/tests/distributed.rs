@@ -267,3 +267,13 @@ fn two_workers_killed_in_epoch_3_resume_with_every_epoch_once() {
     let worker: WorkerSummary = serde_json::from_slice(&std::fs::read(&logs[1]).unwrap()).unwrap();
     assert_eq!(worker.epoch, 4);
 }
+
+#[test]
+fn info_reports_the_distributed_backends() {
+    let out = Command::new(trainer_bin()).arg("info").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["distributed"]["gloo"], true, "{info}");
+    // Where the plugin was not built (no CUDA headers) it must say so, not claim NCCL.
+    assert_eq!(info["distributed"]["nccl_plugin"].as_bool(), Some(hone_dist::nccl_available()), "{info}");
+}
