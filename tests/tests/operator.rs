@@ -415,6 +415,79 @@ async fn failed_training_reports_the_reason_and_what_to_do() {
 }
 
 #[tokio::test]
+async fn two_workers_make_an_indexed_job_and_rank_0_alone_registers() {
+    let env = Env::new("hone-op-ddp").await;
+    let operator = OperatorProcess::start(&env.ns.name, "op", &[]).unwrap();
+    operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    ready_dataset(&env, "digits").await;
+    let extra = json!({"workers": 2, "resources": {"limits": {"cpu": "1500m"}}});
+    env.create(training_job("ddp", "digits", extra)).await;
+    let job = env.job("hone.dev/trainingjob", "ddp").await;
+    let name = job.name_any();
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!((spec.completions, spec.parallelism), (Some(2), Some(2)));
+    assert_eq!(spec.backoff_limit, Some(12), "6 failed attempts of 2 workers each");
+    let vars: Vec<(String, String)> = spec.template.spec.as_ref().unwrap().containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    for expected in [
+        ("MASTER_ADDR", format!("{name}-0.{name}")),
+        ("WORLD_SIZE", "2".into()),
+        ("HONE_THREADS", "2".into()),
+    ] {
+        assert!(vars.contains(&(expected.0.to_owned(), expected.1.clone())), "{expected:?} not in {vars:?}");
+    }
+    let service = env.api::<k8s_openapi::api::core::v1::Service>().get(&name).await.unwrap();
+    assert_eq!(
+        service.spec.unwrap().cluster_ip.as_deref(),
+        Some("None"),
+        "a headless Service for rank 0's name"
+    );
+
+    // Rank 0 writes the training summary; rank 1, finishing after it, its
+    // worker summary. The operator is stopped meanwhile, so its first look
+    // sees both, the worker's the newer.
+    operator.stop().await.unwrap();
+    let tj_uid = env.api::<TrainingJob>().get("ddp").await.unwrap().uid().unwrap();
+    let summary = json!({"kind": "train", "epoch": 3, "totalEpochs": 3,
+        "metrics": {"val_accuracy": 0.95, "test_accuracy": 0.94},
+        "artifactUri": format!("s3://hone-models/ddp/{tj_uid}/model.pt"),
+        "artifactDigest": ARTIFACT_DIGEST, "artifactSizeBytes": 4096, "datasetDigest": DIGEST,
+        "inputShape": [1, 32, 32], "classes": ["0", "1"]});
+    let rank = |index: u32| {
+        format!("batch.kubernetes.io/job-name={name},batch.kubernetes.io/job-completion-index={index}")
+    };
+    write_termination_message(&env.client, &env.ns.name, &rank(0), "trainer", &summary.to_string())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let worker = json!({"kind": "worker", "rank": 1, "worldSize": 2, "epoch": 3,
+        "message": "worker 1 of 2 trained 3 epochs; rank 0 wrote the model and its summary"});
+    write_termination_message(&env.client, &env.ns.name, &rank(1), "trainer", &worker.to_string())
+        .await
+        .unwrap();
+    let operator = OperatorProcess::start(&env.ns.name, "op-2", &[]).unwrap();
+    operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
+    let tj = env
+        .until::<TrainingJob>("ddp", "Succeeded with a ModelVersion", |t| {
+            t.status.as_ref().is_some_and(|s| s.model_version.is_some() && is_ready(&s.conditions))
+        })
+        .await;
+    let status = tj.status.unwrap();
+    assert_eq!(status.metrics.as_ref().and_then(|m| m.get("val_accuracy")).copied(), Some(0.95));
+    assert_eq!(status.attempts, Some(1), "two pods are one attempt");
+    assert_eq!(status.workers.map(|w| w.total), Some(2));
+    let mv = env.api::<ModelVersion>().get(status.model_version.as_deref().unwrap()).await.unwrap();
+    assert_eq!(mv.spec.artifact.digest.as_deref(), Some(ARTIFACT_DIGEST));
+
+    env.cleanup(operator).await;
+}
+
+#[tokio::test]
 async fn two_replicas_one_leader_and_a_takeover() {
     let env = Env::new("hone-op-ha").await;
     let a = OperatorProcess::start(&env.ns.name, "replica-a", &[]).unwrap();
