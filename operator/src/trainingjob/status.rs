@@ -267,8 +267,25 @@ fn job_summary(
                 };
                 return Summary::new(TrainingJobPhase::Suspended, "Suspended", message);
             }
-            let finished_pod =
-                pods.iter().any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"));
+            let phase_is = |phase: &'static str| {
+                move |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase)
+            };
+            let finished_pod = pods.iter().any(phase_is("Succeeded"));
+            let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+            // A failed attempt's replacement is waiting out the Job's backoff
+            // or has not started yet: the run goes on from its last checkpoint.
+            if failed > 0 && !pods.iter().any(phase_is("Running")) && !finished_pod {
+                let attempts = status.attempts.unwrap_or(1);
+                let next = if active > 0 { attempts } else { attempts + 1 };
+                return Summary::new(
+                    TrainingJobPhase::Running,
+                    "Retrying",
+                    format!(
+                        "Job {job_name}: attempt {next} is starting after {failed} failed pod(s); training \
+                         resumes from the last checkpoint"
+                    ),
+                );
+            }
             if active > 0 {
                 Summary::new(TrainingJobPhase::Running, "Training", format!("Job {job_name} is training"))
             } else if finished_pod {

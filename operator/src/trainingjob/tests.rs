@@ -522,6 +522,38 @@ fn each_failure_reason_is_told_apart() {
 }
 
 #[test]
+fn a_failed_attempt_being_retried_says_retrying_with_the_attempt_number() {
+    let job = |status: serde_json::Value| -> Job {
+        serde_json::from_value(
+            json!({"metadata": {"name": "cnn-train-1"}, "spec": {"template": {}}, "status": status}),
+        )
+        .unwrap()
+    };
+    let pod = |phase: &str| -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": format!("p-{phase}")}, "status": {"phase": phase}}),
+        )
+        .unwrap()
+    };
+    // Backoff after the first failure: no pod of attempt 2 yet.
+    let s = compute(Some(&job(json!({"failed": 1}))), &[pod("Failed")], None);
+    assert_eq!(s.phase, Some(TrainingJobPhase::Running));
+    assert_eq!(cond(&s, "Ready").1, "Retrying");
+    assert!(s.message.as_deref().unwrap().contains("attempt 2 is starting"), "{:?}", s.message);
+    // Attempt 3's pod exists but is not running yet.
+    let s = compute(Some(&job(json!({"failed": 2, "active": 1}))), &[pod("Failed"), pod("Pending")], None);
+    assert_eq!(cond(&s, "Ready").1, "Retrying");
+    assert!(s.message.as_deref().unwrap().contains("attempt 3"), "{:?}", s.message);
+    assert_eq!(s.attempts, Some(3));
+    // Once it runs, it is training again.
+    let s = compute(Some(&job(json!({"failed": 2, "active": 1}))), &[pod("Failed"), pod("Running")], None);
+    assert_eq!(cond(&s, "Ready").1, "Training");
+    // A first attempt that has not started is still Starting (Pending).
+    let s = compute(Some(&job(json!({}))), &[], None);
+    assert_eq!((s.phase, cond(&s, "Ready").1), (Some(TrainingJobPhase::Pending), "Starting".to_owned()));
+}
+
+#[test]
 fn image_pull_trouble_is_reported_while_pending() {
     let job: Job = serde_json::from_value(
         json!({"metadata": {"name": "cnn-train-1"}, "spec": {"template": {}}, "status": {"active": 1}}),
