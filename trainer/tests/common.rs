@@ -33,3 +33,20 @@ pub fn file_uri(path: &Path) -> String {
 pub fn trainer_bin() -> &'static str {
     env!("CARGO_BIN_EXE_hone-trainer")
 }
+
+/// The training summary a run wrote to the termination log at `log`.
+pub fn train_summary(log: &Path) -> hone_crds::contract::TrainSummary {
+    match serde_json::from_slice(&std::fs::read(log).unwrap()).unwrap() {
+        hone_crds::contract::TerminationSummary::Train(s) => s,
+        other => panic!("unexpected summary {other:?}"),
+    }
+}
+
+/// The epochs a run logged in `<out>/metrics.jsonl`.
+pub fn history(out: &Path) -> Vec<hone_crds::contract::EpochMetrics> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{exported_data, file_uri, trainer_bin};
-use hone_crds::contract::{EpochMetrics, TerminationSummary, TrainSummary, WorkerSummary, env};
+use common::{exported_data, file_uri, history, train_summary, trainer_bin};
+use hone_crds::contract::{WorkerSummary, env};
 
 /// A port nobody listens on now (the OS picks it; it is free again once the probe closes).
 fn free_port() -> u16 {
@@ -54,21 +54,6 @@ fn run_ranks(args: &[String], outs: &[PathBuf], logs: &[PathBuf]) {
 
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn train_summary(log: &Path) -> TrainSummary {
-    match serde_json::from_slice(&std::fs::read(log).unwrap()).unwrap() {
-        TerminationSummary::Train(s) => s,
-        other => panic!("unexpected summary {other:?}"),
-    }
-}
-
-fn history(out: &Path) -> Vec<EpochMetrics> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The weights rank 0 checkpointed after `epoch`, by name.

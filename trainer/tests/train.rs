@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{exported_data, file_uri, python, trainer_bin};
-use hone_crds::contract::{EpochMetrics, ModelCard, TerminationSummary, TrainSummary};
+use hone_crds::contract::{ModelCard, TerminationSummary, TrainSummary};
 
 fn digits_args(out: &Path) -> Vec<String> {
     let source = file_uri(&exported_data().join("digits"));
@@ -60,18 +60,11 @@ fn digits_args(out: &Path) -> Vec<String> {
 }
 
 fn summary(out: &Path) -> TrainSummary {
-    match serde_json::from_slice(&std::fs::read(out.join("termination-log")).unwrap()).unwrap() {
-        TerminationSummary::Train(s) => s,
-        other => panic!("unexpected summary {other:?}"),
-    }
+    common::train_summary(&out.join("termination-log"))
 }
 
 fn epochs_logged(out: &Path) -> Vec<u32> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<EpochMetrics>(l).unwrap().epoch)
-        .collect()
+    common::history(out).iter().map(|m| m.epoch).collect()
 }
 
 #[test]
