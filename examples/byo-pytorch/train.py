@@ -11,8 +11,11 @@ With WORLD_SIZE > 1 (the operator's `workers > 1`, or torchrun) it joins a
 torch.distributed process group (gloo on CPU, nccl on CUDA) and trains with
 DistributedDataParallel: each rank reads its shard of every epoch.
 
-Storage: HONE_DATASET_SOURCE and HONE_OUTPUT may be local paths, file://
-or pvc:// URIs. s3://, gs:// and az:// need your own client (boto3, ...).
+Storage: HONE_DATASET_SOURCE and HONE_OUTPUT may be local paths, file://,
+pvc:// or s3:// URIs. s3:// goes through boto3 with the standard AWS_*
+variables (AWS_ENDPOINT_URL for MinIO and other S3-compatible stores); the
+dataset is downloaded to a scratch folder and rank 0 uploads its output
+before it writes the summary. gs:// and az:// need your own client.
 
 Run it locally:
     python train.py                              # one process
@@ -24,6 +27,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 import torch
@@ -71,9 +75,77 @@ def local_path(uri):
         root = env("HONE_PVC_ROOT", "/mnt/pvc")
         return os.path.join(root, uri[len("pvc://"):])
     if "://" in uri:
-        raise ContractError("InvalidSpec", f"{uri}: this example reads only local paths, file:// and pvc://; "
-                                           "use your storage's client (boto3, ...) for other schemes")
+        raise ContractError("InvalidSpec", f"{uri}: this example reads local paths, file://, pvc:// and s3://; "
+                                           "use your storage's client for other schemes")
     return uri
+
+
+def s3_client():
+    """boto3 from the pod's AWS_* variables (the TrainingJob's secretRef)."""
+    import boto3  # only s3:// needs it
+    from botocore.config import Config
+
+    region = env("AWS_REGION") or env("AWS_DEFAULT_REGION") or "us-east-1"
+    # S3-compatible stores behind AWS_ENDPOINT_URL (MinIO) want path-style URLs.
+    virtual = env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false").lower() == "true"
+    style = "virtual" if virtual or not env("AWS_ENDPOINT_URL") else "path"
+    return boto3.client("s3", region_name=region, config=Config(s3={"addressing_style": style}))
+
+
+def split_s3(uri):
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ContractError("InvalidSpec", f"{uri}: no bucket")
+    return bucket, key
+
+
+def storage_error(uri, e):
+    """boto3's and botocore's errors as the summary's Storage reason."""
+    if isinstance(e, ContractError):
+        return e
+    return ContractError("Storage", f"{uri}: {type(e).__name__}: {e}")
+
+
+def fetch(uri, scratch):
+    """A local path holding `uri`: itself, or for s3:// a download into
+    `scratch` (one object, or every object under the prefix, same relative paths)."""
+    if not uri.startswith("s3://"):
+        return local_path(uri)
+    try:
+        return download(uri, scratch)
+    except Exception as e:
+        raise storage_error(uri, e) from e
+
+
+def download(uri, scratch):
+    client, (bucket, key) = s3_client(), split_s3(uri)
+    name = key.rstrip("/").rsplit("/", 1)[-1] or bucket
+    target = os.path.join(scratch, name)
+    prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    keys = [obj["Key"] for page in pages for obj in page.get("Contents", []) if not obj["Key"].endswith("/")]
+    if not keys:  # not a folder: one object
+        os.makedirs(scratch, exist_ok=True)
+        client.download_file(bucket, key, target)
+        return target
+    for k in keys:
+        dest = os.path.join(target, *k[len(prefix):].split("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        client.download_file(bucket, k, dest)
+    return target
+
+
+def publish(out, output_uri):
+    """Rank 0, s3:// outputs: upload every file of `out` under the output prefix."""
+    if not output_uri.startswith("s3://"):
+        return
+    try:
+        client, (bucket, key) = s3_client(), split_s3(output_uri)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        for name in sorted(os.listdir(out)):
+            client.upload_file(os.path.join(out, name), bucket, prefix + name)
+    except Exception as e:
+        raise storage_error(output_uri, e) from e
 
 
 # ---------------------------------------------------------------- the split
@@ -130,8 +202,8 @@ def manifest_digest(entries):
     return "sha256:" + h.hexdigest()
 
 
-def load_csv(source):
-    path = local_path(source)
+def load_csv(source, scratch):
+    path = fetch(source, scratch)
     with open(path, "rb") as f:
         raw = f.read()
     label_column = env("HONE_CSV_LABEL_COLUMN", "label")
@@ -165,10 +237,10 @@ def load_csv(source):
             "feature_names": features, "digest": digest}
 
 
-def load_image_folder(source):
+def load_image_folder(source, scratch):
     from PIL import Image  # only image datasets need Pillow
 
-    root = local_path(source)
+    root = fetch(source, scratch)
     width, height = env_int("HONE_IMAGE_WIDTH", 224), env_int("HONE_IMAGE_HEIGHT", 224)
     channels = env_int("HONE_IMAGE_CHANNELS", 3)
     files = []
@@ -217,13 +289,13 @@ def load_image_folder(source):
             "feature_names": [], "digest": manifest_digest(manifest)}
 
 
-def load_dataset():
+def load_dataset(scratch):
     source = env("HONE_DATASET_SOURCE")
     if not source:
         raise ContractError("InvalidSpec", "HONE_DATASET_SOURCE is not set")
     fmt = env("HONE_DATASET_FORMAT", "CSV")
     try:
-        data = load_csv(source) if fmt == "CSV" else load_image_folder(source)
+        data = load_csv(source, scratch) if fmt == "CSV" else load_image_folder(source, scratch)
     except OSError as e:
         raise ContractError("Storage", f"reading {source}: {e}") from e
     pinned = env("HONE_DATASET_DIGEST")
@@ -468,13 +540,15 @@ def main():
             raise ContractError("InvalidSpec", "HONE_OUTPUT is not set")
         if "://" not in output_uri:  # a local path: artifactUri must be a URI
             output_uri = "file://" + os.path.abspath(output_uri)
-        out = local_path(output_uri)
+        scratch = tempfile.mkdtemp(prefix="byo-")  # $TMPDIR or /tmp: the pod's scratch volume
+        out = os.path.join(scratch, "output") if output_uri.startswith("s3://") else local_path(output_uri)
         os.makedirs(out, exist_ok=True)
-        data = load_dataset()
+        data = load_dataset(os.path.join(scratch, "dataset"))
         mean, std = normalise(data)
         model, history = train(data, ranks, out)
         if ranks.rank == 0:
             summary = fit(export(model, data, history, mean, std, out, output_uri))
+            publish(out, output_uri)  # before the summary: artifactUri must exist when it is read
             print(summary, flush=True)
             write_termination_log(summary)
         # Other ranks write nothing: the operator registers rank 0's summary.

@@ -11,6 +11,8 @@ Each layer is described by a spec file, one entry a line:
     DEST SRC [MODE]    a file from SRC (symlinks followed) at DEST in the image
     DEST/ - [MODE]     an empty directory (e.g. /tmp with mode 1777)
     DEST @TARGET       a symlink DEST -> TARGET
+    !keep-mtime        (a line of its own) files keep their modification
+                       times, e.g. so Python's __pycache__ files stay valid
 Blobs are cached under --cache (blobs/sha256/<hex>), keyed by a fingerprint
 of the spec and each source's path, size and mtime, so an unchanged layer is
 neither re-read nor re-hashed. --omit FILE lists digests (sha256:<hex>, one a
@@ -33,11 +35,15 @@ INDEX_MT = "application/vnd.oci.image.index.v1+json"
 
 
 def parse_spec(path):
-    entries = []
+    """(entries, keep_mtime)."""
+    entries, keep_mtime = [], False
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
+                continue
+            if line == "!keep-mtime":
+                keep_mtime = True
                 continue
             parts = line.split()
             if len(parts) not in (2, 3):
@@ -47,11 +53,11 @@ def parse_spec(path):
             if not dest.startswith("/"):
                 sys.exit(f"{path}:{n}: DEST must be absolute: {dest}")
             entries.append((dest, src, mode))
-    return entries
+    return entries, keep_mtime
 
 
-def fingerprint(entries):
-    h = hashlib.sha256(b"hone-oci-layer-v1\n")
+def fingerprint(entries, keep_mtime):
+    h = hashlib.sha256(b"hone-oci-layer-v1\n" + (b"keep-mtime\n" if keep_mtime else b""))
     for dest, src, mode in entries:
         h.update(f"{dest}\0{src}\0{mode}\0".encode())
         if src not in ("-",) and not src.startswith("@"):
@@ -73,7 +79,7 @@ class HashingWriter(io.RawIOBase):
         return self.f.write(b)
 
 
-def write_layer(entries, blobs):
+def write_layer(entries, keep_mtime, blobs):
     """Writes the layer tar into blobs/, returns (digest, size)."""
     tmp = os.path.join(blobs, f".layer.{os.getpid()}.tmp")
     # Parent directories of every entry, so extraction never invents modes.
@@ -111,6 +117,8 @@ def write_layer(entries, blobs):
                     st = os.stat(src)
                     ti.size = st.st_size
                     ti.mode = mode if mode is not None else (st.st_mode & 0o7777)
+                    if keep_mtime:
+                        ti.mtime = int(st.st_mtime)
                     with open(src, "rb") as f:
                         tar.addfile(ti, f)
     digest = "sha256:" + w.h.hexdigest()
@@ -145,8 +153,8 @@ def main():
 
     layers = []
     for spec in args.layer:
-        entries = parse_spec(spec)
-        fp = fingerprint(entries)
+        entries, keep_mtime = parse_spec(spec)
+        fp = fingerprint(entries, keep_mtime)
         rec = os.path.join(fps, fp)
         desc = None
         if os.path.exists(rec):
@@ -155,7 +163,7 @@ def main():
             if not os.path.exists(os.path.join(blobs, desc["digest"].split(":", 1)[1])):
                 desc = None
         if desc is None:
-            digest, size = write_layer(entries, blobs)
+            digest, size = write_layer(entries, keep_mtime, blobs)
             desc = {"mediaType": LAYER_MT, "digest": digest, "size": size}
             with open(rec + ".tmp", "w", encoding="utf-8") as f:
                 json.dump(desc, f)

@@ -11,8 +11,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{exported_data, file_uri, trainer_bin};
-use hone_crds::contract::{ErrorSummary, TerminationSummary, TrainSummary, env};
+use common::{boto3, exported_data, file_uri, train_summary, trainer_bin};
+use hone_crds::contract::{ErrorSummary, TerminationSummary, env};
+use hone_storage::testing::Minio;
 
 /// The project's venv, or None (then the test says why it skips).
 fn venv() -> Option<PathBuf> {
@@ -83,17 +84,14 @@ fn run(mut command: Command) -> Output {
     out
 }
 
-fn train_summary(log: &Path) -> TrainSummary {
-    match serde_json::from_slice(&std::fs::read(log).unwrap()).unwrap() {
-        TerminationSummary::Train(s) => s,
-        other => panic!("unexpected summary {other:?}"),
-    }
-}
-
 /// Runs `hone-trainer check-output` on `out`; returns (passed, stdout).
 fn check_output(out: &Path, summary: Option<&Path>) -> (bool, String) {
+    check_output_uri(&file_uri(out), summary, &[])
+}
+
+fn check_output_uri(uri: &str, summary: Option<&Path>, envs: &[(&str, String)]) -> (bool, String) {
     let mut command = Command::new(trainer_bin());
-    command.arg("check-output").arg(file_uri(out));
+    command.arg("check-output").arg(uri).envs(envs.iter().map(|(k, v)| (k, v)));
     if let Some(summary) = summary {
         command.arg("--summary").arg(summary);
     }
@@ -160,6 +158,55 @@ fn two_ranks_under_torchrun_write_one_output_check_output_passes() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let epochs = stdout.lines().filter(|l| l.contains("\"event\": \"epoch\"")).count();
     assert_eq!(epochs, 30, "rank 0 alone logs each epoch once:\n{stdout}");
+}
+
+/// The image's path in a cluster: the dataset and the output on S3 (MinIO on
+/// loopback), read and written through boto3 with the pod's AWS_* variables.
+#[test]
+fn s3_dataset_and_output_through_boto3() {
+    let Some(venv) = venv() else { return };
+    let Some(minio) = Minio::start("unit-test") else { return };
+    let iris = exported_data().join("iris.csv");
+    boto3(
+        &minio.endpoint,
+        &format!("s3.create_bucket(Bucket='byo')\ns3.upload_file('{}', 'byo', 'data/iris.csv')\n", iris.display()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (out, log) = (dir.path().join("unused"), dir.path().join("termination-log"));
+    let mut command = Command::new(venv.join("bin/python"));
+    command.arg(train_script()).env("TMPDIR", dir.path());
+    with_trainingjob_env(&mut command, &out, &log, 16);
+    // The digest over S3 is the digest of the same bytes on disk.
+    command.env(env::DATASET_SOURCE, "s3://byo/data/iris.csv").env(env::OUTPUT, "s3://byo/models/run-1/");
+    command.envs(minio.env());
+    run(command);
+    let summary = train_summary(&log);
+    assert_eq!(summary.artifact_uri, "s3://byo/models/run-1/model.pt");
+    let listed = boto3(
+        &minio.endpoint,
+        "print(sorted(o['Key'] for o in s3.list_objects_v2(Bucket='byo', Prefix='models/')['Contents']))",
+    );
+    assert_eq!(
+        listed.trim(),
+        "['models/run-1/metrics.jsonl', 'models/run-1/model.json', 'models/run-1/model.pt']"
+    );
+    let (passed, report) = check_output_uri("s3://byo/models/run-1", Some(&log), &minio.env());
+    assert!(passed, "check-output found problems:\n{report}");
+
+    // Wrong credentials: an error summary with the Storage reason, nothing written.
+    let mut command = Command::new(venv.join("bin/python"));
+    command.arg(train_script()).env("TMPDIR", dir.path());
+    with_trainingjob_env(&mut command, &out, &log, 16);
+    command.env(env::DATASET_SOURCE, "s3://byo/data/iris.csv").env(env::OUTPUT, "s3://byo/models/run-2/");
+    command.envs(minio.env()).env("AWS_SECRET_ACCESS_KEY", "wrong");
+    assert!(!command.output().unwrap().status.success());
+    match serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap() {
+        TerminationSummary::Error(ErrorSummary { reason, message }) => {
+            assert_eq!(reason, "Storage", "{message}");
+            assert!(message.contains("s3://byo/data/iris.csv"), "{message}");
+        }
+        other => panic!("unexpected summary {other:?}"),
+    }
 }
 
 #[test]

@@ -50,3 +50,15 @@ pub fn history(out: &Path) -> Vec<hone_crds::contract::EpochMetrics> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Runs a boto3 snippet against the server (bucket set-up and listing).
+pub fn boto3(endpoint: &str, code: &str) -> String {
+    use hone_storage::testing::{PASSWORD, USER};
+    let prelude = format!(
+        "import boto3, sys\ns3 = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='{USER}', \
+         aws_secret_access_key='{PASSWORD}', region_name='us-east-1')\n"
+    );
+    let out = Command::new(python()).args(["-c", &(prelude + code)]).output().unwrap();
+    assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -9,22 +9,11 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{exported_data, file_uri, python, trainer_bin};
+use common::{boto3, exported_data, file_uri, trainer_bin};
 use hone_crds::contract::TerminationSummary;
-use hone_storage::testing::{Minio, PASSWORD, USER};
+use hone_storage::testing::Minio;
 
 const BUCKET: &str = "hone-test";
-
-/// Runs a boto3 snippet against the server (bucket set-up and listing).
-fn boto3(endpoint: &str, code: &str) -> String {
-    let prelude = format!(
-        "import boto3, sys\ns3 = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='{USER}', \
-         aws_secret_access_key='{PASSWORD}', region_name='us-east-1')\n"
-    );
-    let out = Command::new(python()).args(["-c", &(prelude + code)]).output().unwrap();
-    assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn trainer(minio: &Minio, args: &[&str], log: &Path) -> (bool, TerminationSummary) {
     let status = Command::new(trainer_bin())

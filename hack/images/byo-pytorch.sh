@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds hone.local/byo-pytorch:TAG, the image of examples/byo-pytorch, without
+# a container daemon, and imports it into the real node's containerd when it
+# runs. Plain Python and PyTorch, nothing of Hone's:
+#   base          user 65532, /tmp, CA certificates (shared with every image)
+#   python        the venv's interpreter, its standard library, libpython and
+#                 the system libraries ldd finds for everything below
+#   packages      torch (the same wheel tch links), boto3, Pillow and what they
+#                 import, with the CUDA libraries torch's wheel links at load
+#                 time (PyPI's torch is the CUDA build: about 3 GB, most of it
+#                 CUDA; the same image trains on a GPU node)
+#   app           /app/train.py
+# hack/images/pyimage.py picks the files by importing what train.py imports in
+# the venv and reading what the process loaded. Layers are cached by content,
+# so only the first build (and import) pays for the 3 GB.
+#
+# Usage: hack/images/byo-pytorch.sh     (TAG=dev by default)
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+TAG=${TAG:-dev}
+started=$(date +%s)
+envs=$("$REPO_ROOT/hack/env.sh") || idie "hack/env.sh failed (run hack/setup-python.sh)"
+eval "$envs"
+[ -x "$HONE_VENV/bin/python" ] || idie "no venv python at $HONE_VENV/bin/python"
+mkdir -p "$IMG_CACHE/byo-pytorch"
+base=$(base_layer_spec)
+image_env=$("$HONE_VENV/bin/python" "$IMAGES_HACK/pyimage.py" --spec-dir "$IMG_CACHE/byo-pytorch" \
+  --modules torch,torch.distributed,torch.nn.parallel,torch.utils.data,boto3,PIL.Image \
+  --warm 'import torch; torch.jit.script(torch.nn.Linear(2, 2))') || idie "pyimage.py failed"
+printf '/app/train.py %s 0644\n' "$REPO_ROOT/examples/byo-pytorch/train.py" > "$IMG_CACHE/byo-pytorch/app.spec"
+config=$(python3 -c '
+import json, sys
+env = json.loads(sys.argv[1])
+print(json.dumps({"Entrypoint": ["/opt/python/bin/python3", "/app/train.py"], "User": sys.argv[2] + ":" + sys.argv[2],
+                  "WorkingDir": "/tmp", "Env": [f"{k}={v}" for k, v in env.items()]}))' "$image_env" "$NONROOT_UID")
+oci_image "$IMAGE_REGISTRY/byo-pytorch:$TAG" "$config" "$base" \
+  "$IMG_CACHE/byo-pytorch/python.spec" "$IMG_CACHE/byo-pytorch/packages.spec" "$IMG_CACHE/byo-pytorch/app.spec"
+# The archive of a first import holds a copy of the 3 GB layer; containerd
+# and the blob cache have it now.
+if have_containerd; then rm -f "$IMG_CACHE/archives/byo-pytorch_$TAG.tar"; fi
+ilog "done in $(( $(date +%s) - started ))s"
