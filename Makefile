@@ -156,6 +156,10 @@ minikube-demo: ## make demo on minikube (needs minikube and internet; cannot run
 chaos: ## Faults on purpose on the cluster make demo left up: operator killed 10 times, training pod and predictor pod deleted
 	hack/demo/chaos.sh
 
+.PHONY: demo-byo
+demo-byo: ## Bring-your-own PyTorch on the cluster make demo left up: examples/byo-pytorch's image, trained on 1 worker and on 2 under torchrun, registered and verified
+	hack/demo/byo.sh
+
 .PHONY: images
 images: release ## Build the operator, trainer, predictor and router OCI images without Docker and import them into the real node's containerd
 	hack/images/build.sh

@@ -429,7 +429,7 @@ def train(data, ranks, out):
             loss.backward()  # DDP all-reduces the gradients here
             optimizer.step()
             scheduler.step()
-            loss_sum += float(loss) * len(y)
+            loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(-1) == y).sum())
             seen += len(y)
         train_loss, train_correct, train_seen = ranks.sums([loss_sum, correct, seen])

@@ -11,6 +11,11 @@
 #   training_pod_deleted       a training pod killed mid-run (SIGKILL): the
 #                              Job's next pod resumes from the last checkpoint
 #                              and trains exactly the epochs that were left
+#   worker_pod_deleted         rank 1 of a two-worker TrainingJob killed
+#                              mid-run: the attempt fails as a whole (rank 0's
+#                              next all-reduce meets a closed peer), both ranks
+#                              resume from rank 0's last checkpoint, and every
+#                              epoch is trained exactly once
 #   predictor_pod_deleted      one of two predictor pods deleted under steady
 #                              load through the router: no request fails
 #
@@ -126,6 +131,55 @@ PY
   k delete namespace "$ns" --wait=false >/dev/null
 }
 
+# rank_epoch NS JOB INDEX: the last epoch the worker pod of INDEX logged (0 when none).
+rank_epoch() {
+  k -n "$1" logs -l "job-name=$2,batch.kubernetes.io/job-completion-index=$3" --tail=-1 2>/dev/null | python3 -c '
+import json, sys
+done = [json.loads(l)["epoch"] for l in sys.stdin if l.startswith("{") and "\"event\":\"epoch\"" in l]
+print(max(done) if done else 0)'
+}
+
+worker_pod_deleted() {
+  local ns=chaos-workers job pod start epoch
+  fresh_ns "$ns"
+  k -n "$ns" apply -f config/samples/dataset.yaml >/dev/null
+  sed -e 's/epochs: 15/epochs: 10/' -e 's/earlyStoppingPatience: 4/earlyStoppingPatience: 0/' \
+    hack/demo/trainingjob-2.yaml | k -n "$ns" apply -f - >/dev/null
+  start=$(date +%s)
+  while :; do
+    job=$(k -n "$ns" get jobs -l hone.dev/trainingjob=digits-cnn-2 -o jsonpath='{.items[0].metadata.name}' 2>/dev/null)
+    if [ -n "$job" ]; then epoch=$(rank_epoch "$ns" "$job" 0); [ "${epoch:-0}" -ge 2 ] && break; fi
+    (( $(date +%s) - start > 900 )) && { fail "training never reached epoch 2"; return 1; }
+    sleep 1
+  done
+  pod=$(k -n "$ns" get pods -l "job-name=$job,batch.kubernetes.io/job-completion-index=1" \
+    --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}')
+  log "killing rank 1 ($pod) after epoch $epoch"
+  k -n "$ns" delete pod "$pod" --grace-period=0 --force >/dev/null 2>&1
+  wait_phase "$ns" trainingjob digits-cnn-2 Succeeded 900 || return 1
+  local rank0 attempts
+  rank0=$(k -n "$ns" get pods -l "job-name=$job,batch.kubernetes.io/job-completion-index=0" \
+    --field-selector=status.phase=Succeeded -o jsonpath='{.items[0].metadata.name}')
+  k -n "$ns" logs "$rank0" > "$WORK/worker-resumed.log"
+  attempts=$(k -n "$ns" get trainingjob digits-cnn-2 -o jsonpath='{.status.attempts}')
+  log "attempts: $attempts; failed pods: $(k -n "$ns" get pods -l "job-name=$job" \
+    --field-selector=status.phase=Failed --no-headers 2>/dev/null | wc -l)"
+  python3 - "$epoch" "$WORK/worker-resumed.log" <<'PY' || { fail "rank 0 of the next attempt did not resume"; return 1; }
+import json, sys
+killed_after = int(sys.argv[1])
+lines = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
+resumed = [l["epoch"] for l in lines if l.get("event") == "resumed"]
+epochs = [l["epoch"] for l in lines if l.get("event") == "epoch"]
+print(f"[chaos] next attempt's rank 0: resumed from epoch {resumed}, then trained epochs {epochs}")
+ok = resumed and killed_after <= resumed[0] < 10 and epochs == list(range(resumed[0] + 1, 11))
+sys.exit(0 if ok else 1)
+PY
+  [ "${attempts:-1}" -ge 2 ] || { fail "status.attempts is ${attempts:-unset}, not 2 or more"; return 1; }
+  [ -n "$(k -n "$ns" get trainingjob digits-cnn-2 -o jsonpath='{.status.modelVersion}')" ] ||
+    { fail "no ModelVersion registered"; return 1; }
+  k delete namespace "$ns" --wait=false >/dev/null
+}
+
 predictor_pod_deleted() {
   local router served deploy victim log=$WORK/predictor-chaos.jsonl
   router="http://$(k -n "$DEMO_NS" get svc digits-router -o jsonpath='{.spec.clusterIP}'):8080"
@@ -151,7 +205,7 @@ predictor_pod_deleted() {
 }
 
 preflight
-tests=${CHAOS_TESTS:-operator_killed_10_times training_pod_deleted predictor_pod_deleted}
+tests=${CHAOS_TESTS:-operator_killed_10_times training_pod_deleted worker_pod_deleted predictor_pod_deleted}
 passed=0 failed=0
 for t in $tests; do
   log "== $t"

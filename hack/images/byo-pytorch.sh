@@ -5,13 +5,13 @@
 #   base          user 65532, /tmp, CA certificates (shared with every image)
 #   python        the venv's interpreter, its standard library, libpython and
 #                 the system libraries ldd finds for everything below
-#   packages      torch (the same wheel tch links), boto3, Pillow and what they
-#                 import, with the CUDA libraries torch's wheel links at load
-#                 time (PyPI's torch is the CUDA build: about 3 GB, most of it
-#                 CUDA; the same image trains on a GPU node)
+#   packages      torch (the same wheel tch links), boto3, Pillow, numpy and
+#                 what pip installed for them (sympy, the nvidia-* wheels...),
+#                 less triton (torch.compile's GPU compiler, 720 MB): PyPI's
+#                 torch is the CUDA build, so most of the 4 GB is CUDA
 #   app           /app/train.py
-# hack/images/pyimage.py picks the files by importing what train.py imports in
-# the venv and reading what the process loaded. Layers are cached by content,
+# hack/images/pyimage.py picks the files from the packages' metadata and from
+# what importing train.py's modules in the venv loads. Layers are cached by content,
 # so only the first build (and import) pays for the 3 GB.
 #
 # Usage: hack/images/byo-pytorch.sh     (TAG=dev by default)
@@ -27,6 +27,7 @@ eval "$envs"
 mkdir -p "$IMG_CACHE/byo-pytorch"
 base=$(base_layer_spec)
 image_env=$("$HONE_VENV/bin/python" "$IMAGES_HACK/pyimage.py" --spec-dir "$IMG_CACHE/byo-pytorch" \
+  --distributions torch,boto3,pillow,numpy --exclude-distributions triton \
   --modules torch,torch.distributed,torch.nn.parallel,torch.utils.data,boto3,PIL.Image \
   --warm 'import torch; torch.jit.script(torch.nn.Linear(2, 2))') || idie "pyimage.py failed"
 printf '/app/train.py %s 0644\n' "$REPO_ROOT/examples/byo-pytorch/train.py" > "$IMG_CACHE/byo-pytorch/app.spec"

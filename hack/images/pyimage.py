@@ -3,11 +3,14 @@
 interpreter: run it with the Python whose packages the image should carry
 (the project's venv, so the torch wheel that tch uses).
 
-It imports --modules (and runs --warm, code that pulls in lazy imports), then
-takes what the process actually loaded:
+It takes what `pip install --distributions` installed, and what importing
+--modules (then running --warm) loads:
+  - every file of each distribution in the install closure of --distributions
+    (their Requires-Dist, recursively: what pip installed for them), less
+    --exclude-distributions and headers, static libraries and CMake files,
+    so a lazy import (sympy from torch's optimizers) finds its package;
   - every top-level package under site-packages that a loaded module came
-    from, whole (minus headers, static libraries and CMake files), so lazy
-    imports inside those packages still work;
+    from, whole;
   - every shared library mapped into the process (/proc/self/maps) from
     site-packages (the CUDA libraries torch's wheel links, numpy's OpenBLAS);
   - the interpreter, libpython, the standard library (minus its tests, IDLE
@@ -30,8 +33,10 @@ JSON (PATH, PYTHONHOME, PYTHONPATH, LD_LIBRARY_PATH).
 """
 import argparse
 import importlib
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -62,6 +67,25 @@ def walk_files(root, skip_top=()):
             yield os.path.join(folder, name)
 
 
+def install_closure(names, excluded):
+    """Distribution names pip installed for `names`: their Requires-Dist
+    (markers without extras taken as true), recursively."""
+    seen, stack = set(), list(names)
+    while stack:
+        try:
+            dist = importlib.metadata.distribution(stack.pop())
+        except importlib.metadata.PackageNotFoundError:
+            continue  # a requirement for another platform or Python
+        name = dist.metadata["Name"].lower().replace("_", "-")
+        if name in seen or name in excluded:
+            continue
+        seen.add(name)
+        for req in dist.requires or []:
+            if "extra ==" not in req:
+                stack.append(re.split(r"[ ;<>=!\[~(]", req, maxsplit=1)[0])
+    return sorted(seen)
+
+
 def ldd(path, libpath):
     """(soname, resolved path) pairs, and the names ldd could not find."""
     env = dict(os.environ, LD_LIBRARY_PATH=libpath)
@@ -82,6 +106,8 @@ def ldd(path, libpath):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--distributions", required=True, help="comma-separated distributions to install")
+    ap.add_argument("--exclude-distributions", default="", help="comma-separated distributions to leave out")
     ap.add_argument("--modules", required=True, help="comma-separated modules to import")
     ap.add_argument("--warm", default="", help="Python code run after the imports (lazy imports)")
     ap.add_argument("--prefix", default="/opt/python")
@@ -115,14 +141,24 @@ def main():
                 mapped.add(p)
 
     packages = {}  # dest -> src
+
+    def keep(rel):
+        return not (any(part in "/" + rel for part in SKIP_PACKAGE_PARTS) or rel.endswith(SKIP_SUFFIXES)
+                    or any(c.isspace() for c in rel))  # specs split on whitespace
+
+    excluded = {d.strip().lower() for d in args.exclude_distributions.split(",") if d.strip()}
+    for name in install_closure([d.strip() for d in args.distributions.split(",")], excluded):
+        for f in importlib.metadata.distribution(name).files or []:
+            src = os.path.normpath(os.path.join(site, str(f)))
+            rel = os.path.relpath(src, site)
+            if not rel.startswith("..") and keep(rel) and os.path.isfile(src):  # not ../../bin/torchrun
+                packages[f"{image_site}/{rel}"] = src
     for top in sorted(tops):
         src = os.path.join(site, top)
         files = walk_files(src) if os.path.isdir(src) else [src]
         for f in files:
             rel = os.path.relpath(f, site)
-            if any(part in "/" + rel for part in SKIP_PACKAGE_PARTS) or f.endswith(SKIP_SUFFIXES):
-                continue
-            if os.path.isfile(f) and not any(c.isspace() for c in rel):  # specs split on whitespace
+            if keep(rel) and os.path.isfile(f):
                 packages[f"{image_site}/{rel}"] = f
     for lib in sorted(mapped):
         if lib.startswith(site + os.sep):
@@ -145,12 +181,19 @@ def main():
         python[f"{image_stdlib}/lib-dynload/{os.path.basename(f)}"] = f
         elves.append(f)
 
-    system, unresolved = {}, set()
+    system, unresolved, plugins = {}, set(), []
     for elf in elves:
         if not is_elf(elf):
             continue
         found, missing = ldd(elf, libpath)
-        unresolved.update(f"{os.path.basename(elf)}: {m}" for m in missing if m not in DRIVER_LIBS)
+        missing = [m for m in missing if m not in DRIVER_LIBS]
+        if missing and elf not in mapped:
+            # A plugin nothing loaded, for a library this machine lacks
+            # (nvshmem's MPI and UCX transports): it could not load in the
+            # image either, so it is left out.
+            plugins.append(elf)
+            continue
+        unresolved.update(f"{os.path.basename(elf)}: {m}" for m in missing)
         for name, path in found:
             if path.startswith(site + os.sep):
                 continue  # shipped with its package
@@ -160,6 +203,10 @@ def main():
                 system[path if path.startswith("/lib64/") else os.path.join(os.path.dirname(path), name)] = path
     if unresolved:
         sys.exit("pyimage: ldd could not resolve:\n  " + "\n  ".join(sorted(unresolved)))
+    packages = {dest: src for dest, src in packages.items() if src not in plugins}
+    if plugins:
+        print(f"pyimage: left out {len(plugins)} plugins whose libraries are missing: "
+              + ", ".join(sorted(os.path.basename(p) for p in plugins)), file=sys.stderr)
 
     os.makedirs(args.spec_dir, exist_ok=True)
     with open(os.path.join(args.spec_dir, "python.spec"), "w") as out:
