@@ -241,6 +241,23 @@ async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepare
     Ok(Prepared { data, tensors, vs, net, optimizer, buckets, state, out, checkpoints, started })
 }
 
+/// Step counts of a run, the same on every rank.
+struct Schedule {
+    batch: i64,
+    steps_per_epoch: i64,
+    total_steps: i64,
+    warmup_steps: i64,
+}
+
+/// This rank's sums over one epoch's steps.
+struct StepSums {
+    loss: f64,
+    correct: i64,
+    seen: usize,
+    learning_rate: f64,
+    allreduce_ms_per_step: Option<f64>,
+}
+
 /// Trains the remaining epochs on this rank's shard of each, checkpointing
 /// after each epoch (rank 0) and stopping early when validation stalls.
 async fn train_epochs(
@@ -250,98 +267,141 @@ async fn train_epochs(
     tracker: &mut dyn Tracker,
 ) -> Result<(), TrainError> {
     let hp = &opts.hyperparameters;
-    let Prepared { data, tensors, vs, net, optimizer, buckets, state, out, checkpoints, .. } = run;
     let batch = i64::from(hp.batch_size);
-    let shard_len = data.split.train.len().div_ceil(parallel.world()) as i64;
+    let shard_len = run.data.split.train.len().div_ceil(parallel.world()) as i64;
     let steps_per_epoch = (shard_len + batch - 1) / batch;
-    let total_steps = steps_per_epoch * i64::from(hp.epochs);
-    let warmup_steps = steps_per_epoch * i64::from(hp.warmup_epochs);
+    let schedule = Schedule {
+        batch,
+        steps_per_epoch,
+        total_steps: steps_per_epoch * i64::from(hp.epochs),
+        warmup_steps: steps_per_epoch * i64::from(hp.warmup_epochs),
+    };
     let val_share: Vec<usize> =
-        data.split.val.iter().copied().skip(parallel.rank()).step_by(parallel.world()).collect();
+        run.data.split.val.iter().copied().skip(parallel.rank()).step_by(parallel.world()).collect();
     let mut stopped_early = false;
-
-    while state.epoch < hp.epochs && !stopped_early {
-        let epoch = state.epoch + 1;
+    while run.state.epoch < hp.epochs && !stopped_early {
+        let epoch = run.state.epoch + 1;
         let epoch_start = Instant::now();
-        // The epoch's shuffle depends only on (seed, epoch), so every rank
-        // shards the same permutation; augmentation and dropout streams
-        // also depend on the rank (rank 0's is a single process's).
-        let rank_stream = (parallel.rank() as u64).wrapping_mul(0x632B_E59B_D9B4_E019);
-        tch::manual_seed((hp.seed ^ u64::from(epoch).wrapping_mul(0x9E37_79B9) ^ rank_stream) as i64);
-        let mut order: Vec<i64> = data.split.train.iter().map(|&i| i as i64).collect();
-        SplitMix64::stream(hp.seed, u64::from(epoch)).shuffle(&mut order);
-        let mine = shard(&order, parallel.rank(), parallel.world());
-        let progress = EpochProgress::new(epoch, hp.epochs, steps_per_epoch as u64);
-        let (mut loss_sum, mut correct, mut lr) = (0.0, 0i64, hp.learning_rate);
-        for chunk in mine.chunks(batch as usize) {
-            lr = learning_rate(hp.scheduler, hp.learning_rate, state.global_step, total_steps, warmup_steps);
-            let (x, y) = tensors.batch(&Tensor::from_slice(chunk), Some(&hp.augmentation));
-            let logits = net.forward_t(&x, true);
-            let loss = logits.cross_entropy_for_logits(&y);
-            optimizer.zero_grad();
-            loss.backward();
-            buckets.average(parallel)?;
-            optimizer.step(lr);
-            state.global_step += 1;
-            let batch_loss = loss.double_value(&[]);
-            loss_sum += batch_loss * chunk.len() as f64;
-            correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
-            progress.step(batch_loss);
-        }
-        let allreduce_ms_per_step = buckets.take_time();
+        let progress = EpochProgress::new(epoch, hp.epochs, schedule.steps_per_epoch as u64);
+        let steps = epoch_steps(hp, parallel, run, &schedule, epoch, &progress)?;
         // Batch-norm statistics differ per rank; rank 0's are the model's.
-        parallel.broadcast_buffers(vs)?;
+        parallel.broadcast_buffers(&run.vs)?;
         let [loss_total, correct_total, seen] =
-            sums3(parallel, [loss_sum, correct as f64, mine.len() as f64])?;
-        let [val_loss_sum, val_correct, val_n] = sums3(parallel, evaluate_sums(net, tensors, &val_share))?;
+            sums3(parallel, [steps.loss, steps.correct as f64, steps.seen as f64])?;
+        let [val_loss_sum, val_correct, val_n] =
+            sums3(parallel, evaluate_sums(&run.net, &run.tensors, &val_share))?;
         let seconds = epoch_start.elapsed().as_secs_f64();
-        let train_loss = loss_total / seen;
-        let train_accuracy = correct_total / seen;
+        let (train_loss, train_accuracy) = (loss_total / seen, correct_total / seen);
         let metrics = EpochMetrics {
             epoch,
             train_loss,
             train_accuracy,
             val_loss: if val_n > 0.0 { val_loss_sum / val_n } else { train_loss },
             val_accuracy: if val_n > 0.0 { val_correct / val_n } else { train_accuracy },
-            learning_rate: lr,
+            learning_rate: steps.learning_rate,
             samples_per_second: seen / seconds.max(1e-9),
-            allreduce_ms_per_step,
+            allreduce_ms_per_step: steps.allreduce_ms_per_step,
         };
-        let summary = format!(
+        progress.finish(&format!(
             "loss {:.4} val_loss {:.4} val_acc {:.4}",
             metrics.train_loss, metrics.val_loss, metrics.val_accuracy
-        );
-        progress.finish(&summary);
+        ));
         if !progress.interactive() {
             event("info", "epoch", serde_json::to_value(&metrics).unwrap_or_default());
         }
-
-        if state.best_val_loss.is_none_or(|best| metrics.val_loss < best - MIN_IMPROVEMENT) {
-            state.best_val_loss = Some(metrics.val_loss);
-            state.best_epoch = epoch;
-            state.epochs_without_improvement = 0;
-            if hp.early_stopping_patience > 0 && parallel.is_leader() {
-                state.best_weights = Some(checkpoints.save_best(vs, epoch).await?);
-            }
-        } else {
-            state.epochs_without_improvement += 1;
-        }
-        stopped_early =
-            hp.early_stopping_patience > 0 && state.epochs_without_improvement >= hp.early_stopping_patience;
-        state.epoch = epoch;
-        state.history.push(metrics.clone());
-        if parallel.is_leader() {
-            tracker.epoch(&metrics);
-            checkpoints.save(vs, &optimizer.state(), state).await?;
-            write_metrics(out, &state.history).await?;
-        }
-        // No rank starts the next epoch before rank 0's checkpoint of this one is complete.
-        parallel.barrier()?;
-        if stopped_early {
-            event("info", "early_stop", json!({"epoch": epoch, "best_epoch": state.best_epoch}));
-        }
+        stopped_early = end_epoch(hp, parallel, run, metrics, tracker).await?;
     }
     Ok(())
+}
+
+/// One epoch's steps on this rank's shard of the epoch's permutation.
+fn epoch_steps(
+    hp: &Hyperparameters,
+    parallel: &Parallel<'_>,
+    run: &mut Prepared,
+    schedule: &Schedule,
+    epoch: u32,
+    progress: &EpochProgress,
+) -> Result<StepSums, TrainError> {
+    let Prepared { data, tensors, net, optimizer, buckets, state, .. } = run;
+    // The epoch's shuffle depends only on (seed, epoch), so every rank
+    // shards the same permutation; augmentation and dropout streams
+    // also depend on the rank (rank 0's is a single process's).
+    let rank_stream = (parallel.rank() as u64).wrapping_mul(0x632B_E59B_D9B4_E019);
+    tch::manual_seed((hp.seed ^ u64::from(epoch).wrapping_mul(0x9E37_79B9) ^ rank_stream) as i64);
+    let mut order: Vec<i64> = data.split.train.iter().map(|&i| i as i64).collect();
+    SplitMix64::stream(hp.seed, u64::from(epoch)).shuffle(&mut order);
+    let mine = shard(&order, parallel.rank(), parallel.world());
+    let mut sums = StepSums {
+        loss: 0.0,
+        correct: 0,
+        seen: mine.len(),
+        learning_rate: hp.learning_rate,
+        allreduce_ms_per_step: None,
+    };
+    for chunk in mine.chunks(schedule.batch as usize) {
+        sums.learning_rate = learning_rate(
+            hp.scheduler,
+            hp.learning_rate,
+            state.global_step,
+            schedule.total_steps,
+            schedule.warmup_steps,
+        );
+        let (x, y) = tensors.batch(&Tensor::from_slice(chunk), Some(&hp.augmentation));
+        let logits = net.forward_t(&x, true);
+        let loss = logits.cross_entropy_for_logits(&y);
+        optimizer.zero_grad();
+        loss.backward();
+        buckets.average(parallel)?;
+        optimizer.step(sums.learning_rate);
+        state.global_step += 1;
+        let batch_loss = loss.double_value(&[]);
+        sums.loss += batch_loss * chunk.len() as f64;
+        sums.correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        progress.step(batch_loss);
+    }
+    sums.allreduce_ms_per_step = buckets.take_time();
+    Ok(sums)
+}
+
+/// Records a finished epoch: the best weights so far, rank 0's checkpoint
+/// and metrics, and whether validation stalled long enough to stop.
+async fn end_epoch(
+    hp: &Hyperparameters,
+    parallel: &Parallel<'_>,
+    run: &mut Prepared,
+    metrics: EpochMetrics,
+    tracker: &mut dyn Tracker,
+) -> Result<bool, TrainError> {
+    let Prepared { vs, optimizer, state, out, checkpoints, .. } = run;
+    let epoch = metrics.epoch;
+    if state.best_val_loss.is_none_or(|best| metrics.val_loss < best - MIN_IMPROVEMENT) {
+        state.best_val_loss = Some(metrics.val_loss);
+        state.best_epoch = epoch;
+        state.epochs_without_improvement = 0;
+        if hp.early_stopping_patience > 0 && parallel.is_leader() {
+            state.best_weights = Some(checkpoints.save_best(vs, epoch).await?);
+        }
+    } else {
+        state.epochs_without_improvement += 1;
+    }
+    let stopped_early =
+        hp.early_stopping_patience > 0 && state.epochs_without_improvement >= hp.early_stopping_patience;
+    state.epoch = epoch;
+    if parallel.is_leader() {
+        tracker.epoch(&metrics);
+    }
+    state.history.push(metrics);
+    if parallel.is_leader() {
+        checkpoints.save(vs, &optimizer.state(), state).await?;
+        write_metrics(out, &state.history).await?;
+    }
+    // No rank starts the next epoch before rank 0's checkpoint of this one is complete.
+    parallel.barrier()?;
+    if stopped_early {
+        event("info", "early_stop", json!({"epoch": epoch, "best_epoch": state.best_epoch}));
+    }
+    Ok(stopped_early)
 }
 
 /// Sums three figures over the ranks.
