@@ -16,6 +16,8 @@ pub mod env;
 
 /// File name of the TorchScript module.
 pub const MODEL_FILE: &str = "model.pt";
+/// File name of an ONNX model (`artifact.format: ONNX`).
+pub const ONNX_MODEL_FILE: &str = "model.onnx";
 /// File name of the model card.
 pub const MODEL_CARD_FILE: &str = "model.json";
 /// File name of the per-epoch metrics.
@@ -180,7 +182,7 @@ pub struct ModelCard {
     /// Digest of the dataset content the model was trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_digest: Option<String>,
-    /// `sha256:` of `model.pt`.
+    /// `sha256:` of the model file (`model.pt` or `model.onnx`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_digest: Option<String>,
     /// Distribution of the training inputs, the reference for drift detection.

@@ -139,6 +139,48 @@ pub enum ArtifactFormat {
     /// A TorchScript module (`torch.jit.save` or a traced tch module).
     #[default]
     TorchScript,
+    /// An ONNX model (`torch.onnx.export`) run by ONNX Runtime; its first
+    /// input and output need a dynamic batch dimension.
+    #[serde(rename = "ONNX")]
+    Onnx,
+}
+
+impl ArtifactFormat {
+    /// Every format, for parsing and messages.
+    pub const ALL: [Self; 2] = [Self::TorchScript, Self::Onnx];
+
+    /// The name in `spec.artifact.format` and in the predictor's `HONE_MODEL_FORMAT`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TorchScript => "TorchScript",
+            Self::Onnx => "ONNX",
+        }
+    }
+
+    /// The model file's name in a model folder (the artifact URI names it).
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::TorchScript => crate::contract::MODEL_FILE,
+            Self::Onnx => crate::contract::ONNX_MODEL_FILE,
+        }
+    }
+}
+
+impl std::fmt::Display for ArtifactFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ArtifactFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|f| f.as_str()).collect();
+            format!("unknown model format {s:?}: use one of {}", names.join(", "))
+        })
+    }
 }
 
 /// What the model takes and returns.
@@ -296,4 +338,26 @@ pub struct ClassMetrics {
     pub f1: f64,
     /// Test samples of this class.
     pub support: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn artifact_formats_parse_print_and_serialize_by_the_same_names() {
+        for format in ArtifactFormat::ALL {
+            let json = serde_json::to_value(format).unwrap();
+            assert_eq!(json, format.as_str());
+            assert_eq!(serde_json::from_value::<ArtifactFormat>(json).unwrap(), format);
+            assert_eq!(format.as_str().parse::<ArtifactFormat>().unwrap(), format);
+            assert_eq!(format.to_string(), format.as_str());
+        }
+        assert_eq!(ArtifactFormat::Onnx.file_name(), "model.onnx");
+        assert_eq!(ArtifactFormat::TorchScript.file_name(), "model.pt");
+        let err = "onnx".parse::<ArtifactFormat>().unwrap_err();
+        assert!(err.contains("TorchScript, ONNX"), "{err}");
+    }
 }

@@ -34,4 +34,9 @@ pub mod env {
     pub const EXPECTED_SIGNATURE: &str = "HONE_EXPECTED_SIGNATURE";
     /// `verify`: folder holding the held-out test split to evaluate on.
     pub const EVAL_DIR: &str = "HONE_EVAL_DIR";
+    /// The model file's format, `spec.artifact.format`: `TorchScript` or `ONNX`.
+    pub const MODEL_FORMAT: &str = "HONE_MODEL_FORMAT";
+    /// Path of ONNX Runtime's shared library (`libonnxruntime.so.1.31.x`),
+    /// loaded only for ONNX models; the variable the `ort` crate reads too.
+    pub const ONNXRUNTIME_LIB: &str = "ORT_DYLIB_PATH";
 }

@@ -234,7 +234,7 @@ fn modelversion_has_every_field() {
             ("status.evaluation.evaluatedAt", "string"),
         ],
     );
-    assert_eq!(enum_values("ModelVersion", "spec.artifact.format"), ["TorchScript"]);
+    assert_eq!(enum_values("ModelVersion", "spec.artifact.format"), ["TorchScript", "ONNX"]);
 }
 
 #[test]

@@ -86,6 +86,22 @@ dataset $(phase "$ns" dataset digits), modelversion $(phase "$ns" modelversion d
   k delete namespace "$ns" --wait=false >/dev/null
 }
 
+# resumed_once KILLED_AFTER LOG WHO: the trainer's LOG (of a 10-epoch run)
+# says it resumed from a checkpoint written at or after epoch KILLED_AFTER,
+# not from the end, and then trained each remaining epoch exactly once.
+resumed_once() {
+  python3 - "$@" <<'PY'
+import json, sys
+killed_after, log, who = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+lines = [json.loads(l) for l in open(log) if l.startswith("{")]
+resumed = [l["epoch"] for l in lines if l.get("event") == "resumed"]
+epochs = [l["epoch"] for l in lines if l.get("event") == "epoch"]
+print(f"[chaos] {who}: resumed from epoch {resumed}, then trained epochs {epochs}")
+ok = resumed and killed_after <= resumed[0] < 10 and epochs == list(range(resumed[0] + 1, 11))
+sys.exit(0 if ok else 1)
+PY
+}
+
 training_pod_deleted() {
   local ns=chaos-train job pod start epoch
   fresh_ns "$ns"
@@ -115,17 +131,7 @@ print(max(done) if done else 0)')
     -o jsonpath='{.items[0].metadata.name}')
   logs=$(k -n "$ns" logs "$survivor")
   printf '%s\n' "$logs" > "$WORK/training-resumed.log"
-  python3 - "$epoch" "$WORK/training-resumed.log" <<'PY' || { fail "the next pod did not resume"; return 1; }
-import json, sys
-deleted_after = int(sys.argv[1])
-lines = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
-resumed = [l["epoch"] for l in lines if l.get("event") == "resumed"]
-epochs = [l["epoch"] for l in lines if l.get("event") == "epoch"]
-print(f"[chaos] next pod: resumed from epoch {resumed}, then trained epochs {epochs}")
-# It resumed from a checkpoint written before the kill, not from the end.
-ok = resumed and deleted_after <= resumed[0] < 10 and epochs == list(range(resumed[0] + 1, 11))
-sys.exit(0 if ok else 1)
-PY
+  resumed_once "$epoch" "$WORK/training-resumed.log" "next pod" || { fail "the next pod did not resume"; return 1; }
   [ "$(k -n "$ns" get trainingjob digits-cnn-1 -o jsonpath='{.status.modelVersion}')" = digits-classifier-v1 ] ||
     { fail "no ModelVersion registered"; return 1; }
   k delete namespace "$ns" --wait=false >/dev/null
@@ -164,16 +170,8 @@ worker_pod_deleted() {
   attempts=$(k -n "$ns" get trainingjob digits-cnn-2 -o jsonpath='{.status.attempts}')
   log "attempts: $attempts; failed pods: $(k -n "$ns" get pods -l "job-name=$job" \
     --field-selector=status.phase=Failed --no-headers 2>/dev/null | wc -l)"
-  python3 - "$epoch" "$WORK/worker-resumed.log" <<'PY' || { fail "rank 0 of the next attempt did not resume"; return 1; }
-import json, sys
-killed_after = int(sys.argv[1])
-lines = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
-resumed = [l["epoch"] for l in lines if l.get("event") == "resumed"]
-epochs = [l["epoch"] for l in lines if l.get("event") == "epoch"]
-print(f"[chaos] next attempt's rank 0: resumed from epoch {resumed}, then trained epochs {epochs}")
-ok = resumed and killed_after <= resumed[0] < 10 and epochs == list(range(resumed[0] + 1, 11))
-sys.exit(0 if ok else 1)
-PY
+  resumed_once "$epoch" "$WORK/worker-resumed.log" "next attempt's rank 0" ||
+    { fail "rank 0 of the next attempt did not resume"; return 1; }
   [ "${attempts:-1}" -ge 2 ] || { fail "status.attempts is ${attempts:-unset}, not 2 or more"; return 1; }
   [ -n "$(k -n "$ns" get trainingjob digits-cnn-2 -o jsonpath='{.status.modelVersion}')" ] ||
     { fail "no ModelVersion registered"; return 1; }

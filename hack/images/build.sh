@@ -3,7 +3,7 @@
 # the real node's containerd runs (NODE=real hack/cluster/up.sh), imports them:
 #   hone.local/operator:dev   hone-operator
 #   hone.local/trainer:dev    hone-trainer    (+ libtorch, CPU)
-#   hone.local/predictor:dev  hone-predictor  (+ libtorch, CPU)
+#   hone.local/predictor:dev  hone-predictor  (+ libtorch, CPU; + ONNX Runtime)
 #   hone.local/router:dev     hone-router     (no libtorch: readelf finds none)
 # Layers, bottom first: base (user 65532, /tmp), the C/C++ runtime from this
 # machine (what ldd finds outside torch), libtorch (trainer, predictor), the
@@ -15,6 +15,11 @@
 # drops libtorch_cuda.so, nothing references it), so the layer holds those,
 # libgomp, and the two CUDA libraries libtorch_cpu.so itself needs at load
 # time (libcudart, libcupti) - not the ~3 GB of CUDA libraries.
+#
+# ONNX Runtime (predictor only): hone-predictor loads it at run time for
+# ONNX models (dlopen, so ldd cannot see it), from ORT_DYLIB_PATH; the image
+# carries the onnxruntime wheel's library at /opt/onnxruntime/ (its own
+# layer) with ORT_DYLIB_PATH set, and the system libraries it needs.
 #
 # Usage: hack/images/build.sh [operator|trainer|predictor|router ...]
 #   PROFILE=release (default) or debug: which target/<profile>/ binaries
@@ -46,6 +51,32 @@ torch_lib_dir() {
     [ -d "$torch_lib" ] || idie "torch's lib dir not found (hack/env.sh printed no LD_LIBRARY_PATH)"
   fi
   echo "$torch_lib"
+}
+
+# The onnxruntime wheel's library, from hack/env.sh's ORT_DYLIB_PATH.
+ort_lib=""
+onnxruntime_lib() {
+  if [ -z "$ort_lib" ]; then
+    local envs
+    envs=$("$REPO_ROOT/hack/env.sh") || idie "hack/env.sh failed"
+    ort_lib=$(printf '%s\n' "$envs" | sed -n "s/^export ORT_DYLIB_PATH='\([^']*\)'.*/\1/p")
+    [ -f "$ort_lib" ] || idie "ONNX Runtime's library not found (hack/env.sh printed no ORT_DYLIB_PATH)"
+  fi
+  echo "$ort_lib"
+}
+
+# onnxruntime_spec NAME: writes $IMG_CACHE/onnxruntime.spec (the library at
+# /opt/onnxruntime/) and adds the system libraries it needs to NAME.sys.spec.
+onnxruntime_spec() {
+  local name=$1 lib path ort
+  local sys="$IMG_CACHE/$name.sys.spec"
+  ort=$(onnxruntime_lib)
+  printf '/opt/onnxruntime/%s %s 0644\n' "$(basename "$ort")" "$ort" > "$IMG_CACHE/onnxruntime.spec"
+  grep -q 'not found' < <(ldd "$ort") && idie "ldd $ort: some libraries were not found"
+  while read -r lib path; do
+    [ -n "$path" ] && echo "$path $path" >> "$sys"
+  done < <(ldd "$ort" | awk '/=>/ && $3 ~ /^\// {print $1, $3} !/=>/ && $1 ~ /^\// {print "ld", $1}')
+  sort -u -o "$sys" "$sys"
 }
 
 # layer_specs NAME BIN: writes NAME.sys.spec, NAME.torch.spec, NAME.app.spec.
@@ -82,6 +113,7 @@ for name in "${images[@]}"; do
   if [ "$name" = router ] && [ -s "$IMG_CACHE/$name.torch.spec" ]; then
     idie "$bin links libtorch; hone-router must not (it depends on no tch crate)"
   fi
+  [ "$name" = predictor ] && onnxruntime_spec "$name"
   layers=("$base" "$IMG_CACHE/$name.sys.spec")
   env='"PATH=/usr/local/bin:/usr/bin:/bin"'
   if [ -s "$IMG_CACHE/$name.torch.spec" ]; then
@@ -91,6 +123,10 @@ for name in "${images[@]}"; do
     else mv -f "$IMG_CACHE/libtorch.spec.new" "$IMG_CACHE/libtorch.spec"; fi
     layers+=("$IMG_CACHE/libtorch.spec")
     env+=',"LD_LIBRARY_PATH=/opt/libtorch/lib"'
+  fi
+  if [ "$name" = predictor ]; then
+    layers+=("$IMG_CACHE/onnxruntime.spec")
+    env+=",\"ORT_DYLIB_PATH=/opt/onnxruntime/$(basename "$(onnxruntime_lib)")\""
   fi
   layers+=("$IMG_CACHE/$name.app.spec")
   oci_image "$IMAGE_REGISTRY/$name:$TAG" \

@@ -5,7 +5,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hone_predictor::model;
+use hone_crds::modelversion::ArtifactFormat;
+use hone_predictor::{model, runtime as model_runtime};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Parser, Debug)]
@@ -26,12 +27,12 @@ fn measure(module: &tch::CModule, shape: &[i64], batch: i64, seconds: f64) -> f6
     full.extend_from_slice(shape);
     let input = Tensor::zeros(full.as_slice(), (Kind::Float, Device::Cpu));
     for _ in 0..3 {
-        let _ = model::forward(module, input.shallow_clone()).unwrap();
+        let _ = model_runtime::forward(module, input.shallow_clone()).unwrap();
     }
     let started = Instant::now();
     let mut samples = 0i64;
     while started.elapsed() < Duration::from_secs_f64(seconds) {
-        let _ = model::forward(module, input.shallow_clone()).unwrap();
+        let _ = model_runtime::forward(module, input.shallow_clone()).unwrap();
         samples += batch;
     }
     samples as f64 / started.elapsed().as_secs_f64()
@@ -40,8 +41,14 @@ fn measure(module: &tch::CModule, shape: &[i64], batch: i64, seconds: f64) -> f6
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let files = runtime.block_on(model::fetch_model(&args.model, model::ExpectedDigests::default())).unwrap();
-    let module = model::load_module(&files.module, Device::Cpu).unwrap();
+    let files = runtime
+        .block_on(model::fetch_model(
+            &args.model,
+            ArtifactFormat::TorchScript,
+            model::ExpectedDigests::default(),
+        ))
+        .unwrap();
+    let module = model_runtime::load_module(&files.module, Device::Cpu).unwrap();
     let _guard = tch::no_grad_guard();
     let shape = files.card.signature.input_shape.clone();
     let single = measure(&module, &shape, 1, args.seconds);

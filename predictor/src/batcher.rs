@@ -1,5 +1,5 @@
 //! Dynamic batching: requests queue for one dedicated inference thread that
-//! owns the libtorch module, concatenates queued samples into one forward
+//! owns the model (libtorch or ONNX Runtime), concatenates queued samples into one forward
 //! pass (up to `max_batch_size`), and answers each request with its rows.
 //!
 //! The queue is bounded: a full queue is refused at once (429) instead of
@@ -19,11 +19,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TryS
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tch::{CModule, Device};
+use tch::Device;
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::model;
+use crate::runtime::{self, Model};
 
 /// Batching settings.
 #[derive(Debug, Clone)]
@@ -113,7 +113,7 @@ impl Batcher {
     /// thread ends, `on_exit` gets `None` (every handle was dropped) or the
     /// message of the panic that ended it.
     pub fn start(
-        module: CModule,
+        module: Model,
         config: BatchConfig,
         metrics: Metrics,
         on_exit: impl FnOnce(Option<String>) + Send + 'static,
@@ -156,7 +156,7 @@ impl Batcher {
 }
 
 struct Worker {
-    module: CModule,
+    module: Model,
     config: BatchConfig,
     rx: Receiver<Job>,
     arrivals: Arc<Arrivals>,
@@ -164,7 +164,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(self) {
+    fn run(mut self) {
         let _no_grad = tch::no_grad_guard();
         let mut carry: Option<Job> = None;
         loop {
@@ -221,7 +221,7 @@ impl Worker {
         (batch, None)
     }
 
-    fn run_batch(&self, batch: Vec<Job>) {
+    fn run_batch(&mut self, batch: Vec<Job>) {
         let now = Instant::now();
         // Nobody waits for a job past its deadline or whose caller left.
         let batch: Vec<Job> =
@@ -272,7 +272,7 @@ impl Worker {
         }
     }
 
-    fn forward(&self, input: &[f32], samples: usize) -> Result<Vec<f32>, String> {
+    fn forward(&mut self, input: &[f32], samples: usize) -> Result<Vec<f32>, String> {
         if let Some(Fault::PanicOn(value)) = self.config.fault {
             let sample_len = input.len() / samples.max(1);
             if input.chunks(sample_len.max(1)).any(|s| s.first() == Some(&value)) {
@@ -284,8 +284,8 @@ impl Worker {
                 }
             }
         }
-        model::forward_logits(
-            &self.module,
+        runtime::forward_logits(
+            &mut self.module,
             input,
             samples,
             &self.config.sample_shape,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use hone_crds::modelversion::ArtifactFormat;
 use hone_crds::predictor::env;
 
 /// Default of `serve --max-body-bytes`; also the largest test image `verify` reads.
@@ -17,11 +18,19 @@ pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 16 << 20;
 /// `hone-predictor serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Model location: the folder holding model.pt and model.json, or model.pt itself
+    /// Model location: the folder holding the model file (model.pt or model.onnx)
+    /// and model.json, or the model file itself
     /// (a local path or file://, s3://, gs://, az://, http(s)://, pvc:// URI).
     #[arg(long, env = env::MODEL_URI)]
     pub model: String,
-    /// Expected `sha256:` of model.pt; unset: the card's artifactDigest, if any.
+    /// The model file's format: `TorchScript` (model.pt) or `ONNX` (model.onnx).
+    #[arg(long, env = env::MODEL_FORMAT, default_value = "TorchScript")]
+    pub format: ArtifactFormat,
+    /// ONNX Runtime's shared library (the `onnxruntime` wheel's
+    /// `onnxruntime/capi/libonnxruntime.so.1.31.x`), loaded for ONNX models only.
+    #[arg(long, env = env::ONNXRUNTIME_LIB)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Expected `sha256:` of the model file; unset: the card's artifactDigest, if any.
     #[arg(long, env = env::MODEL_DIGEST)]
     pub digest: Option<String>,
     /// Expected `sha256:` of model.json: a card with any other digest is
@@ -109,7 +118,8 @@ pub struct ServeArgs {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, env = env::DEVICE, default_value = "auto")]
     pub device: String,
-    /// libtorch intra-op threads; 0: libtorch's default (one per core).
+    /// Intra-op threads of libtorch, or of the ONNX Runtime session for ONNX
+    /// models; 0: the runtime's default (one per core).
     #[arg(long, env = "HONE_TORCH_THREADS", default_value_t = 0)]
     pub torch_threads: i32,
     /// Seconds to keep serving in-flight requests after SIGTERM before exiting anyway.
@@ -128,7 +138,14 @@ pub struct VerifyArgs {
     /// Model location (as for `serve`).
     #[arg(long, env = env::MODEL_URI)]
     pub model: String,
-    /// Expected `sha256:` of model.pt.
+    /// The model file's declared format: `TorchScript` or `ONNX`; a file in
+    /// the other format fails verification (`FormatMismatch`).
+    #[arg(long, env = env::MODEL_FORMAT, default_value = "TorchScript")]
+    pub format: ArtifactFormat,
+    /// ONNX Runtime's shared library (as for `serve`).
+    #[arg(long, env = env::ONNXRUNTIME_LIB)]
+    pub onnxruntime: Option<PathBuf>,
+    /// Expected `sha256:` of the model file.
     #[arg(long, env = env::MODEL_DIGEST)]
     pub digest: Option<String>,
     /// Expected `sha256:` of model.json; a card with any other digest fails

@@ -3,7 +3,8 @@
 //! Without the `object-storage` feature, only local paths and `file://`.
 
 use bytes::Bytes;
-use hone_crds::contract::{MODEL_CARD_FILE, MODEL_FILE};
+use hone_crds::contract::MODEL_CARD_FILE;
+use hone_crds::modelversion::ArtifactFormat;
 
 /// Why a file could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +51,20 @@ pub fn normalize(uri: &str) -> String {
     format!("file://{}", absolute.display())
 }
 
-/// The URIs of `model.pt` and `model.json` for `--model`, which names either
-/// the folder holding both or the `model.pt` file itself.
-pub fn model_files(uri: &str) -> (String, String) {
+/// The URIs of the model file and `model.json` for `--model`, which names
+/// either the folder holding both (then the file is `format`'s, `model.pt`
+/// or `model.onnx`) or the model file itself (`*.pt`, `*.onnx`: whatever
+/// its format, which loading checks).
+pub fn model_files(uri: &str, format: ArtifactFormat) -> (String, String) {
     let trimmed = uri.trim_end_matches('/');
-    let folder = match trimmed.rsplit_once('/') {
-        Some((folder, file)) if file.ends_with(".pt") => folder,
-        _ => trimmed,
-    };
-    let module = if trimmed.ends_with(".pt") { trimmed.to_owned() } else { format!("{folder}/{MODEL_FILE}") };
-    (module, format!("{folder}/{MODEL_CARD_FILE}"))
+    let is_model_file = |name: &str| name.ends_with(".pt") || name.ends_with(".onnx");
+    match trimmed.rsplit_once('/') {
+        Some((folder, file)) if is_model_file(file) => {
+            (trimmed.to_owned(), format!("{folder}/{MODEL_CARD_FILE}"))
+        }
+        None if is_model_file(trimmed) => (trimmed.to_owned(), MODEL_CARD_FILE.to_owned()),
+        _ => (format!("{trimmed}/{}", format.file_name()), format!("{trimmed}/{MODEL_CARD_FILE}")),
+    }
 }
 
 #[cfg(test)]
@@ -68,12 +73,20 @@ mod tests {
 
     #[test]
     fn folder_or_file_uris_name_both_files() {
-        let (pt, card) = model_files("s3://bucket/job/0/");
+        let (pt, card) = model_files("s3://bucket/job/0/", ArtifactFormat::TorchScript);
         assert_eq!(pt, "s3://bucket/job/0/model.pt");
         assert_eq!(card, "s3://bucket/job/0/model.json");
-        let (pt, card) = model_files("/models/a/custom.pt");
+        let (pt, card) = model_files("/models/a/custom.pt", ArtifactFormat::TorchScript);
         assert_eq!(pt, "/models/a/custom.pt");
         assert_eq!(card, "/models/a/model.json");
+        let (onnx, card) = model_files("s3://bucket/job/0", ArtifactFormat::Onnx);
+        assert_eq!(onnx, "s3://bucket/job/0/model.onnx");
+        assert_eq!(card, "s3://bucket/job/0/model.json");
+        // A file URI is the file, whatever the format says: loading checks the bytes.
+        let (file, card) = model_files("gs://b/m/model.onnx", ArtifactFormat::TorchScript);
+        assert_eq!(file, "gs://b/m/model.onnx");
+        assert_eq!(card, "gs://b/m/model.json");
+        assert_eq!(model_files("model.pt", ArtifactFormat::TorchScript).1, "model.json");
     }
 
     #[test]

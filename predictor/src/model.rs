@@ -1,12 +1,14 @@
-//! Loading a ModelVersion: fetch `model.pt` and `model.json`, check the
-//! digest, validate the card, load the TorchScript module, and run it.
+//! Loading a ModelVersion: fetch the model file (`model.pt` or
+//! `model.onnx`) and `model.json`, check the digests and validate the card.
+//! Loading and running the model itself is [`crate::runtime`].
 
 use bytes::Bytes;
 use hone_crds::contract::{InputKind, ModelCard};
+use hone_crds::modelversion::ArtifactFormat;
 use sha2::{Digest, Sha256};
-use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::fetch;
+use crate::onnx::OnnxError;
 
 /// Why a model cannot be served.
 #[derive(Debug, thiserror::Error)]
@@ -20,7 +22,7 @@ pub enum LoadError {
         #[source]
         source: crate::fetch::FetchError,
     },
-    /// `model.pt` does not have the expected digest.
+    /// The model file does not have the expected digest.
     #[error("digest mismatch for {uri}: expected {expected}, found {found}")]
     DigestMismatch {
         /// The URI read.
@@ -52,6 +54,19 @@ pub enum LoadError {
     /// libtorch cannot load the module.
     #[error("loading TorchScript module: {0}")]
     Module(#[source] tch::TchError),
+    /// The file is not in the declared format: its bytes are the other one's.
+    #[error("the model is declared {declared} but the file is {found}: {detail}")]
+    FormatMismatch {
+        /// The format asked for (`spec.artifact.format`, `--format`).
+        declared: ArtifactFormat,
+        /// The format the bytes are in.
+        found: ArtifactFormat,
+        /// What the declared format's loader said of the bytes.
+        detail: String,
+    },
+    /// ONNX Runtime is unavailable or cannot run the ONNX model.
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
     /// The warm-up forward pass failed or returned the wrong shape.
     #[error("warm-up forward pass: {0}")]
     WarmUp(String),
@@ -66,29 +81,32 @@ impl LoadError {
             Self::CardDigestMismatch { .. } => "CardDigestMismatch",
             Self::Card { .. } => "InvalidModelCard",
             Self::Module(_) => "InvalidModule",
+            Self::FormatMismatch { .. } => "FormatMismatch",
+            Self::Onnx(OnnxError::Runtime(_)) => "OnnxRuntimeUnavailable",
+            Self::Onnx(OnnxError::Model(_) | OnnxError::Signature(_)) => "InvalidModule",
             Self::WarmUp(_) => "ForwardFailed",
         }
     }
 }
 
-/// The raw files of a model, with the digests of `model.pt` and `model.json`.
+/// The raw files of a model, with the digests of the model file and `model.json`.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
-    /// Bytes of `model.pt`.
+    /// Bytes of the model file.
     pub module: Bytes,
     /// The parsed `model.json`.
     pub card: ModelCard,
-    /// `sha256:<hex>` of `model.pt`.
+    /// `sha256:<hex>` of the model file.
     pub digest: String,
     /// `sha256:<hex>` of `model.json`, as read.
     pub card_digest: String,
 }
 
 /// The digests a model's files must have; `None` accepts any (for
-/// `model.pt`, then the card's `artifactDigest` is checked, if it has one).
+/// the model file, then the card's `artifactDigest` is checked, if it has one).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExpectedDigests<'a> {
-    /// Expected `sha256:` of `model.pt`.
+    /// Expected `sha256:` of the model file.
     pub module: Option<&'a str>,
     /// Expected `sha256:` of `model.json`.
     pub card: Option<&'a str>,
@@ -97,11 +115,11 @@ pub struct ExpectedDigests<'a> {
 /// Both files as read from storage, nothing checked yet.
 #[derive(Debug, Clone)]
 pub struct FetchedFiles {
-    /// URI of `model.pt`.
+    /// URI of the model file.
     pub module_uri: String,
     /// URI of `model.json`.
     pub card_uri: String,
-    /// Bytes of `model.pt`.
+    /// Bytes of the model file.
     pub module: Bytes,
     /// Bytes of `model.json`.
     pub card: Bytes,
@@ -118,14 +136,19 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     out
 }
 
-/// Fetches `model.pt` and `model.json` and checks them (see [`check_files`]).
-pub async fn fetch_model(uri: &str, expected: ExpectedDigests<'_>) -> Result<ModelFiles, LoadError> {
-    check_files(fetch_files(uri).await?, expected)
+/// Fetches the model file and `model.json` and checks them (see [`check_files`]).
+pub async fn fetch_model(
+    uri: &str,
+    format: ArtifactFormat,
+    expected: ExpectedDigests<'_>,
+) -> Result<ModelFiles, LoadError> {
+    check_files(fetch_files(uri, format).await?, expected)
 }
 
-/// Reads `model.pt` and `model.json` for `--model` (a folder or the `.pt` file).
-pub async fn fetch_files(uri: &str) -> Result<FetchedFiles, LoadError> {
-    let (module_uri, card_uri) = fetch::model_files(uri);
+/// Reads the model file and `model.json` for `--model` (a folder, or the
+/// model file itself); a folder holds `format`'s file (`model.pt`, `model.onnx`).
+pub async fn fetch_files(uri: &str, format: ArtifactFormat) -> Result<FetchedFiles, LoadError> {
+    let (module_uri, card_uri) = fetch::model_files(uri, format);
     let read = |uri: String| async move {
         fetch::fetch(&uri).await.map_err(|source| LoadError::Fetch { uri: uri.clone(), source })
     };
@@ -223,101 +246,6 @@ pub fn validate_card(card: &ModelCard) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the TorchScript module onto `device` in eval mode.
-pub fn load_module(bytes: &[u8], device: Device) -> Result<CModule, LoadError> {
-    let mut module =
-        CModule::load_data_on_device(&mut std::io::Cursor::new(bytes), device).map_err(LoadError::Module)?;
-    module.set_eval();
-    Ok(module)
-}
-
-/// Runs `module` on `input`; a tuple or list output yields its first tensor.
-pub fn forward(module: &CModule, input: Tensor) -> Result<Tensor, tch::TchError> {
-    match module.forward_is(&[IValue::Tensor(input)])? {
-        IValue::Tensor(t) => Ok(t),
-        IValue::Tuple(items) | IValue::GenericList(items) => match items.into_iter().next() {
-            Some(IValue::Tensor(t)) => Ok(t),
-            _ => Err(tch::TchError::Kind("model output's first element is not a tensor".into())),
-        },
-        IValue::TensorList(items) => items
-            .into_iter()
-            .next()
-            .ok_or_else(|| tch::TchError::Kind("model returned an empty tensor list".into())),
-        _ => Err(tch::TchError::Kind("model output is not a tensor".into())),
-    }
-}
-
-/// Runs `samples` samples (`input`, each of `sample_shape`) through
-/// `module` on `device` and returns the `[samples, outputs]` logits, row by
-/// row, on the CPU: the forward pass of the inference thread and of
-/// `verify`'s evaluation.
-pub fn forward_logits(
-    module: &CModule,
-    input: &[f32],
-    samples: usize,
-    sample_shape: &[i64],
-    outputs: usize,
-    device: Device,
-) -> Result<Vec<f32>, String> {
-    let err = |e: tch::TchError| e.to_string();
-    let samples = samples as i64;
-    let mut shape = vec![samples];
-    shape.extend_from_slice(sample_shape);
-    let tensor = Tensor::f_from_slice(input).map_err(err)?.f_view(shape.as_slice()).map_err(err)?;
-    let tensor = tensor.f_to_device(device).map_err(err)?;
-    let output = forward(module, tensor).map_err(err)?;
-    let expected = [samples, outputs as i64];
-    // `size` panics only on tensors without sizes (nested ones); the inference
-    // thread catches panics, and `verify` runs this on a blocking task.
-    let size = output.size();
-    if size != expected {
-        return Err(format!("model returned shape {size:?}, expected {expected:?}"));
-    }
-    let output = output
-        .f_to_device(Device::Cpu)
-        .and_then(|t| t.f_to_kind(Kind::Float))
-        .and_then(|t| t.f_contiguous())
-        .and_then(|t| t.f_view([-1]))
-        .map_err(err)?;
-    Vec::<f32>::try_from(&output).map_err(|e| e.to_string())
-}
-
-/// Runs `batch` zero samples through `module` and checks the output is
-/// `[batch, classes]`: the warm-up before readiness and the verify check.
-pub fn forward_zeros(
-    module: &CModule,
-    card: &ModelCard,
-    batch: i64,
-    device: Device,
-) -> Result<(), LoadError> {
-    let mut shape = vec![batch];
-    shape.extend_from_slice(&card.signature.input_shape);
-    let output = tch::no_grad(|| forward(module, Tensor::zeros(shape.as_slice(), (Kind::Float, device))))
-        .map_err(|e| LoadError::WarmUp(e.to_string()))?;
-    let classes = card.signature.classes.len() as i64;
-    if output.size() != [batch, classes] {
-        return Err(LoadError::WarmUp(format!(
-            "output shape {:?}, expected [{batch}, {classes}] (one logit per class)",
-            output.size()
-        )));
-    }
-    Ok(())
-}
-
-/// The device for `--device`: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present).
-pub fn parse_device(name: &str) -> Result<Device, String> {
-    match name {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| format!("unknown device {other:?}: use auto, cpu, cuda or cuda:N")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,12 +309,5 @@ mod tests {
         assert_eq!(files.digest, sha256_digest(b"module"));
         let unpinned = check_files(fetched(json), ExpectedDigests::default()).unwrap();
         assert_eq!(unpinned.card_digest, digest);
-    }
-
-    #[test]
-    fn devices_parse() {
-        assert_eq!(parse_device("cpu"), Ok(Device::Cpu));
-        assert_eq!(parse_device("cuda:1"), Ok(Device::Cuda(1)));
-        assert!(parse_device("tpu").is_err());
     }
 }

@@ -1,7 +1,8 @@
 //! `hone-predictor verify`: what the ModelVersion verify Job runs, as a
-//! pipeline. Fetch `model.pt` and `model.json`; check both digests and the
-//! card; check the card's signature against the ModelVersion's; load the
-//! module and run one forward pass on zeros of the signature shape; with a
+//! pipeline. Fetch the model file and `model.json`; check both digests and
+//! the card; check the card's signature against the ModelVersion's; load the
+//! model in its declared format (a file in the other format is a
+//! `FormatMismatch`) and run one forward pass on zeros of the signature shape; with a
 //! test split, evaluate the model on it ([`crate::eval_split`]). Prints a
 //! one-line JSON summary that fits the pod's termination message.
 //!
@@ -14,11 +15,11 @@ use std::path::Path;
 use hone_crds::contract::{ExpectedSignature, TERMINATION_MESSAGE_MAX_BYTES};
 use hone_crds::modelversion::Evaluation;
 use hone_crds::predictor::env;
-use tch::Device;
 
 use crate::config::VerifyArgs;
 use crate::eval_split::{self, EvalError};
 use crate::model::{self, ExpectedDigests, LoadError, ModelFiles};
+use crate::runtime::{self, RuntimeConfig};
 use crate::signature::{self, SignatureMismatch};
 
 pub use hone_crds::contract::VerifySummary;
@@ -73,9 +74,10 @@ pub async fn verify(args: &VerifyArgs) -> VerifySummary {
 /// The pipeline; fills `summary` with what each step learnt as it goes, so a
 /// failure still reports the digests and shape read before it.
 async fn run(args: &VerifyArgs, summary: &mut VerifySummary) -> Result<(), VerifyError> {
-    let device = model::parse_device(&args.device).map_err(VerifyError::InvalidArgument)?;
+    let device = runtime::parse_device(&args.device).map_err(VerifyError::InvalidArgument)?;
+    let runtime = RuntimeConfig::new(args.format, device, 0, args.onnxruntime.clone());
     let expected_signature = parse_expected_signature(args.expected_signature.as_deref())?;
-    let fetched = model::fetch_files(&args.model).await?;
+    let fetched = model::fetch_files(&args.model, args.format).await?;
     summary.card_digest = Some(model::sha256_digest(&fetched.card));
     summary.size_bytes = Some(fetched.module.len() as u64);
     let expected = ExpectedDigests { module: args.digest.as_deref(), card: args.card_digest.as_deref() };
@@ -91,7 +93,7 @@ async fn run(args: &VerifyArgs, summary: &mut VerifySummary) -> Result<(), Verif
         signature::check(expected, &files.card.signature)?;
     }
     let eval_dir = args.eval_dir.clone();
-    let checked = tokio::task::spawn_blocking(move || run_model(&files, device, eval_dir.as_deref()))
+    let checked = tokio::task::spawn_blocking(move || run_model(&files, &runtime, eval_dir.as_deref()))
         .await
         .map_err(|join| VerifyError::Crashed(join.to_string()))??;
     summary.forward_ms = Some((checked.forward_ms * 1000.0).round() / 1000.0);
@@ -122,14 +124,19 @@ struct ModelRun {
     evaluation: Option<Result<Evaluation, EvalError>>,
 }
 
-/// Loads the module, runs one sample of zeros, then evaluates it on the
-/// test split in `eval_dir`, if any. Blocking: libtorch and file reads.
-fn run_model(files: &ModelFiles, device: Device, eval_dir: Option<&Path>) -> Result<ModelRun, LoadError> {
-    let module = model::load_module(&files.module, device)?;
+/// Loads the model, runs one sample of zeros, then evaluates it on the
+/// test split in `eval_dir`, if any. Blocking: the model and file reads.
+fn run_model(
+    files: &ModelFiles,
+    runtime: &RuntimeConfig,
+    eval_dir: Option<&Path>,
+) -> Result<ModelRun, LoadError> {
+    let device = runtime.device;
+    let mut module = runtime::load_model(&files.module, &files.card, runtime)?;
     let started = std::time::Instant::now();
-    model::forward_zeros(&module, &files.card, 1, device)?;
+    runtime::forward_zeros(&mut module, &files.card, 1, device)?;
     let forward_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let evaluation = eval_dir.map(|dir| eval_split::evaluate(dir, &files.card, &module, device));
+    let evaluation = eval_dir.map(|dir| eval_split::evaluate(dir, &files.card, &mut module, device));
     Ok(ModelRun { forward_ms, evaluation })
 }
 

@@ -4,13 +4,15 @@
 //! trainer's `eval-split` writes it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
 
 use hone_crds::contract::{
     EVAL_HEADER_FILE, EVAL_SAMPLES_FILE, EvalSample, EvalSplitHeader, ExpectedSignature, InputKind,
     ModelCard, metric,
 };
-use hone_predictor::config::VerifyArgs;
+use hone_crds::modelversion::ArtifactFormat;
 use hone_predictor::model::sha256_digest;
 use hone_predictor::verify::{VerifySummary, verify};
 use serde_json::json;
@@ -114,18 +116,6 @@ fn tabular_split(dir: &Path) {
     write_split(dir, InputKind::Tabular, &["a", "b", "c"], &["f0", "f1", "f2"], &samples);
 }
 
-fn args(model: &Path) -> VerifyArgs {
-    VerifyArgs {
-        model: model.display().to_string(),
-        digest: None,
-        card_digest: None,
-        expected_signature: None,
-        eval_dir: None,
-        device: "cpu".into(),
-        termination_log: None,
-    }
-}
-
 fn metric_of(summary: &VerifySummary, name: &str) -> f64 {
     summary.evaluation.as_ref().unwrap_or_else(|| panic!("no evaluation: {summary:?}")).metrics[name]
 }
@@ -136,7 +126,7 @@ async fn verify_measures_the_model_on_the_test_split() {
     let card = tabular_model(model.path(), &["a", "b", "c"]);
     tabular_split(split.path());
     let card_digest = sha256_digest(&std::fs::read(model.path().join("model.json")).unwrap());
-    let mut args = args(model.path());
+    let mut args = common::verify_args(model.path(), ArtifactFormat::TorchScript, None);
     args.card_digest = Some(card_digest.clone());
     args.expected_signature = Some(serde_json::to_string(&ExpectedSignature::of(&card.signature)).unwrap());
     args.eval_dir = Some(split.path().to_owned());
@@ -158,7 +148,7 @@ async fn a_card_with_permuted_classes_scores_low_but_still_verifies() {
     let (model, split) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     tabular_model(model.path(), &["b", "a", "c"]);
     tabular_split(split.path());
-    let mut args = args(model.path());
+    let mut args = common::verify_args(model.path(), ArtifactFormat::TorchScript, None);
     args.eval_dir = Some(split.path().to_owned());
     let summary = verify(&args).await;
     assert!(summary.ok, "low accuracy is for gates to judge: {summary:?}");
@@ -170,7 +160,7 @@ async fn a_card_that_is_not_the_pinned_one_fails() {
     let model = tempfile::tempdir().unwrap();
     tabular_model(model.path(), &["a", "b", "c"]);
     let pinned = format!("sha256:{}", "c".repeat(64));
-    let mut args = args(model.path());
+    let mut args = common::verify_args(model.path(), ArtifactFormat::TorchScript, None);
     args.card_digest = Some(pinned.clone());
     let summary = verify(&args).await;
     assert!(!summary.ok);
@@ -190,7 +180,7 @@ async fn a_card_whose_signature_is_not_the_model_versions_fails() {
     let card = tabular_model(model.path(), &["a", "b", "c"]);
     let mut spec = card.signature.clone();
     spec.classes[2] = "d".into();
-    let mut args = args(model.path());
+    let mut args = common::verify_args(model.path(), ArtifactFormat::TorchScript, None);
     args.expected_signature = Some(serde_json::to_string(&ExpectedSignature::of(&spec)).unwrap());
     let summary = verify(&args).await;
     assert!(!summary.ok);
@@ -208,7 +198,7 @@ async fn a_split_that_cannot_be_read_fails_verification_after_the_forward_pass()
     tabular_model(model.path(), &["a", "b", "c"]);
     let short = EvalSample { label: "a".into(), features: Some(vec![1.0, 2.0]), file: None };
     write_split(split.path(), InputKind::Tabular, &["a", "b", "c"], &[], &[row("a", [1.0, 0.0, 0.0]), short]);
-    let mut args = args(model.path());
+    let mut args = common::verify_args(model.path(), ArtifactFormat::TorchScript, None);
     args.eval_dir = Some(split.path().to_owned());
     let summary = verify(&args).await;
     assert!(!summary.ok);
@@ -239,7 +229,7 @@ async fn images_are_decoded_resized_and_normalised_as_predict_does() {
         image("dark", gray("3.png", 3, 180)),
     ];
     write_split(split.path(), InputKind::Image, &["dark", "light"], &[], &samples);
-    let mut args = args(model.path());
+    let mut args = common::verify_args(model.path(), ArtifactFormat::TorchScript, None);
     args.eval_dir = Some(split.path().to_owned());
     let summary = verify(&args).await;
     assert!(summary.ok, "{summary:?}");

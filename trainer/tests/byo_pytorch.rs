@@ -169,7 +169,10 @@ fn s3_dataset_and_output_through_boto3() {
     let iris = exported_data().join("iris.csv");
     boto3(
         &minio.endpoint,
-        &format!("s3.create_bucket(Bucket='byo')\ns3.upload_file('{}', 'byo', 'data/iris.csv')\n", iris.display()),
+        &format!(
+            "s3.create_bucket(Bucket='byo')\ns3.upload_file('{}', 'byo', 'data/iris.csv')\n",
+            iris.display()
+        ),
     );
     let dir = tempfile::tempdir().unwrap();
     let (out, log) = (dir.path().join("unused"), dir.path().join("termination-log"));

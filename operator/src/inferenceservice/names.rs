@@ -50,11 +50,12 @@ pub const ROUTER_REPLICAS: i32 = 2;
 pub mod env {
     pub use hone_crds::predictor::env::{
         ADMIN_ADDR, API_KEYS_FILE, MAX_BATCH_SIZE, MAX_LATENCY_MS, MODEL_CARD_DIGEST, MODEL_DIGEST,
-        MODEL_NAME, MODEL_URI, MODEL_VERSION, SHUTDOWN_GRACE_SECONDS,
+        MODEL_FORMAT, MODEL_NAME, MODEL_URI, MODEL_VERSION, SHUTDOWN_GRACE_SECONDS,
     };
     /// Every variable the operator sets itself; `spec.predictor.env` may not override them.
-    pub const MANAGED: [&str; 11] = [
+    pub const MANAGED: [&str; 12] = [
         MODEL_URI,
+        MODEL_FORMAT,
         MODEL_DIGEST,
         MODEL_CARD_DIGEST,
         MODEL_NAME,

@@ -10,6 +10,7 @@ use hone_crds::inferenceservice::{
     MAX_PROGRESS_DEADLINE_SECONDS, MIN_PROGRESS_DEADLINE_SECONDS, PredictorSpec, RolloutStrategy, Routing,
     Track, TrafficProvider,
 };
+use hone_crds::modelversion::ArtifactFormat;
 use hone_crds::{InferenceService, ModelVersion};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
@@ -49,6 +50,8 @@ pub struct ModelRef {
     pub version: i64,
     /// Artifact URI.
     pub uri: String,
+    /// The artifact's format (`HONE_MODEL_FORMAT`).
+    pub format: ArtifactFormat,
     /// Expected digest (the spec's, else the verified one).
     pub digest: Option<String>,
     /// Expected digest of the model card (the spec's, else the verified one).
@@ -321,6 +324,7 @@ pub fn model_ref(mv: &ModelVersion) -> Result<ModelRef, String> {
         name,
         version: mv.spec.version,
         uri,
+        format: artifact.format,
         digest: artifact.digest.clone().or(verified),
         card_digest: artifact.card_digest.clone().or(verified_card),
         secret: artifact.secret_ref.as_ref().map(|s| s.name.clone()),

@@ -10,7 +10,7 @@ use hone_crds::consts::{
     ANNOTATION_ARTIFACT_POLICY, ARTIFACT_POLICY_DELETE, LABEL_MODEL, LABEL_MODEL_VERSION,
 };
 use hone_crds::contract::env as contract_env;
-use hone_crds::contract::{EVAL_DIR, ExpectedSignature, MODEL_CARD_FILE, MODEL_FILE, TERMINATION_LOG};
+use hone_crds::contract::{EVAL_DIR, ExpectedSignature, MODEL_CARD_FILE, TERMINATION_LOG};
 use hone_crds::predictor::env;
 use hone_crds::{Dataset, InferenceService, ModelVersion, ModelVersionSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -115,9 +115,11 @@ pub fn validate(mv: &ModelVersion, config: &OperatorConfig) -> Result<ValidModel
             )));
         }
     }
-    if !uri.ends_with(MODEL_FILE) {
+    let format = mv.spec.artifact.format;
+    let file = format.file_name();
+    if !uri.ends_with(file) {
         return Err(Error::InvalidSpec(format!(
-            "spec.artifact.uri {uri:?} must name the TorchScript file ({MODEL_FILE}); its {MODEL_CARD_FILE} lies beside it"
+            "spec.artifact.uri {uri:?} must name the {format} file ({file}); its {MODEL_CARD_FILE} lies beside it"
         )));
     }
     Ok(ValidModelVersion {
@@ -241,6 +243,7 @@ pub fn verify_job(valid: &ValidModelVersion, evaluation: Option<&DatasetInput>) 
     let expected = serde_json::to_string(&ExpectedSignature::of(&valid.spec.signature)).unwrap_or_default();
     let mut env = vec![
         env_var(env::MODEL_URI, artifact.uri.trim()),
+        env_var(env::MODEL_FORMAT, artifact.format.as_str()),
         env_var(env::TERMINATION_LOG, TERMINATION_LOG),
         env_var(env::DEVICE, "cpu"),
         env_var(env::EXPECTED_SIGNATURE, &expected),
@@ -389,7 +392,7 @@ pub fn purge_scope(mv: &ModelVersion) -> PurgeScope {
     match run_folder {
         Some(folder) => PurgeScope::RunFolder(folder.to_owned()),
         None => {
-            let dir = uri.strip_suffix(MODEL_FILE).unwrap_or(uri);
+            let dir = uri.strip_suffix(mv.spec.artifact.format.file_name()).unwrap_or(uri);
             PurgeScope::Files(vec![uri.to_owned(), format!("{dir}{MODEL_CARD_FILE}")])
         }
     }

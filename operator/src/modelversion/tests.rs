@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hone_crds::conditions::find_condition;
-use hone_crds::modelversion::ModelVersionPhase;
+use hone_crds::modelversion::{ArtifactFormat, ModelVersionPhase};
 use hone_crds::{InferenceService, ModelVersion, ModelVersionStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -74,6 +74,35 @@ fn verify_job_runs_the_predictor_restricted_with_digest_and_credentials() {
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     assert_eq!(pod.automount_service_account_token, Some(false));
+}
+
+#[test]
+fn an_onnx_artifact_names_model_onnx_and_its_format_reaches_the_verify_pod() {
+    let config = OperatorConfig::default();
+    let onnx = |uri: &str| {
+        let mut mv = model_version(uri, json!({}));
+        mv.spec.artifact.format = ArtifactFormat::Onnx;
+        mv
+    };
+    let err = desired::validate(&onnx("s3://m/a/model.pt"), &config).unwrap_err();
+    let Error::InvalidSpec(message) = err else { panic!("not InvalidSpec") };
+    assert!(message.contains("must name the ONNX file (model.onnx)"), "{message}");
+    let valid = desired::validate(&onnx("s3://m/a/model.onnx"), &config).unwrap();
+    let files = vec!["s3://m/a/model.onnx".to_owned(), "s3://m/a/model.json".to_owned()];
+    assert_eq!(valid.purge_scope, PurgeScope::Files(files));
+    let env_of = |valid: &desired::ValidModelVersion| -> Vec<(String, String)> {
+        let job = desired::verify_job(valid, None);
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    };
+    assert!(env_of(&valid).contains(&("HONE_MODEL_FORMAT".into(), "ONNX".into())));
+    let torchscript = desired::validate(&model_version("s3://m/a/model.pt", json!({})), &config).unwrap();
+    assert!(env_of(&torchscript).contains(&("HONE_MODEL_FORMAT".into(), "TorchScript".into())));
 }
 
 fn with_run_folder(mut mv: ModelVersion, folder: &str) -> ModelVersion {

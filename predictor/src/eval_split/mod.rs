@@ -7,7 +7,7 @@
 //! Samples stream through in batches, so memory is one batch, whatever the
 //! split holds; the files are bounded all the same (samples, line length,
 //! image size), since a bad split must fail with a message, not an OOM kill.
-//! Blocking (files and libtorch): run it on a blocking thread.
+//! Blocking (files and the model): run it on a blocking thread.
 
 mod error;
 mod inputs;
@@ -20,14 +20,14 @@ use std::path::Path;
 
 use hone_crds::contract::{EVAL_MAX_SAMPLES, EVAL_SAMPLES_FILE, EvalSample, ModelCard};
 use hone_crds::modelversion::Evaluation;
-use tch::{CModule, Device};
+use tch::Device;
 
 pub use error::EvalError;
 pub use read::read_header;
 
 use crate::evaluation::Tally;
-use crate::model;
 use crate::preprocess::Sample;
+use crate::runtime::{self, Model};
 use inputs::SampleInputs;
 use read::BoundedLines;
 
@@ -42,7 +42,7 @@ pub const EVAL_MAX_HEADER_BYTES: usize = 32 << 20;
 pub fn evaluate(
     dir: &Path,
     card: &ModelCard,
-    module: &CModule,
+    module: &mut Model,
     device: Device,
 ) -> Result<Evaluation, EvalError> {
     let header = read_header(dir)?;
@@ -106,7 +106,7 @@ impl Batch {
     /// Runs the batch through the model, tallies the answers and empties it.
     fn run(
         &mut self,
-        module: &CModule,
+        module: &mut Model,
         card: &ModelCard,
         device: Device,
         tally: &mut Tally,
@@ -116,7 +116,7 @@ impl Batch {
         }
         let classes = card.signature.classes.len();
         let logits = tch::no_grad(|| {
-            model::forward_logits(
+            runtime::forward_logits(
                 module,
                 &self.values,
                 self.truths.len(),

@@ -36,6 +36,7 @@ use crate::config::ServeArgs;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::{self, LoadError};
+use crate::runtime::{self, RuntimeConfig};
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +71,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let device = model::parse_device(&args.device).map_err(ServeError::Config)?;
+    let device = runtime::parse_device(&args.device).map_err(ServeError::Config)?;
+    let threads = usize::try_from(args.torch_threads).unwrap_or(0);
+    let runtime = RuntimeConfig::new(args.format, device, threads, args.onnxruntime.clone());
     if let Some(fault) = &args.fault_injection {
         crate::batcher::Fault::parse(fault).map_err(ServeError::Config)?;
         tracing::warn!(%fault, "FAULT INJECTION is on: this server will fail on purpose");
@@ -113,7 +116,7 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     let fetched = tokio::select! {
-        fetched = model::fetch_model(&args.model, model::ExpectedDigests {
+        fetched = model::fetch_model(&args.model, args.format, model::ExpectedDigests {
             module: args.digest.as_deref(),
             card: args.card_digest.as_deref(),
         }) => fetched,
@@ -149,7 +152,7 @@ pub async fn run(
             }
             // `files` (the model's bytes) is dropped when this closure ends:
             // after loading, the module is the only copy in memory.
-            if let Err(e) = state.load(&files.module, device) {
+            if let Err(e) = state.load(&files.module, &runtime) {
                 tracing::error!(error = %e, "cannot serve the model");
                 *load_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 failure.notify_one();

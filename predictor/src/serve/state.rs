@@ -18,8 +18,9 @@ use crate::config::ServeArgs;
 use crate::drift::DriftMonitor;
 use crate::error::ApiError;
 use crate::metrics::{ClassLabels, MAX_CLASS_LABELS, Metrics};
-use crate::model::{self, LoadError, ModelFiles};
+use crate::model::{LoadError, ModelFiles};
 use crate::preprocess::Preprocessor;
+use crate::runtime::{self, RuntimeConfig};
 
 /// Request limits.
 #[derive(Debug, Clone)]
@@ -161,13 +162,14 @@ impl AppState {
         }
     }
 
-    /// Loads the module, warms it up (one sample, then a full batch), starts
+    /// Loads the model, warms it up (one sample, then a full batch), starts
     /// the inference thread and turns ready. Blocking: run off the async workers.
-    pub fn load(&self, module_bytes: &[u8], device: Device) -> Result<(), LoadError> {
+    pub fn load(&self, module_bytes: &[u8], runtime: &RuntimeConfig) -> Result<(), LoadError> {
         let started = Instant::now();
-        let module = model::load_module(module_bytes, device)?;
-        model::forward_zeros(&module, &self.card, 1, device)?;
-        model::forward_zeros(&module, &self.card, self.batch_config.max_batch_size as i64, device)?;
+        let device = runtime.device;
+        let mut module = runtime::load_model(module_bytes, &self.card, runtime)?;
+        runtime::forward_zeros(&mut module, &self.card, 1, device)?;
+        runtime::forward_zeros(&mut module, &self.card, self.batch_config.max_batch_size as i64, device)?;
         let config = BatchConfig { device, ..self.batch_config.clone() };
         let health = self.health.clone();
         let on_exit = move |failure: Option<String>| {
@@ -187,6 +189,7 @@ impl AppState {
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             ?device,
+            format = %runtime.format,
             "model loaded and warmed up; ready"
         );
         Ok(())

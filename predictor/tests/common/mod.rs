@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hone_predictor::config::ServeArgs;
+use hone_crds::modelversion::ArtifactFormat;
+use hone_predictor::config::{ServeArgs, VerifyArgs};
 use hone_router::RouterArgs;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -25,19 +26,25 @@ pub fn python() -> PathBuf {
 /// Folder with `cnn/`, `mlp/`, `slow/`, `poison/` models (made on first use).
 pub fn models() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_models.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(dir.path())
-            .args(["cnn", "mlp", "slow", "poison"])
-            .output()
-            .expect("run make_models.py (is the venv on PATH? eval \"$(hack/env.sh)\")");
-        assert!(out.status.success(), "make_models.py failed: {}", String::from_utf8_lossy(&out.stderr));
-        dir
-    })
-    .path()
+    DIR.get_or_init(|| make_models(&["cnn", "mlp", "slow", "poison"])).path()
+}
+
+/// A new folder with the `names` models of `fixtures/make_models.py`.
+pub fn make_models(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(python())
+        .arg(fixture("make_models.py"))
+        .arg(dir.path())
+        .args(names)
+        .output()
+        .expect("run make_models.py (is the venv on PATH? eval \"$(hack/env.sh)\")");
+    assert!(out.status.success(), "make_models.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+/// Path of a file in `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// Folder of one test model.
@@ -197,4 +204,19 @@ pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) 
 /// POSTs `body` as JSON to `url` and returns the JSON answer (any status).
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> serde_json::Value {
     client.post(url).json(body).send().await.unwrap().json().await.unwrap()
+}
+
+/// `verify`'s arguments for the model in `folder`, nothing else checked.
+pub fn verify_args(folder: &Path, format: ArtifactFormat, onnxruntime: Option<PathBuf>) -> VerifyArgs {
+    VerifyArgs {
+        model: folder.display().to_string(),
+        format,
+        onnxruntime,
+        digest: None,
+        card_digest: None,
+        expected_signature: None,
+        eval_dir: None,
+        device: "cpu".into(),
+        termination_log: None,
+    }
 }

@@ -161,7 +161,8 @@ fn pod_spec(valid: &ValidService, model: &ModelRef) -> PodSpec {
 /// spec's own variables (validation keeps them off the managed names).
 pub fn predictor_env(valid: &ValidService, model: &ModelRef) -> Vec<EnvVar> {
     let predictor = &valid.predictor;
-    let mut vars = vec![(env::MODEL_URI, model.uri.clone())];
+    let mut vars =
+        vec![(env::MODEL_URI, model.uri.clone()), (env::MODEL_FORMAT, model.format.as_str().to_owned())];
     if let Some(digest) = &model.digest {
         vars.push((env::MODEL_DIGEST, digest.clone()));
     }

@@ -102,6 +102,7 @@ fn predictor_pods_pass_restricted_and_carry_the_model() {
     assert_eq!(c.args, Some(vec!["serve".to_owned()]));
     let vars = env(&c);
     assert_eq!(vars["HONE_MODEL_URI"], "s3://models/digits-v1/model.pt");
+    assert_eq!(vars["HONE_MODEL_FORMAT"], "TorchScript");
     assert!(vars["HONE_MODEL_DIGEST"].starts_with("sha256:"));
     assert_eq!(vars["HONE_MODEL_NAME"], "digits");
     assert_eq!(vars["HONE_MODEL_VERSION"], "1");
