@@ -26,10 +26,20 @@ eval "$envs"
 [ -x "$HONE_VENV/bin/python" ] || idie "no venv python at $HONE_VENV/bin/python"
 mkdir -p "$IMG_CACHE/byo-pytorch"
 base=$(base_layer_spec)
-image_env=$("$HONE_VENV/bin/python" "$IMAGES_HACK/pyimage.py" --spec-dir "$IMG_CACHE/byo-pytorch" \
-  --distributions torch,boto3,pillow,numpy --exclude-distributions triton \
-  --modules torch,torch.distributed,torch.nn.parallel,torch.utils.data,boto3,PIL.Image \
-  --warm 'import torch; torch.jit.script(torch.nn.Linear(2, 2))') || idie "pyimage.py failed"
+# The specs depend only on the venv (its requirements stamp) and pyimage.py:
+# reused while neither changed (pyimage.py runs ldd on every library: ~80 s).
+spec_dir="$IMG_CACHE/byo-pytorch"
+key=$(cat "$HONE_VENV/.hone-complete" "$IMAGES_HACK/pyimage.py" "${BASH_SOURCE[0]}" 2>/dev/null | sha256sum | cut -c1-16)
+if [ "$(cat "$spec_dir/key" 2>/dev/null)" = "$key" ] && [ -s "$spec_dir/env.json" ]; then
+  ilog "layer specs unchanged (key $key)"
+else
+  "$HONE_VENV/bin/python" "$IMAGES_HACK/pyimage.py" --spec-dir "$spec_dir" \
+    --distributions torch,boto3,pillow,numpy --exclude-distributions triton \
+    --modules torch,torch.distributed,torch.nn.parallel,torch.utils.data,boto3,PIL.Image \
+    --warm 'import torch; torch.jit.script(torch.nn.Linear(2, 2))' > "$spec_dir/env.json" || idie "pyimage.py failed"
+  echo "$key" > "$spec_dir/key"
+fi
+image_env=$(cat "$spec_dir/env.json")
 printf '/app/train.py %s 0644\n' "$REPO_ROOT/examples/byo-pytorch/train.py" > "$IMG_CACHE/byo-pytorch/app.spec"
 config=$(python3 -c '
 import json, sys

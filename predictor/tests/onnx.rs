@@ -1,7 +1,8 @@
 //! ONNX models (`artifact.format: ONNX`) end to end: a CNN exported with
 //! `torch.onnx.export` served over real HTTP answers what onnxruntime in
-//! Python answers, and `verify` refuses a file in the other format, a model
-//! without a batch axis and a missing runtime.
+//! Python answers, also to a stock OIP v2 client (tritonclient), and `verify`
+//! refuses a file in the other format, a model without a batch axis and a
+//! missing runtime.
 //!
 //! Needs ONNX Runtime's library in `ORT_DYLIB_PATH` (`eval "$(hack/env.sh)"`
 //! sets it from the venv's onnxruntime wheel); HONE_SKIP_ONNX=1 skips the
@@ -200,4 +201,29 @@ async fn an_onnx_model_without_the_runtime_library_fails_verification_saying_so(
     let summary = verify(&common::verify_args(&models().join("cnn-onnx"), ArtifactFormat::Onnx, None)).await;
     let message = failed(&summary, "OnnxRuntimeUnavailable");
     assert!(message.contains(env::ONNXRUNTIME_LIB) && message.contains("--onnxruntime"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_oip_client_works_unchanged_on_an_onnx_model() {
+    if onnxruntime().is_none() {
+        return;
+    }
+    let folder = models().join("cnn-onnx").to_str().unwrap().to_owned();
+    let server = start(args_at(&folder, "cnn", &["--format", "ONNX"])).await;
+    let host = server.base.trim_start_matches("http://").to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(fixture("oip_client.py"))
+            .args([host.as_str(), "cnn", &folder])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.trim_end().ends_with("ok"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
