@@ -10,11 +10,11 @@ import sys
 def main():
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     ceiling = next((r for r in rows if r.get("label") == "ceiling"), None)
-    runs = [r for r in rows if r.get("label") in ("hone", "kserve", "fastapi")]
+    runs = [r for r in rows if r.get("label") in ("hone", "hone-onnx", "kserve", "fastapi")]
     by = {(r["label"], r["concurrency"]): r for r in runs}
     levels = sorted({r["concurrency"] for r in runs})
     print(f"{'server':8} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
-    for label in ("hone", "kserve", "fastapi"):
+    for label in ("hone", "hone-onnx", "kserve", "fastapi"):
         for c in levels:
             r = by.get((label, c))
             if r:
@@ -25,6 +25,13 @@ def main():
         h, k, f = by.get(("hone", c)), by.get(("kserve", c)), by.get(("fastapi", c))
         ratio = lambda a, b, key: f"{a[key] / b[key]:.2f}x" if a and b and b[key] else "-"
         print(f"{c:4d} {ratio(h, k, 'rps'):>16} {ratio(h, f, 'rps'):>17} {ratio(h, k, 'p99_ms'):>16} {ratio(h, f, 'p99_ms'):>17}")
+    if any(label == "hone-onnx" for label, _ in by):
+        print()
+        print(f"{'conc':>4} {'onnx/torch rps':>15} {'p99 onnx/torch':>15}   (the same weights, ONNX Runtime vs libtorch)")
+        for c in levels:
+            h, o = by.get(("hone", c)), by.get(("hone-onnx", c))
+            if h and o:
+                print(f"{c:4d} {o['rps'] / h['rps']:14.2f}x {o['p99_ms'] / h['p99_ms']:14.2f}x")
     if ceiling:
         print()
         print(f"ceiling: {ceiling['samples_per_second_batched']:.1f} samples/s in-process at batch {ceiling['batch']}"

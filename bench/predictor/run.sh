@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Serves the same TorchScript model with hone-predictor, KServe's Python
 # model server and FastAPI + uvicorn + torch, one at a time, and loads each on
-# loopback at several concurrencies; then the router's one-hop overhead and
-# a 90/10 split check. Prints req/s, p50/p99, ratios and the in-process
-# batched forward ceiling. Benchmarks print figures; they assert nothing.
+# loopback at several concurrencies; for the small CNN also hone-predictor on
+# the same weights exported to ONNX (ONNX Runtime next to libtorch, same
+# threads and batching); then the router's one-hop overhead and a 90/10
+# split check. Prints req/s, p50/p99, ratios and the in-process batched
+# forward ceiling. Benchmarks print figures; they assert nothing.
 #
 #   bench/predictor/run.sh                # simple-cnn 3x32x32, 10 s per run
 #   MODEL=resnet18 DURATION=20 bench/predictor/run.sh   (ResNet-18 at 3x224x224)
@@ -15,7 +17,9 @@ bench_venv=$(bench/predictor/setup.sh | tail -n 1)
 MODEL=${MODEL:-cnn32}
 DURATION=${DURATION:-10}
 CONCURRENCY=${CONCURRENCY:-"1 8 32 64"}
-SERVERS=${SERVERS:-"hone kserve fastapi"}
+# hone-onnx only where make_models.py has an ONNX export of MODEL (cnn32).
+default_servers="hone kserve fastapi"; [ "$MODEL" = cnn32 ] && default_servers="hone hone-onnx kserve fastapi"
+SERVERS=${SERVERS:-$default_servers}
 MAX_BATCH=${MAX_BATCH:-32}
 work=$(mktemp -d)
 results=${RESULTS:-$work/results.jsonl}
@@ -28,7 +32,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 cargo build -q --release -p hone-predictor --bin hone-predictor --example loadgen --example forward_ceiling ${BENCH_CARGO_ARGS:-}
 cargo build -q --release -p hone-router --bin hone-router
 bin=$CARGO_TARGET_DIR/release
-"$HONE_VENV/bin/python" predictor/tests/fixtures/make_models.py "$work" "$MODEL" >/dev/null
+onnx_model=""; case " $SERVERS " in *" hone-onnx "*) onnx_model="$MODEL-onnx" ;; esac
+"$HONE_VENV/bin/python" predictor/tests/fixtures/make_models.py "$work" "$MODEL" $onnx_model >/dev/null
 model_dir=$work/$MODEL
 "$HONE_VENV/bin/python" bench/predictor/make_body.py "$model_dir" "$work/body.json"
 
@@ -54,6 +59,8 @@ for server in $SERVERS; do
   case $server in
     hone) "$bin/hone-predictor" serve --model "$model_dir" --model-name model --addr 127.0.0.1:18080 \
             --max-batch-size "$MAX_BATCH" --queue-capacity 1024 2>"$work/hone.log" & ;;
+    hone-onnx) "$bin/hone-predictor" serve --model "$work/$onnx_model" --format ONNX --model-name model \
+            --addr 127.0.0.1:18080 --max-batch-size "$MAX_BATCH" --queue-capacity 1024 2>"$work/hone-onnx.log" & ;;
     kserve) "$bench_venv/bin/python" bench/predictor/kserve_server.py "$model_dir" 18080 >"$work/kserve.log" 2>&1 & ;;
     fastapi) "$bench_venv/bin/python" bench/predictor/fastapi_server.py "$model_dir" 18080 >"$work/fastapi.log" 2>&1 & ;;
   esac
