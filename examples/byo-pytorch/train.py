@@ -136,14 +136,16 @@ def download(uri, scratch):
 
 
 def publish(out, output_uri):
-    """Rank 0, s3:// outputs: upload every file of `out` under the output prefix."""
+    """Rank 0, s3:// outputs: upload every file under `out` below the output prefix."""
     if not output_uri.startswith("s3://"):
         return
     try:
         client, (bucket, key) = s3_client(), split_s3(output_uri)
         prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-        for name in sorted(os.listdir(out)):
-            client.upload_file(os.path.join(out, name), bucket, prefix + name)
+        for folder, _, names in os.walk(out):
+            for name in sorted(names):
+                rel = os.path.relpath(os.path.join(folder, name), out).replace(os.sep, "/")
+                client.upload_file(os.path.join(folder, name), bucket, prefix + rel)
     except Exception as e:
         raise storage_error(output_uri, e) from e
 
@@ -493,6 +495,8 @@ def export(model, data, history, mean, std, out, output_uri):
     with open(card_path, "w") as f:
         json.dump(card, f, indent=2)
     card_digest, _ = sha256_file(card_path)
+    if env("BYO_EXPORT_ONNX") == "1":
+        export_onnx(model, data, card, out)
     return {
         "kind": "train",
         "epoch": len(history),
@@ -507,6 +511,20 @@ def export(model, data, history, mean, std, out, output_uri):
         "classes": data["classes"],
         "preprocessing": preprocessing,
     }
+
+
+def export_onnx(model, data, card, out):
+    """The same weights as ONNX in out/onnx/ (model.onnx and its own
+    model.json), for a ModelVersion with `artifact.format: ONNX`."""
+    folder = os.path.join(out, "onnx")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "model.onnx")
+    # The TorchScript-based exporter needs only the onnx package; the batch axis stays dynamic.
+    torch.onnx.export(model, (data["inputs"][:1],), path, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    digest, _ = sha256_file(path)
+    with open(os.path.join(folder, MODEL_CARD_FILE), "w") as f:
+        json.dump(dict(card, artifactDigest=digest), f, indent=2)
 
 
 def fit(summary):

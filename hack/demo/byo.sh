@@ -8,14 +8,21 @@
 #      (python -m torch.distributed.run, static rendezvous at rank 0 through
 #      the headless Service), gradients all-reduced with gloo;
 # and each registers a ModelVersion of `digits-byo` that the operator then
-# verifies and evaluates on the held-out split like any other. The run ends
-# with "N passed, N failed" and a non-zero status when a check failed.
+# verifies and evaluates on the held-out split like any other.
+#   4. the 1-worker run also exported its weights to ONNX (BYO_EXPORT_ONNX=1):
+#      a ModelVersion with `artifact.format: ONNX` on that file is verified
+#      and evaluated by the operator (measured accuracy equal to the
+#      TorchScript one's), then served by an InferenceService on ONNX Runtime
+#      and asked every held-out digit through its router.
+# The run ends with "N passed, N failed" and a non-zero status when a check
+# failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . hack/demo/lib.sh
 export KUBECONFIG=$HONE_CLUSTER_DIR/kubeconfig
 NS=hone-demo
 MODEL=digits-byo
+HOLDOUT="$HONE_CACHE/demo-data/digits-holdout"
 t0=$(date +%s)
 say() { printf '[byo %4ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
 passed=0 failed=0
@@ -31,10 +38,12 @@ hack/images/byo-pytorch.sh 2>&1 | sed 's/^/    /'
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "the image did not build" >&2; exit 1; }
 
 # An earlier run's objects go first (their ModelVersions purge their artifacts).
+k -n "$NS" delete inferenceservice digits-onnx --wait=true --timeout=120s >/dev/null 2>&1 || true
 k -n "$NS" delete trainingjob -l hone.dev/demo=byo --wait=true >/dev/null 2>&1 || true
 k -n "$NS" delete modelversion -l hone.dev/model="$MODEL" --wait=true --timeout=120s >/dev/null 2>&1 || true
+k -n "$NS" delete modelversion -l hone.dev/demo=byo --wait=true --timeout=120s >/dev/null 2>&1 || true
 
-# trainingjob NAME WORKERS COMMAND_JSON: the manifest.
+# trainingjob NAME WORKERS COMMAND_JSON [ENV_JSON]: the manifest.
 trainingjob() {
   cat <<YAML
 apiVersion: hone.dev/v1alpha1
@@ -49,6 +58,7 @@ spec:
   image: hone.local/byo-pytorch:dev
   command: $3
   args: []
+  env: ${4:-[]}
   workers: $2
   resources:
     requests: {cpu: 250m, memory: 512Mi}
@@ -82,7 +92,7 @@ train() {
 }
 
 ACC="" MV=""
-if train byo-digits-1 1 '["python3", "/app/train.py"]'; then
+if train byo-digits-1 1 '["python3", "/app/train.py"]' '[{"name": "BYO_EXPORT_ONNX", "value": "1"}]'; then
   acc1=$ACC mv1=$MV
   check "1 worker: $mv1 registered and verified" true
   check "1 worker: measured accuracy $acc1 >= 0.9" python3 -c "import sys; sys.exit(float('$acc1') < 0.9)"
@@ -105,6 +115,52 @@ if train byo-digits-2 2 "$torchrun"; then
   fi
 else
   check "2 workers under torchrun: trained, registered and verified" false
+fi
+
+# serve_onnx: the 1-worker run's ONNX export as an ONNX ModelVersion, verified
+# and served.
+serve_onnx() {
+  local dir signature acc url
+  dir=$(k -n "$NS" get modelversion "$mv1" -o jsonpath='{.spec.artifact.uri}'); dir=${dir%/model.pt}
+  signature=$(k -n "$NS" get modelversion "$mv1" -o jsonpath='{.spec.signature}')
+  k -n "$NS" apply -f - <<YAML | sed 's/^/    /'
+apiVersion: hone.dev/v1alpha1
+kind: ModelVersion
+metadata:
+  name: digits-byo-onnx-v1
+  labels: {hone.dev/demo: byo}
+spec:
+  model: digits-byo-onnx
+  version: 1
+  artifact: {uri: "$dir/onnx/model.onnx", format: ONNX, secretRef: {name: hone-s3-credentials}}
+  signature: $signature
+  evaluation: {dataset: {name: digits}}
+YAML
+  wait_phase "$NS" modelversion digits-byo-onnx-v1 Ready 300 || return 1
+  acc=$(k -n "$NS" get modelversion digits-byo-onnx-v1 -o jsonpath='{.status.evaluation.metrics.accuracy}')
+  say "digits-byo-onnx-v1 (ONNX) verified; measured accuracy $acc, the TorchScript $mv1's $acc1"
+  check "ONNX: the operator measured $acc, the same as the TorchScript export's $acc1" \
+    python3 -c "import sys; sys.exit(abs(float('$acc') - float('$acc1')) > 0.005)"
+  k -n "$NS" apply -f - <<YAML | sed 's/^/    /'
+apiVersion: hone.dev/v1alpha1
+kind: InferenceService
+metadata:
+  name: digits-onnx
+  labels: {hone.dev/demo: byo}
+spec:
+  variants:
+  - {name: main, modelVersion: digits-byo-onnx-v1, weight: 100}
+  predictor:
+    resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {memory: 1Gi}}
+  autoscaling: {minReplicas: 1, maxReplicas: 1}
+YAML
+  wait_phase "$NS" inferenceservice digits-onnx Ready 300 || return 1
+  url="http://$(k -n "$NS" get svc digits-onnx-router -o jsonpath='{.spec.clusterIP}'):8080"
+  check "ONNX: served on ONNX Runtime, every held-out digit through the router ($url)" \
+    python3 hack/demo/client.py accuracy "$url" "$HOLDOUT" --min 0.95
+}
+if [ -n "$mv1" ]; then
+  serve_onnx || check "ONNX: registered, verified and served" false
 fi
 printf '%s passed, %s failed\n' "$passed" "$failed"
 [ "$failed" = 0 ]

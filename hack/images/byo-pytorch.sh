@@ -5,14 +5,15 @@
 #   base          user 65532, /tmp, CA certificates (shared with every image)
 #   python        the venv's interpreter, its standard library, libpython and
 #                 the system libraries ldd finds for everything below
-#   packages      torch (the same wheel tch links), boto3, Pillow, numpy and
+#   packages      torch (the same wheel tch links), boto3, Pillow, numpy, onnx
+#                 (torch.onnx.export, for BYO_EXPORT_ONNX=1) and
 #                 what pip installed for them (sympy, the nvidia-* wheels...),
 #                 less triton (torch.compile's GPU compiler, 720 MB): PyPI's
 #                 torch is the CUDA build, so most of the 4 GB is CUDA
 #   app           /app/train.py
 # hack/images/pyimage.py picks the files from the packages' metadata and from
-# what importing train.py's modules in the venv loads. Layers are cached by content,
-# so only the first build (and import) pays for the 3 GB.
+# what importing train.py's modules in the venv loads. Layers are cached by
+# content, so only the first build (and import) pays for the 4 GB.
 #
 # Usage: hack/images/byo-pytorch.sh     (TAG=dev by default)
 set -euo pipefail
@@ -34,7 +35,7 @@ if [ "$(cat "$spec_dir/key" 2>/dev/null)" = "$key" ] && [ -s "$spec_dir/env.json
   ilog "layer specs unchanged (key $key)"
 else
   "$HONE_VENV/bin/python" "$IMAGES_HACK/pyimage.py" --spec-dir "$spec_dir" \
-    --distributions torch,boto3,pillow,numpy --exclude-distributions triton \
+    --distributions torch,boto3,pillow,numpy,onnx --exclude-distributions triton \
     --modules torch,torch.distributed,torch.nn.parallel,torch.utils.data,boto3,PIL.Image \
     --warm 'import torch; torch.jit.script(torch.nn.Linear(2, 2))' > "$spec_dir/env.json" || idie "pyimage.py failed"
   echo "$key" > "$spec_dir/key"

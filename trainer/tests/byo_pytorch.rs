@@ -11,6 +11,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use sha2::Digest;
+
 use common::{boto3, exported_data, file_uri, train_summary, trainer_bin};
 use hone_crds::contract::{ErrorSummary, TerminationSummary, env};
 use hone_storage::testing::Minio;
@@ -117,12 +119,19 @@ fn one_process_writes_an_output_check_output_passes() {
     let dir = tempfile::tempdir().unwrap();
     let (out, log) = (dir.path().join("run"), dir.path().join("termination-log"));
     let mut command = Command::new(venv.join("bin/python"));
-    command.arg(train_script());
+    command.arg(train_script()).env("BYO_EXPORT_ONNX", "1");
     with_trainingjob_env(&mut command, &out, &log, 16);
     run(command);
     let accuracy = assert_contract(&out, &log);
     eprintln!("byo-pytorch iris, 1 worker: test accuracy {accuracy}");
     assert!(accuracy >= 0.9, "test accuracy {accuracy}");
+    // BYO_EXPORT_ONNX=1: the same weights as ONNX, with a card of their own.
+    let onnx = std::fs::read(out.join("onnx/model.onnx")).unwrap();
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("onnx/model.json")).unwrap()).unwrap();
+    let digest = format!("sha256:{:x}", sha2::Sha256::digest(&onnx));
+    assert_eq!(card["artifactDigest"], digest.as_str());
+    assert_eq!(card["signature"]["classes"], serde_json::json!(["setosa", "versicolor", "virginica"]));
 
     // A broken output names what it lacks.
     std::fs::remove_file(out.join("model.json")).unwrap();
