@@ -6,15 +6,31 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The data the project's export script writes (digits ImageFolder, iris
-/// CSV, ...), exported once per test process into a temp dir.
+/// CSV, ...), exported once into the target's temp dir, keyed by the
+/// script's contents, and shared by every test process (nothing is left per
+/// process under /tmp). A process that finds no export writes one into its
+/// own folder and renames it into place; a lost race keeps the winner's.
 pub fn exported_data() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("hone-trainer-data-{}", std::process::id()));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/export-datasets.py");
-        let status =
-            Command::new(python()).arg(script).arg(&dir).status().expect("running export-datasets.py");
-        assert!(status.success(), "export-datasets.py failed");
+        let source = std::fs::read(&script).expect("reading export-datasets.py");
+        let key = source
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("trainer-data-{key:016x}"));
+        if !dir.exists() {
+            let scratch = dir.with_extension(format!("{}", std::process::id()));
+            let status = Command::new(python())
+                .arg(&script)
+                .arg(&scratch)
+                .status()
+                .expect("running export-datasets.py");
+            assert!(status.success(), "export-datasets.py failed");
+            if std::fs::rename(&scratch, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&scratch); // another process put its export there first
+            }
+        }
         dir
     })
 }
