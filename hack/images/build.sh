@@ -41,29 +41,16 @@ fi
 started=$(date +%s)
 mkdir -p "$IMG_CACHE"
 base=$(base_layer_spec)
-# torch's lib dir, for ldd (the binaries have no rpath).
-torch_lib=""
-torch_lib_dir() {
-  if [ -z "$torch_lib" ]; then
-    local envs
-    envs=$("$REPO_ROOT/hack/env.sh") || idie "hack/env.sh failed"
-    torch_lib=$(printf '%s\n' "$envs" | sed -n "s/^export LD_LIBRARY_PATH='\([^']*\)'.*/\1/p")
-    [ -d "$torch_lib" ] || idie "torch's lib dir not found (hack/env.sh printed no LD_LIBRARY_PATH)"
-  fi
-  echo "$torch_lib"
-}
-
-# The onnxruntime wheel's library, from hack/env.sh's ORT_DYLIB_PATH.
-ort_lib=""
-onnxruntime_lib() {
-  if [ -z "$ort_lib" ]; then
-    local envs
-    envs=$("$REPO_ROOT/hack/env.sh") || idie "hack/env.sh failed"
-    ort_lib=$(printf '%s\n' "$envs" | sed -n "s/^export ORT_DYLIB_PATH='\([^']*\)'.*/\1/p")
-    [ -f "$ort_lib" ] || idie "ONNX Runtime's library not found (hack/env.sh printed no ORT_DYLIB_PATH)"
-  fi
-  echo "$ort_lib"
-}
+# What hack/env.sh exports, read once: torch's lib dir (for ldd: the
+# binaries have no rpath) and the onnxruntime wheel's library.
+env_exports=$("$REPO_ROOT/hack/env.sh") || idie "hack/env.sh failed"
+exported() { printf '%s\n' "$env_exports" | sed -n "s/^export $1='\([^']*\)'.*/\1/p"; }
+torch_lib=$(exported LD_LIBRARY_PATH)
+[ -d "$torch_lib" ] || idie "torch's lib dir not found (hack/env.sh printed no LD_LIBRARY_PATH)"
+ort_lib=$(exported ORT_DYLIB_PATH)
+[ -f "$ort_lib" ] || idie "ONNX Runtime's library not found (hack/env.sh printed no ORT_DYLIB_PATH)"
+torch_lib_dir() { echo "$torch_lib"; }
+onnxruntime_lib() { echo "$ort_lib"; }
 
 # onnxruntime_spec NAME: writes $IMG_CACHE/onnxruntime.spec (the library at
 # /opt/onnxruntime/) and adds the system libraries it needs to NAME.sys.spec.
