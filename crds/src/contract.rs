@@ -87,6 +87,15 @@ pub struct ExpectedSignature {
     /// `spec.signature.preprocessing`; when absent the card's is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<crate::modelversion::Preprocessing>,
+    /// `spec.signature.task`.
+    #[serde(default, skip_serializing_if = "crate::modelversion::Task::is_classification")]
+    pub task: crate::modelversion::Task,
+    /// `spec.signature.threshold`; when absent the card's is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// `spec.signature.output`.
+    #[serde(default, skip_serializing_if = "crate::modelversion::OutputKind::is_logits")]
+    pub output: crate::modelversion::OutputKind,
 }
 
 impl ExpectedSignature {
@@ -99,6 +108,9 @@ impl ExpectedSignature {
             class_count: signature.classes.len(),
             classes_digest: classes_digest(&signature.classes),
             preprocessing: signature.preprocessing.clone(),
+            task: signature.task,
+            threshold: signature.threshold,
+            output: signature.output,
         }
     }
 }
@@ -327,6 +339,15 @@ pub struct TrainSummary {
     /// Preprocessing the predictor applies (from `model.json`; cut like `classes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<crate::modelversion::Preprocessing>,
+    /// What the output means (`model.json`'s `signature.task`).
+    #[serde(default, skip_serializing_if = "crate::modelversion::Task::is_classification")]
+    pub task: crate::modelversion::Task,
+    /// `model.json`'s `signature.threshold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// `model.json`'s `signature.output`.
+    #[serde(default, skip_serializing_if = "crate::modelversion::OutputKind::is_logits")]
+    pub output: crate::modelversion::OutputKind,
 }
 
 /// Why a trainer command failed.

@@ -183,19 +183,185 @@ impl std::str::FromStr for ArtifactFormat {
     }
 }
 
+/// Message of the rule that gives a binary model two class names.
+pub const BINARY_CLASSES_MESSAGE: &str = "signature.task binary needs exactly two classes, [negative, positive]: the model's one logit is the positive class's";
+/// Message of the rule that gives classifiers class names.
+pub const CLASSES_NEEDED_MESSAGE: &str = "signature.classes must name at least one class (only task regression may leave it empty: one unnamed output)";
+/// Message of the rule on `output`.
+pub const OUTPUT_MESSAGE: &str = "signature.output probabilities is for classifiers (task classification, binary or multilabel), not regression";
+/// Message of the rule on `threshold`.
+pub const THRESHOLD_MESSAGE: &str =
+    "signature.threshold is for task binary or multilabel only, and lies strictly between 0 and 1";
+
 /// What the model takes and returns.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.task) && self.task == 'regression') || (has(self.classes) && size(self.classes) >= 1)").message(CLASSES_NEEDED_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.task) || self.task != 'binary' || (has(self.classes) && size(self.classes) == 2)").message(BINARY_CLASSES_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.output) || self.output != 'probabilities' || !has(self.task) || self.task != 'regression'").message(OUTPUT_MESSAGE))]
+#[x_kube(validation = Rule::new("!has(self.threshold) || (has(self.task) && (self.task == 'binary' || self.task == 'multilabel') && self.threshold > 0.0 && self.threshold < 1.0)").message(THRESHOLD_MESSAGE))]
 pub struct Signature {
     /// Shape of one input sample, without the batch dimension, e.g. `[3, 224, 224]`.
     #[schemars(length(min = 1, max = 8))]
     pub input_shape: Vec<i64>,
-    /// Class names, in output-index order.
-    #[schemars(length(min = 1, max = 100000))]
+    /// Class names, in output-index order (`binary`: `[negative, positive]`);
+    /// for `regression`, the names of the outputs (optional: empty means one
+    /// unnamed output).
+    #[serde(default)]
+    #[schemars(length(max = 100000))]
     pub classes: Vec<String>,
+    /// What the output means: `classification` (default: one logit per
+    /// class, softmax), `binary` (one logit, sigmoid), `multilabel` (one
+    /// logit per class, sigmoid each) or `regression` (the numbers themselves).
+    #[serde(default, skip_serializing_if = "Task::is_classification")]
+    pub task: Task,
+    /// What the model's output holds: `logits` (default; the predictor
+    /// applies softmax or sigmoid) or `probabilities` (already; e.g. a
+    /// scikit-learn model exported by skl2onnx with `zipmap: False`).
+    #[serde(default, skip_serializing_if = "OutputKind::is_logits")]
+    pub output: OutputKind,
+    /// Probability at or above which a class is answered (`binary`: the
+    /// positive class; `multilabel`: each class); default 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     /// How raw input becomes the input tensor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<Preprocessing>,
+}
+
+/// The threshold `binary` and `multilabel` models use when none is set.
+pub const DEFAULT_THRESHOLD: f64 = 0.5;
+
+impl Signature {
+    /// Values per sample the model returns: one per class, one for
+    /// `binary`, one per named output (at least one) for `regression`.
+    pub fn output_width(&self) -> usize {
+        match self.task {
+            Task::Classification | Task::Multilabel => self.classes.len(),
+            Task::Binary => 1,
+            Task::Regression => self.classes.len().max(1),
+        }
+    }
+
+    /// `threshold`, or [`DEFAULT_THRESHOLD`].
+    pub fn threshold_or_default(&self) -> f64 {
+        self.threshold.unwrap_or(DEFAULT_THRESHOLD)
+    }
+
+    /// What the CRD's rules check, for a card that never went through the
+    /// apiserver (`model.json`, `hone-trainer check-output`).
+    pub fn check_head(&self) -> Result<(), String> {
+        match self.task {
+            Task::Regression => {}
+            _ if self.classes.is_empty() => return Err(CLASSES_NEEDED_MESSAGE.to_owned()),
+            Task::Binary if self.classes.len() != 2 => {
+                return Err(format!("{BINARY_CLASSES_MESSAGE} (it has {})", self.classes.len()));
+            }
+            _ => {}
+        }
+        if self.task == Task::Regression && self.output == OutputKind::Probabilities {
+            return Err(OUTPUT_MESSAGE.to_owned());
+        }
+        match (self.threshold, self.task) {
+            (None, _) => Ok(()),
+            (Some(t), Task::Binary | Task::Multilabel) if t > 0.0 && t < 1.0 => Ok(()),
+            (Some(t), _) => Err(format!("{THRESHOLD_MESSAGE} (task {}, threshold {t})", self.task)),
+        }
+    }
+}
+
+/// What a classifier's output holds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Logits: the predictor applies the task's softmax or sigmoid.
+    #[default]
+    Logits,
+    /// Probabilities, used as they are (a probability per class; `binary`:
+    /// one, of the positive class).
+    Probabilities,
+}
+
+impl OutputKind {
+    /// The name in `signature.output`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logits => "logits",
+            Self::Probabilities => "probabilities",
+        }
+    }
+
+    /// Whether this is the default, `logits` (left out of JSON).
+    pub fn is_logits(&self) -> bool {
+        *self == Self::Logits
+    }
+}
+
+impl std::fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a model's output means, and so how the predictor answers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// One logit per class; softmax; the top class answers.
+    #[default]
+    Classification,
+    /// One logit; its sigmoid is the probability of `classes[1]`, answered
+    /// when at or above `threshold`, else `classes[0]`.
+    Binary,
+    /// One logit per class; a sigmoid each; every class at or above
+    /// `threshold` is answered.
+    Multilabel,
+    /// The outputs are the answer: numbers, named by `classes`.
+    Regression,
+}
+
+impl Task {
+    /// Every task, for parsing and messages.
+    pub const ALL: [Self; 4] = [Self::Classification, Self::Binary, Self::Multilabel, Self::Regression];
+
+    /// The name in `signature.task`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classification => "classification",
+            Self::Binary => "binary",
+            Self::Multilabel => "multilabel",
+            Self::Regression => "regression",
+        }
+    }
+
+    /// Whether this is the default, `classification` (left out of JSON).
+    pub fn is_classification(&self) -> bool {
+        *self == Self::Classification
+    }
+
+    /// Whether each answer is one class out of `classes` (classification,
+    /// binary): what accuracy, the confusion matrix and the router's
+    /// prediction analysis measure.
+    pub fn is_single_label(self) -> bool {
+        matches!(self, Self::Classification | Self::Binary)
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+            format!("unknown task {s:?}: use one of {}", names.join(", "))
+        })
+    }
 }
 
 /// Input preprocessing applied by the predictor before the forward pass.

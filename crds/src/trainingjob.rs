@@ -152,9 +152,41 @@ fn default_workers() -> u32 {
 pub struct ModelSpec {
     /// Network architecture.
     pub architecture: Architecture,
+    /// Output head: `softmax` (default: one logit per class, cross-entropy)
+    /// or `sigmoid` (one logit for a two-class Dataset, binary cross-entropy;
+    /// the model is registered with `signature.task: binary`).
+    #[serde(default, skip_serializing_if = "ModelHead::is_softmax")]
+    pub head: ModelHead,
     /// Initial weights to fine-tune from (a TorchScript or checkpoint file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<StorageLocation>,
+}
+
+/// The output layer the built-in trainer puts on the network.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelHead {
+    /// One logit per class, softmax cross-entropy (`signature.task: classification`).
+    #[default]
+    Softmax,
+    /// One logit of the second class of a two-class Dataset, sigmoid binary
+    /// cross-entropy (`signature.task: binary`), as a cats-vs-dogs model has.
+    Sigmoid,
+}
+
+impl ModelHead {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Softmax => "softmax",
+            Self::Sigmoid => "sigmoid",
+        }
+    }
+
+    /// Whether this is the default, `softmax` (left out of JSON).
+    pub fn is_softmax(&self) -> bool {
+        *self == Self::Softmax
+    }
 }
 
 /// Built-in network architectures.

@@ -4,8 +4,10 @@
 //! class metrics and the confusion matrix. Pure: `verify` feeds it.
 //!
 //! Conventions:
-//! - A sample's answer is its top class, picked as `/predict` picks it
-//!   ([`crate::oip::top_class`]); its confidence is that class's probability.
+//! - A sample's answer is the class `/predict` answers, picked by the
+//!   model's [`Head`] (the top class; for a `binary` model, the positive
+//!   class when its probability reaches the threshold); its confidence is
+//!   that class's probability.
 //! - A sample whose label is not one of the model's classes is an unknown
 //!   label: it counts in `samples` (as a wrong answer, lowering accuracy),
 //!   in `unknown_labels`, and as a prediction of the class it was given
@@ -26,7 +28,7 @@ use std::collections::BTreeMap;
 use hone_crds::contract::metric;
 use hone_crds::modelversion::{ClassMetrics, Evaluation};
 
-use crate::oip::top_class;
+use crate::head::Head;
 
 /// Most classes a confusion matrix is kept for: past 64 its 64 x 64 counts
 /// cannot fit the verify Job's 4 KiB termination message anyway, and a
@@ -38,6 +40,7 @@ pub const CONFUSION_MATRIX_MAX_CLASSES: usize = 64;
 /// scores ROC AUC needs for two classes).
 #[derive(Debug, Clone)]
 pub struct Tally {
+    head: Head,
     classes: usize,
     support: Vec<u64>,
     predicted: Vec<u64>,
@@ -53,9 +56,17 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// An empty tally for a model with `classes` outputs.
+    /// An empty tally for a classifier with `classes` classes, answered by its top class.
     pub fn new(classes: usize) -> Self {
+        Self::with_head(Head::classification(classes))
+    }
+
+    /// An empty tally for a single-label model answered by `head`
+    /// (classification or binary: one class per sample).
+    pub fn with_head(head: Head) -> Self {
+        let classes = head.score_width();
         Self {
+            head,
             classes,
             support: vec![0; classes],
             predicted: vec![0; classes],
@@ -71,7 +82,8 @@ impl Tally {
     /// Counts one sample: its true class index (`None` when its label is not
     /// one of the model's classes) and the model's class probabilities.
     pub fn add(&mut self, truth: Option<usize>, probabilities: &[f32]) {
-        let (answer, confidence) = top_class(probabilities);
+        let (answer, confidence) =
+            self.head.decide(probabilities).map_or((0, 0.0), |d| (d.class_index, d.confidence));
         self.samples += 1;
         self.confidence_sum += f64::from(confidence);
         if let Some(count) = self.predicted.get_mut(answer) {

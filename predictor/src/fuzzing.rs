@@ -10,8 +10,10 @@ use bytes::Bytes;
 use hone_crds::contract::ModelCard;
 use serde_json::Value;
 
-use crate::oip::{self, InferResponse, OUTPUTS};
+use crate::head::Head;
+use crate::oip::{self, InferResponse, OUTPUTS, REGRESSION_OUTPUTS};
 use crate::preprocess::{ImageLimits, Preprocessor, Sample, decode_image};
+use hone_crds::modelversion::{Signature, Task};
 
 /// Image limits of the image targets: small, so a decode stays fast.
 const IMAGE_LIMITS: ImageLimits = ImageLimits { max_dimension: 512, max_pixels: 1 << 18 };
@@ -74,7 +76,7 @@ pub fn oip_tensor(data: &[u8]) {
         None => return,
     };
     let Ok((request, mut binary)) = oip::parse_request(body, header) else { return };
-    let _ = oip::requested_outputs(&request, 3);
+    let _ = oip::requested_outputs(&request, &Head::classification(3));
     let sample_len = TENSOR_SAMPLE_SHAPE.iter().product::<i64>() as usize;
     for input in &request.inputs {
         let before = binary.len();
@@ -127,32 +129,39 @@ fn check_sample(sample: &Sample, values: usize, drift: usize) {
 }
 
 /// An infer request's outputs rendered for any logits (NaN and infinities
-/// included): byte 0 picks the number of classes, byte 1 the number of logit
-/// bytes that follow, the rest is the request's JSON. The JSON part always
+/// included): byte 0 picks the number of classes (low 4 bits) and the task
+/// (high bits), byte 1 the number of logit bytes that follow, the rest is
+/// the request's JSON. The JSON part always
 /// parses back, every tensor holds as many values as its shape says, and
 /// the binary part is exactly the declared `binary_data_size`s.
 pub fn response(data: &[u8]) {
     let [class_byte, logit_bytes, rest @ ..] = data else { return };
-    let classes: Vec<String> = RESPONSE_CLASSES[..1 + usize::from(*class_byte) % RESPONSE_CLASSES.len()]
-        .iter()
-        .map(|&c| c.into())
-        .collect();
+    let task = Task::ALL[usize::from(class_byte >> 4) % Task::ALL.len()];
+    let count =
+        if task == Task::Binary { 2 } else { 1 + usize::from(*class_byte & 0x0f) % RESPONSE_CLASSES.len() };
+    let classes: Vec<String> = RESPONSE_CLASSES[..count].iter().map(|&c| c.into()).collect();
+    let model = Head::new(&Signature {
+        input_shape: vec![1],
+        classes: classes.clone(),
+        task,
+        ..Signature::default()
+    });
     let (logit_bytes, json) = rest.split_at(usize::from(*logit_bytes).min(rest.len()));
     // Whole rows only, as the model answers.
-    let row_bytes = 4 * classes.len();
+    let row_bytes = 4 * model.outputs();
     let logits: Vec<f32> = logit_bytes[..logit_bytes.len() / row_bytes * row_bytes]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     let Ok((request, _)) = oip::parse_request(json, None) else { return };
-    let Ok(wanted) = oip::requested_outputs(&request, classes.len()) else { return };
+    let Ok(wanted) = oip::requested_outputs(&request, &model) else { return };
     let head = InferResponse {
         model_name: "m".into(),
         model_version: "1".into(),
         id: request.id.clone(),
         outputs: vec![],
     };
-    let built = oip::build_response(head, &wanted, &logits, &classes);
+    let built = oip::build_response(head, &wanted, &logits, &model, &classes);
     assert!(built.is_ok(), "the response did not encode: {built:?}");
     let Ok((json, binary)) = built else { return };
     let parsed = serde_json::from_slice::<Value>(&json);
@@ -171,7 +180,10 @@ pub fn response(data: &[u8]) {
 /// Checks one response output against its shape; returns the binary data
 /// after its own.
 fn check_output<'a>(output: &Value, binary: &'a [u8]) -> &'a [u8] {
-    assert!(OUTPUTS.iter().any(|&o| output["name"] == o), "unknown output {output}");
+    assert!(
+        OUTPUTS.iter().chain(&REGRESSION_OUTPUTS).any(|&o| output["name"] == o),
+        "unknown output {output}"
+    );
     let dims: Vec<usize> = output["shape"]
         .as_array()
         .map(|s| s.iter().filter_map(Value::as_u64).map(|d| d as usize).collect())

@@ -10,6 +10,7 @@ pub mod eval_split;
 pub mod evaluation;
 pub mod fetch;
 pub mod fuzzing;
+pub mod head;
 pub mod input;
 pub mod metrics;
 pub mod model;

@@ -38,6 +38,24 @@ pub struct ClassLabels {
     pub class: String,
 }
 
+/// Labels of the regression output histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutputLabels {
+    /// Output name from the card (`value` when the outputs are unnamed).
+    pub output: String,
+}
+
+/// Bucket bounds of a regression output: 0 and +-1e-3 .. +-1e6 by decades,
+/// so one histogram fits outputs of any sign and common scale without the
+/// card declaring a range.
+pub fn output_buckets() -> Vec<f64> {
+    let positive: Vec<f64> = (-3..=6).map(|e| 10f64.powi(e)).collect();
+    let mut bounds: Vec<f64> = positive.iter().rev().map(|b| -b).collect();
+    bounds.push(0.0);
+    bounds.extend(positive);
+    bounds
+}
+
 /// Labels of the drift gauges.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FeatureLabels {
@@ -62,10 +80,12 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     /// Batched forward passes that failed and were retried one request at a time.
     pub batch_splits: Counter,
-    /// Predictions by top class.
+    /// Predictions by answered class (multilabel: each class answered).
     pub predictions: Family<ClassLabels, Counter>,
-    /// Confidence (top-class probability) of each prediction.
+    /// Confidence (the answered class's probability) of each prediction.
     pub confidence: Histogram,
+    /// Each output of a regression model's predictions.
+    pub outputs: Family<OutputLabels, Histogram>,
     /// 1 once the model is loaded and warmed up, 0 before and while shutting down.
     pub model_loaded: Gauge,
     /// KS statistic of each feature against training.
@@ -93,6 +113,7 @@ impl Metrics {
             batch_splits: Counter::default(),
             predictions: Family::default(),
             confidence: Histogram::new([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99]),
+            outputs: Family::new_with_constructor(|| Histogram::new(output_buckets())),
             model_loaded: Gauge::default(),
             drift_ks: Family::default(),
             drift_psi: Family::default(),
@@ -119,11 +140,20 @@ impl Metrics {
             "Batched forward passes that failed and were retried one request at a time",
             metrics.batch_splits.clone(),
         );
-        registry.register("predictions", "Predictions by top class", metrics.predictions.clone());
+        registry.register(
+            "predictions",
+            "Predictions by answered class (multilabel: each class answered)",
+            metrics.predictions.clone(),
+        );
         registry.register(
             "confidence",
-            "Top-class probability of each prediction",
+            "Probability of the answered class of each prediction",
             metrics.confidence.clone(),
+        );
+        registry.register(
+            "output",
+            "Each output of a regression model's predictions",
+            metrics.outputs.clone(),
         );
         registry.register(
             "model_loaded",
@@ -182,6 +212,14 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             assert!(line.contains(r#"model="iris""#) && line.contains(r#"version="v3""#), "{line}");
         }
+    }
+
+    #[test]
+    fn output_buckets_are_symmetric_decades() {
+        let b = output_buckets();
+        assert_eq!(b.len(), 21);
+        assert_eq!((b[0], b[10], b[20]), (-1e6, 0.0, 1e6));
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

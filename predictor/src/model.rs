@@ -197,9 +197,7 @@ pub fn validate_card(card: &ModelCard) -> Result<(), String> {
     if shape.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d)).is_none_or(|n| n > 1 << 28) {
         return Err(format!("signature.inputShape {shape:?} is too large"));
     }
-    if card.signature.classes.is_empty() {
-        return Err("signature.classes is empty".into());
-    }
+    card.signature.check_head()?;
     let width = match card.input {
         InputKind::Image => {
             if shape.len() != 3 || !(shape[0] == 1 || shape[0] == 3) {
@@ -275,6 +273,28 @@ mod tests {
         assert!(validate_card(&card(std0)).unwrap_err().contains("zero"));
         let names = r#"{"formatVersion":1,"input":"tabular","featureNames":["x"],"signature":{"inputShape":[2],"classes":["a"]}}"#;
         assert!(validate_card(&card(names)).is_err());
+    }
+
+    #[test]
+    fn cards_are_held_to_their_task() {
+        let with = |signature: &str| {
+            card(&format!(r#"{{"formatVersion":1,"input":"tabular","signature":{signature}}}"#))
+        };
+        let no_classes = with(r#"{"inputShape":[2]}"#);
+        assert!(validate_card(&no_classes).unwrap_err().contains("at least one class"));
+        assert!(validate_card(&with(r#"{"inputShape":[2],"task":"regression"}"#)).is_ok());
+        let three = with(r#"{"inputShape":[2],"task":"binary","classes":["a","b","c"]}"#);
+        assert!(validate_card(&three).unwrap_err().contains("exactly two classes"));
+        assert!(
+            validate_card(&with(r#"{"inputShape":[2],"task":"binary","classes":["a","b"],"threshold":0.3}"#))
+                .is_ok()
+        );
+        let on_softmax = with(r#"{"inputShape":[2],"classes":["a","b"],"threshold":0.3}"#);
+        assert!(validate_card(&on_softmax).unwrap_err().contains("binary or multilabel only"));
+        let one = with(r#"{"inputShape":[2],"task":"multilabel","classes":["a","b"],"threshold":1.0}"#);
+        assert!(validate_card(&one).unwrap_err().contains("strictly between 0 and 1"));
+        let unknown = r#"{"formatVersion":1,"input":"tabular","signature":{"inputShape":[2],"classes":["a"],"task":"ranking"}}"#;
+        assert!(serde_json::from_str::<ModelCard>(unknown).is_err());
     }
 
     fn fetched(card: &str) -> FetchedFiles {

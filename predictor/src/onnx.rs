@@ -8,9 +8,12 @@
 //! runtime environment per process, made on first use.
 //!
 //! A model must take one float tensor `[batch, ...inputShape]` and return
-//! the logits `[batch, classes]` as its first output, with a dynamic batch
-//! dimension on both, so the batcher can send any number of samples. Runs on
-//! the CPU: the wheel's runtime has no GPU provider.
+//! `[batch, outputs]` (logits, probabilities or values, as the card's
+//! signature says) as its first float output, with a dynamic batch
+//! dimension on both, so the batcher can send any number of samples. Outputs
+//! of other types before it are skipped: skl2onnx's classifiers answer an
+//! int64 `label` first and the float `probabilities` second. Runs on the
+//! CPU: the wheel's runtime has no GPU provider.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -61,6 +64,8 @@ fn environment(library: Option<&Path>) -> Result<Environment, OnnxError> {
 /// An ONNX Runtime session for one model whose signature was checked at load.
 pub struct OnnxModel {
     session: Session,
+    /// Index of the output read: the first float one.
+    output: usize,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -86,35 +91,42 @@ impl OnnxModel {
             builder = builder.with_intra_threads(threads).map_err(|e| model(e.into()))?;
         }
         let session = builder.commit_from_memory(bytes).map_err(model)?;
-        check_signature(&session, sample_shape)?;
-        Ok(Self { session })
+        let output = check_signature(&session, sample_shape)?;
+        Ok(Self { session, output })
     }
 
-    /// Runs `input` (`shape`, batch first) and returns the first output's
+    /// Runs `input` (`shape`, batch first) and returns the read output's
     /// shape and values.
     pub fn forward(&mut self, input: &[f32], shape: &[i64]) -> Result<(Vec<i64>, Vec<f32>), String> {
         let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| e.to_string())?;
         let outputs = self.session.run(ort::inputs![tensor]).map_err(|e| e.to_string())?;
-        // Indexing cannot panic: `load` checked that the model has an output.
-        let (shape, values) = outputs[0].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        // Indexing cannot panic: `load` found this output among the model's.
+        let (shape, values) = outputs[self.output].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
         Ok((shape.to_vec(), values.to_vec()))
     }
 }
 
 /// Checks that the model takes one float tensor of `[batch, ...sample_shape]`
-/// and that its first output is a float tensor `[batch, classes]`, with a
-/// dynamic batch dimension on both.
-fn check_signature(session: &Session, sample_shape: &[i64]) -> Result<(), OnnxError> {
+/// and has a float output with a dynamic batch dimension (as the input);
+/// returns the index of the first float output, the one read.
+fn check_signature(session: &Session, sample_shape: &[i64]) -> Result<usize, OnnxError> {
     let [input] = session.inputs() else {
         return Err(OnnxError::Signature(format!(
             "the model takes {} inputs; the predictor feeds exactly one",
             session.inputs().len()
         )));
     };
-    let output =
-        session.outputs().first().ok_or_else(|| OnnxError::Signature("the model has no outputs".into()))?;
+    let outputs = session.outputs();
+    if outputs.is_empty() {
+        return Err(OnnxError::Signature("the model has no outputs".into()));
+    }
+    let is_float = |o: &ort::value::Outlet| {
+        matches!(o.dtype(), ValueType::Tensor { ty: TensorElementType::Float32, .. })
+    };
+    // The first float output, else the first one (whose error then says why).
+    let index = outputs.iter().position(is_float).unwrap_or(0);
     let input_shape = batched_float_tensor("input", input)?;
-    batched_float_tensor("output", output)?;
+    batched_float_tensor("output", &outputs[index])?;
     let declared = &input_shape[1..];
     let fits = declared.len() == sample_shape.len()
         && declared.iter().zip(sample_shape).all(|(&d, &s)| d == -1 || d == s);
@@ -125,7 +137,7 @@ fn check_signature(session: &Session, sample_shape: &[i64]) -> Result<(), OnnxEr
             sample_shape.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
         )));
     }
-    Ok(())
+    Ok(index)
 }
 
 /// The shape of a float32 tensor outlet whose first dimension is dynamic (-1).

@@ -1,13 +1,13 @@
 //! A loaded model and its forward pass, whatever its format: a TorchScript
 //! module on libtorch or an ONNX model on ONNX Runtime. Both take the same
 //! preprocessed `[samples, ...inputShape]` f32 batch and give back the same
-//! `[samples, classes]` logits rows, so batching, routes, metrics and drift
+//! `[samples, outputs]` rows (logits, or numbers for regression), so batching, routes, metrics and drift
 //! do not know which one runs. Blocking: run on dedicated threads.
 
 use std::path::PathBuf;
 
 use hone_crds::contract::ModelCard;
-use hone_crds::modelversion::ArtifactFormat;
+use hone_crds::modelversion::{ArtifactFormat, Task};
 use tch::{CModule, Device, IValue, Kind, Tensor};
 
 use crate::model::LoadError;
@@ -167,14 +167,15 @@ fn torch_logits(
 }
 
 /// Runs `batch` zero samples through `model` and checks the output is
-/// `[batch, classes]`: the warm-up before readiness and the verify check.
+/// `[batch, outputs]` (the signature's output width): the warm-up before
+/// readiness and the verify check.
 pub fn forward_zeros(
     model: &mut Model,
     card: &ModelCard,
     batch: i64,
     device: Device,
 ) -> Result<(), LoadError> {
-    let classes = card.signature.classes.len() as i64;
+    let outputs = card.signature.output_width() as i64;
     let mut shape = vec![batch];
     shape.extend_from_slice(&card.signature.input_shape);
     let size = match model {
@@ -188,9 +189,16 @@ pub fn forward_zeros(
             session.forward(&zeros, &shape).map_err(LoadError::WarmUp)?.0
         }
     };
-    if size != [batch, classes] {
+    if size != [batch, outputs] {
+        let meaning = match card.signature.task {
+            Task::Classification => "one logit per class",
+            Task::Binary => "one logit, of the positive class",
+            Task::Multilabel => "one logit per class",
+            Task::Regression => "one value per named output, or one",
+        };
         return Err(LoadError::WarmUp(format!(
-            "output shape {size:?}, expected [{batch}, {classes}] (one logit per class)"
+            "output shape {size:?}, expected [{batch}, {outputs}] (task {}: {meaning})",
+            card.signature.task
         )));
     }
     Ok(())

@@ -53,6 +53,25 @@ pub fn check(expected: &ExpectedSignature, card: &Signature) -> Result<(), Signa
     if expected.input_shape != card.input_shape {
         return Err(field("inputShape", &expected.input_shape, &card.input_shape));
     }
+    if expected.task != card.task {
+        return Err(SignatureMismatch::Field {
+            field: "task".into(),
+            expected: expected.task.to_string(),
+            found: card.task.to_string(),
+        });
+    }
+    if expected.output != card.output {
+        return Err(SignatureMismatch::Field {
+            field: "output".into(),
+            expected: expected.output.to_string(),
+            found: card.output.to_string(),
+        });
+    }
+    if let Some(threshold) = expected.threshold
+        && !card.threshold.is_some_and(|t| close(t, threshold))
+    {
+        return Err(field_opt("threshold", &expected.threshold, &card.threshold));
+    }
     check_classes(expected, &card.classes)?;
     if let Some(pre) = &expected.preprocessing {
         check_preprocessing(pre, &card.preprocessing.clone().unwrap_or_default())?;
@@ -134,6 +153,7 @@ mod tests {
             input_shape: shape.to_vec(),
             classes: classes.iter().map(|c| (*c).to_owned()).collect(),
             preprocessing: pre,
+            ..Signature::default()
         }
     }
 
@@ -202,6 +222,25 @@ mod tests {
             err.to_string(),
             "spec.signature.preprocessing.resize is [28, 28] but model.json says unset"
         );
+    }
+
+    #[test]
+    fn the_task_and_a_declared_threshold_must_match() {
+        let card = signature(&[4], &["cat", "dog"], None);
+        let mut binary = card.clone();
+        binary.task = hone_crds::modelversion::Task::Binary;
+        let err = check(&ExpectedSignature::of(&binary), &card).unwrap_err();
+        assert_eq!(err.to_string(), "spec.signature.task is binary but model.json says classification");
+        // No threshold in the spec accepts the card's; a declared one must be the card's.
+        let mut card_binary = binary.clone();
+        card_binary.threshold = Some(0.3);
+        assert_eq!(check(&ExpectedSignature::of(&binary), &card_binary), Ok(()));
+        let mut strict = binary.clone();
+        strict.threshold = Some(0.7);
+        let err = check(&ExpectedSignature::of(&strict), &card_binary).unwrap_err();
+        assert_eq!(err.to_string(), "spec.signature.threshold is 0.7 but model.json says 0.3");
+        let err = check(&ExpectedSignature::of(&strict), &binary).unwrap_err();
+        assert_eq!(err.to_string(), "spec.signature.threshold is 0.7 but model.json says unset");
     }
 
     #[test]

@@ -164,3 +164,43 @@ async fn modelversion_spec_is_immutable() {
     api.patch("digits-imported-v1", &pp, &Patch::Merge(&labels)).await.unwrap();
     ns.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn modelversion_signature_rules_hold_each_task_to_its_outputs() {
+    let (client, ns) = setup("crds-heads").await;
+    let api = Api::<ModelVersion>::namespaced(client, &ns.name);
+    let with_signature = |name: &str, signature: Value| -> ModelVersion {
+        let mut mv: Value =
+            serde_json::to_value(sample::<ModelVersion>("modelversion-imported.yaml")).unwrap();
+        mv["metadata"] = json!({"name": name});
+        mv["spec"]["signature"] = signature;
+        serde_json::from_value(mv).unwrap()
+    };
+    let pp = PostParams::default();
+    // Accepted: a binary model with its threshold, and a regression model with no class names.
+    let binary =
+        json!({"inputShape": [30], "task": "binary", "classes": ["benign", "malignant"], "threshold": 0.3});
+    api.create(&pp, &with_signature("binary-v1", binary)).await.unwrap();
+    let regression = json!({"inputShape": [8], "task": "regression"});
+    let created = api.create(&pp, &with_signature("regression-v1", regression)).await.unwrap();
+    assert!(created.spec.signature.classes.is_empty());
+    // Refused, each with its rule's message.
+    for (signature, message) in [
+        (
+            json!({"inputShape": [4], "task": "binary", "classes": ["a", "b", "c"]}),
+            mv::BINARY_CLASSES_MESSAGE,
+        ),
+        (json!({"inputShape": [4]}), mv::CLASSES_NEEDED_MESSAGE),
+        (json!({"inputShape": [4], "classes": ["a", "b"], "threshold": 0.5}), mv::THRESHOLD_MESSAGE),
+        (
+            json!({"inputShape": [4], "task": "multilabel", "classes": ["a"], "threshold": 1.0}),
+            mv::THRESHOLD_MESSAGE,
+        ),
+        (json!({"inputShape": [4], "task": "regression", "output": "probabilities"}), mv::OUTPUT_MESSAGE),
+    ] {
+        let err = api.create(&pp, &with_signature("bad-v1", signature.clone())).await.unwrap_err();
+        let found = rejection(err);
+        assert!(found.contains(message), "{signature}: {found}");
+    }
+    ns.cleanup().await.unwrap();
+}

@@ -281,11 +281,12 @@ pub fn check_card(report: &mut Report, fetched: Fetched, module_digest: Option<&
     report.ok(
         CARD,
         format!(
-            "{} model, inputShape {:?}, {} classes, preprocessing {}",
+            "{} {} model, inputShape {:?}, {} classes, preprocessing {}",
             match card.input {
                 InputKind::Image => "image",
                 InputKind::Tabular => "tabular",
             },
+            sig.task,
             sig.input_shape,
             sig.classes.len(),
             if sig.preprocessing.is_some() { "set" } else { "none" },
@@ -304,8 +305,8 @@ pub fn card_problems(card: &ModelCard) -> Vec<String> {
     {
         problems.push(format!("signature.inputShape {shape:?} is too large"));
     }
-    if card.signature.classes.is_empty() {
-        problems.push("signature.classes is empty: list the class names in output-index order".into());
+    if let Err(problem) = card.signature.check_head() {
+        problems.push(problem);
     }
     let width = match card.input {
         InputKind::Image if shape.len() != 3 || !(shape[0] == 1 || shape[0] == 3) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hone_crds::contract::env;
-use hone_crds::trainingjob::{Architecture, Augmentation, Hyperparameters, Optimizer, Scheduler};
+use hone_crds::trainingjob::{Architecture, Augmentation, Hyperparameters, ModelHead, Optimizer, Scheduler};
 
 use crate::dataset::{DataOptions, Format};
 use crate::evalsplit::EvalSplitOptions;
@@ -189,6 +189,10 @@ pub struct TrainArgs {
     /// Architecture.
     #[arg(long, env = env::ARCHITECTURE, value_parser = parse_architecture)]
     pub architecture: Architecture,
+    /// Output head: `softmax` (one logit per class) or `sigmoid` (one
+    /// logit, for two classes).
+    #[arg(long, env = env::MODEL_HEAD, value_parser = parse_head, default_value = "softmax")]
+    pub head: ModelHead,
     /// Initial weights (a VarStore file) to fine-tune from.
     #[arg(long, env = env::PRETRAINED)]
     pub pretrained: Option<String>,
@@ -279,6 +283,10 @@ fn parse_wire<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
 }
 
 fn parse_architecture(s: &str) -> Result<Architecture, String> {
+    parse_wire(s)
+}
+
+fn parse_head(s: &str) -> Result<ModelHead, String> {
     parse_wire(s)
 }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use hone_crds::contract::TrainSummary;
 use hone_crds::contract::{self, InputKind, ModelCard};
-use hone_crds::modelversion::{Preprocessing, Signature};
+use hone_crds::modelversion::{OutputKind, Preprocessing, Signature, Task};
+use hone_crds::trainingjob::ModelHead;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
@@ -55,12 +56,12 @@ pub(crate) async fn export(
     tracker: &mut dyn Tracker,
 ) -> Result<TrainOutcome, TrainError> {
     let hp = &opts.hyperparameters;
-    let Prepared { data, tensors, mut vs, net, state, out, checkpoints, started, .. } = run;
+    let Prepared { data, tensors, mut vs, net, head, state, out, checkpoints, started, .. } = run;
     if hp.early_stopping_patience > 0 && checkpoints.load_best(&mut vs, &state).await? {
         event("info", "restored_best", json!({"epoch": state.best_epoch}));
     }
-    let val = evaluate(&net, &tensors, &data.split.val);
-    let test = evaluate(&net, &tensors, &data.split.test);
+    let val = evaluate(&net, head, &tensors, &data.split.val);
+    let test = evaluate(&net, head, &tensors, &data.split.test);
     let mut final_metrics = BTreeMap::new();
     let last = state.history.last().cloned();
     for (key, value) in [
@@ -101,6 +102,12 @@ pub(crate) async fn export(
                 mean: Some(tensors.mean_values.clone()),
                 std: Some(tensors.std_values.clone()),
             }),
+            task: match head {
+                ModelHead::Softmax => Task::Classification,
+                ModelHead::Sigmoid => Task::Binary,
+            },
+            threshold: None,
+            output: OutputKind::Logits,
         },
         feature_names: data.feature_names.clone(),
         architecture: Some(opts.architecture.as_str().to_owned()),
@@ -134,6 +141,9 @@ pub(crate) async fn export(
         input_shape: data.sample_shape.clone(),
         classes: card.signature.classes.clone(),
         preprocessing: card.signature.preprocessing.clone(),
+        task: card.signature.task,
+        threshold: card.signature.threshold,
+        output: card.signature.output,
     };
     event(
         "info",

@@ -129,6 +129,7 @@ async fn train_command(args: TrainArgs) -> ExitCode {
     let opts = train::TrainOptions {
         data: args.data.options(),
         architecture: args.architecture,
+        head: args.head,
         pretrained: args.pretrained.clone(),
         hyperparameters: args.hyperparameters(),
         output: args.output.clone(),

@@ -1,8 +1,8 @@
 //! The built-in architectures.
 
-use hone_crds::trainingjob::Architecture;
-use tch::Tensor;
+use hone_crds::trainingjob::{Architecture, ModelHead};
 use tch::nn::{self, ModuleT};
+use tch::{Kind, Tensor};
 
 /// Why a network cannot be built for the data.
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +16,45 @@ pub struct ModelError {
 /// A network: anything that maps a batch to logits, with train/eval modes.
 pub type Network = Box<dyn ModuleT + Send>;
 
-/// Builds `architecture` under `p` for samples of `shape` (no batch dim) and `classes` outputs.
+/// Logits per sample for `head` on a Dataset of `classes` classes: one per
+/// class, or one for `sigmoid`, which needs exactly two classes.
+pub fn outputs(head: ModelHead, classes: usize) -> Result<i64, String> {
+    match head {
+        ModelHead::Softmax => Ok(classes as i64),
+        ModelHead::Sigmoid if classes == 2 => Ok(1),
+        ModelHead::Sigmoid => Err(format!(
+            "model.head sigmoid needs a Dataset of exactly two classes (its one logit is the second class's); \
+             this one has {classes}: use head softmax"
+        )),
+    }
+}
+
+/// The mean loss of `logits` against the class indices `y`: softmax
+/// cross-entropy, or binary cross-entropy on the one logit (class 1 positive).
+pub fn loss(head: ModelHead, logits: &Tensor, y: &Tensor) -> Tensor {
+    match head {
+        ModelHead::Softmax => logits.cross_entropy_for_logits(y),
+        ModelHead::Sigmoid => logits.squeeze_dim(-1).binary_cross_entropy_with_logits::<Tensor>(
+            &y.to_kind(Kind::Float),
+            None,
+            None,
+            tch::Reduction::Mean,
+        ),
+    }
+}
+
+/// The class each row of `logits` answers: the top class, or for `sigmoid`
+/// class 1 when its probability reaches 0.5 (the logit reaches 0), as the
+/// predictor answers a `binary` model with the default threshold.
+pub fn answers(head: ModelHead, logits: &Tensor) -> Tensor {
+    match head {
+        ModelHead::Softmax => logits.argmax(-1, false),
+        ModelHead::Sigmoid => logits.squeeze_dim(-1).ge(0.0).to_kind(Kind::Int64),
+    }
+}
+
+/// Builds `architecture` under `p` for samples of `shape` (no batch dim) and `classes` outputs
+/// (see [`outputs`]).
 pub fn build(
     architecture: Architecture,
     p: &nn::Path,
@@ -105,7 +143,27 @@ fn simple_cnn(p: &nn::Path, c: i64, h: i64, w: i64, classes: i64) -> nn::Sequent
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use tch::Device;
+
+    #[test]
+    fn a_sigmoid_head_is_one_logit_on_two_classes_only() {
+        assert_eq!(outputs(ModelHead::Softmax, 10), Ok(10));
+        assert_eq!(outputs(ModelHead::Sigmoid, 2), Ok(1));
+        assert!(outputs(ModelHead::Sigmoid, 3).unwrap_err().contains("exactly two classes"));
+    }
+
+    #[test]
+    fn the_sigmoid_loss_and_answers_are_those_of_the_positive_logit() {
+        let logits = Tensor::from_slice(&[2.0f32, -1.0, 0.0]).view([3, 1]);
+        let y = Tensor::from_slice(&[1i64, 1, 0]);
+        let answers = Vec::<i64>::try_from(answers(ModelHead::Sigmoid, &logits)).unwrap();
+        assert_eq!(answers, vec![1, 0, 1]);
+        // Mean of -log(sigmoid(2)), -log(sigmoid(-1)), -log(1 - sigmoid(0)).
+        let s = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let expected = (-(s(2.0).ln()) - s(-1.0).ln() - (1.0 - s(0.0)).ln()) / 3.0;
+        let got = loss(ModelHead::Sigmoid, &logits, &y).double_value(&[]);
+        assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+    }
 
     #[test]
     fn every_architecture_gives_logits_per_class() {

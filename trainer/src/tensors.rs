@@ -1,6 +1,7 @@
 //! The dataset as tensors on the training device, and evaluation passes
 //! over index lists (whole splits, or one rank's share of one).
 
+use hone_crds::trainingjob::ModelHead;
 use tch::{Device, Kind, Tensor};
 
 use crate::augment::augment;
@@ -86,7 +87,7 @@ pub struct Evaluation {
 }
 
 /// Evaluates `net` on `indices` in eval mode.
-pub fn evaluate(net: &Network, data: &Tensors, indices: &[usize]) -> Evaluation {
+pub fn evaluate(net: &Network, head: ModelHead, data: &Tensors, indices: &[usize]) -> Evaluation {
     if indices.is_empty() {
         return Evaluation {
             loss: f64::NAN,
@@ -101,9 +102,10 @@ pub fn evaluate(net: &Network, data: &Tensors, indices: &[usize]) -> Evaluation 
             let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
             let (x, y) = data.batch(&idx, None);
             let logits = net.forward_t(&x, false);
-            loss_sum += logits.cross_entropy_for_logits(&y).double_value(&[]) * chunk.len() as f64;
+            loss_sum += crate::model::loss(head, &logits, &y).double_value(&[]) * chunk.len() as f64;
             predictions.extend(
-                Vec::<i64>::try_from(logits.argmax(-1, false).to_device(Device::Cpu)).unwrap_or_default(),
+                Vec::<i64>::try_from(crate::model::answers(head, &logits).to_device(Device::Cpu))
+                    .unwrap_or_default(),
             );
             labels.extend(Vec::<i64>::try_from(y.to_device(Device::Cpu)).unwrap_or_default());
         }
@@ -119,8 +121,8 @@ pub fn evaluate(net: &Network, data: &Tensors, indices: &[usize]) -> Evaluation 
 
 /// Sums over one rank's share of a split: loss (sum over samples), correct
 /// answers and samples, to be added up across ranks.
-pub fn evaluate_sums(net: &Network, data: &Tensors, indices: &[usize]) -> [f64; 3] {
-    let e = evaluate(net, data, indices);
+pub fn evaluate_sums(net: &Network, head: ModelHead, data: &Tensors, indices: &[usize]) -> [f64; 3] {
+    let e = evaluate(net, head, data, indices);
     if e.labels.is_empty() {
         return [0.0; 3];
     }

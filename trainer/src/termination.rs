@@ -100,6 +100,9 @@ mod tests {
             input_shape: vec![3, 224, 224],
             classes: (0..2000).map(|i| format!("class-{i:05}")).collect(),
             preprocessing: None,
+            task: Default::default(),
+            threshold: None,
+            output: Default::default(),
         });
         let json = render(&train);
         assert!(json.len() <= TERMINATION_MESSAGE_MAX_BYTES, "{}", json.len());

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use hone_crds::contract::{self, EpochMetrics, ModelCard, TrainSummary, WorkerSummary};
-use hone_crds::trainingjob::{Architecture, Hyperparameters};
+use hone_crds::trainingjob::{Architecture, Hyperparameters, ModelHead};
 use serde_json::json;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -35,6 +35,8 @@ pub struct TrainOptions {
     pub data: DataOptions,
     /// Network.
     pub architecture: Architecture,
+    /// Output head.
+    pub head: ModelHead,
     /// Initial weights (a VarStore file written by a previous run).
     pub pretrained: Option<String>,
     /// How to train.
@@ -117,6 +119,7 @@ pub(crate) struct Prepared {
     pub(crate) tensors: Tensors,
     pub(crate) vs: VarStore,
     pub(crate) net: Network,
+    pub(crate) head: ModelHead,
     optimizer: Optimizer,
     buckets: GradientBuckets,
     pub(crate) state: TrainState,
@@ -186,7 +189,8 @@ async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepare
 
     tch::manual_seed(hp.seed as i64);
     let mut vs = VarStore::new(opts.device);
-    let net = model::build(opts.architecture, &vs.root(), &data.sample_shape, data.classes.len() as i64)?;
+    let outputs = model::outputs(opts.head, data.classes.len()).map_err(TrainError::Invalid)?;
+    let net = model::build(opts.architecture, &vs.root(), &data.sample_shape, outputs)?;
     let params: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
@@ -238,7 +242,8 @@ async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepare
             json!({"rank": parallel.rank(), "world": parallel.world(), "buckets": buckets.len()}),
         );
     }
-    Ok(Prepared { data, tensors, vs, net, optimizer, buckets, state, out, checkpoints, started })
+    let head = opts.head;
+    Ok(Prepared { data, tensors, vs, net, head, optimizer, buckets, state, out, checkpoints, started })
 }
 
 /// Step counts of a run, the same on every rank.
@@ -289,7 +294,7 @@ async fn train_epochs(
         let [loss_total, correct_total, seen] =
             sums3(parallel, [steps.loss, steps.correct as f64, steps.seen as f64])?;
         let [val_loss_sum, val_correct, val_n] =
-            sums3(parallel, evaluate_sums(&run.net, &run.tensors, &val_share))?;
+            sums3(parallel, evaluate_sums(&run.net, run.head, &run.tensors, &val_share))?;
         let seconds = epoch_start.elapsed().as_secs_f64();
         let (train_loss, train_accuracy) = (loss_total / seen, correct_total / seen);
         let metrics = EpochMetrics {
@@ -323,7 +328,7 @@ fn epoch_steps(
     epoch: u32,
     progress: &EpochProgress,
 ) -> Result<StepSums, TrainError> {
-    let Prepared { data, tensors, net, optimizer, buckets, state, .. } = run;
+    let Prepared { data, tensors, net, head, optimizer, buckets, state, .. } = run;
     // The epoch's shuffle depends only on (seed, epoch), so every rank
     // shards the same permutation; augmentation and dropout streams
     // also depend on the rank (rank 0's is a single process's).
@@ -349,7 +354,7 @@ fn epoch_steps(
         );
         let (x, y) = tensors.batch(&Tensor::from_slice(chunk), Some(&hp.augmentation));
         let logits = net.forward_t(&x, true);
-        let loss = logits.cross_entropy_for_logits(&y);
+        let loss = model::loss(*head, &logits, &y);
         optimizer.zero_grad();
         loss.backward();
         buckets.average(parallel)?;
@@ -357,7 +362,7 @@ fn epoch_steps(
         state.global_step += 1;
         let batch_loss = loss.double_value(&[]);
         sums.loss += batch_loss * chunk.len() as f64;
-        sums.correct += logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        sums.correct += model::answers(*head, &logits).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
         progress.step(batch_loss);
     }
     sums.allreduce_ms_per_step = buckets.take_time();

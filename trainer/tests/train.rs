@@ -1,5 +1,6 @@
-//! Real training on real data: simple-cnn on digits, mlp on iris, and a run
-//! killed during epoch 3 that resumes and ends like an uninterrupted one.
+//! Real training on real data: simple-cnn on digits, mlp on iris, a sigmoid
+//! head on breast cancer, and a run killed during epoch 3 that resumes and
+//! ends like an uninterrupted one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{exported_data, file_uri, python, trainer_bin};
 use hone_crds::contract::{ModelCard, TerminationSummary, TrainSummary};
+use hone_crds::modelversion::Task;
 
 fn digits_args(out: &Path) -> Vec<String> {
     let source = file_uri(&exported_data().join("digits"));
@@ -148,10 +150,19 @@ fn simple_cnn_on_digits_and_a_killed_run_resumes() {
 /// Trains on iris with `args` (after the source and format) and `env`;
 /// returns whether it succeeded, the termination summary and the output dir.
 fn train_iris(args: &[&str], env: &[(&str, &str)]) -> (bool, TerminationSummary, tempfile::TempDir) {
+    train_csv("iris.csv", args, env)
+}
+
+/// Trains an mlp on the exported `csv` with `args` and `env`.
+fn train_csv(
+    csv: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, TerminationSummary, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
-    let iris = file_uri(&exported_data().join("iris.csv"));
+    let source = file_uri(&exported_data().join(csv));
     let status = Command::new(trainer_bin())
-        .args(["train", "--source", &iris, "--format", "CSV", "--architecture", "mlp", "--device", "cpu"])
+        .args(["train", "--source", &source, "--format", "CSV", "--architecture", "mlp", "--device", "cpu"])
         .args(args)
         .arg("--output")
         .arg(file_uri(out.path()))
@@ -181,6 +192,45 @@ fn mlp_on_iris() {
         serde_json::from_slice(&std::fs::read(out.path().join("model.json")).unwrap()).unwrap();
     assert_eq!(card.feature_names.len(), 4);
     assert_eq!(card.training_stats.unwrap().features.len(), 4);
+}
+
+#[test]
+fn a_sigmoid_head_trains_a_binary_model_on_breast_cancer() {
+    let args: Vec<&str> = "--head sigmoid --epochs 30 --batch-size 32 --learning-rate 0.002 --seed 5 \
+                           --split-validation 0.2 --split-test 0.2"
+        .split_whitespace()
+        .collect();
+    let (ok, log, out) = train_csv("breast_cancer.csv", &args, &[]);
+    assert!(ok, "{log:?}");
+    let TerminationSummary::Train(s) = log else { panic!("expected a train summary") };
+    assert!(s.metrics["test_accuracy"] >= 0.93, "the sigmoid head reached only {:?}", s.metrics);
+    assert_eq!(s.task, Task::Binary);
+    assert_eq!(s.classes, ["benign", "malignant"]);
+    let card: ModelCard =
+        serde_json::from_slice(&std::fs::read(out.path().join("model.json")).unwrap()).unwrap();
+    assert_eq!((card.signature.task, card.signature.output_width()), (Task::Binary, 1));
+    // The exported module answers one logit per sample.
+    let module = tch::CModule::load(out.path().join("model.pt")).unwrap();
+    let logits =
+        module.forward_ts(&[tch::Tensor::zeros([3, 30], (tch::Kind::Float, tch::Device::Cpu))]).unwrap();
+    assert_eq!(logits.size(), [3, 1]);
+    // The contract checker agrees: card, module and summary fit a binary model.
+    let checked = Command::new(trainer_bin())
+        .arg("check-output")
+        .arg(file_uri(out.path()))
+        .arg("--summary")
+        .arg(out.path().join("termination-log"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "check-output found problems:\n{report}");
+    assert!(report.contains("tabular binary model"), "{report}");
+
+    // Three classes have no single logit to give.
+    let (ok, log, _out) = train_iris(&["--head", "sigmoid", "--epochs", "1"], &[]);
+    assert!(!ok);
+    let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
+    assert!(e.message.contains("exactly two classes") && e.message.contains("has 3"), "{e:?}");
 }
 
 #[test]

@@ -30,6 +30,8 @@ pub const TERMINATION_LOG: &str = "HONE_TERMINATION_LOG";
 pub const OUTPUT: &str = "HONE_OUTPUT";
 /// Architecture.
 pub const ARCHITECTURE: &str = "HONE_ARCHITECTURE";
+/// Output head (`softmax`, `sigmoid`).
+pub const MODEL_HEAD: &str = "HONE_MODEL_HEAD";
 /// Pretrained weights URI.
 pub const PRETRAINED: &str = "HONE_PRETRAINED";
 /// Epochs.

@@ -168,6 +168,7 @@ pub fn train_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
     vars.extend([
         (env::OUTPUT, run_output(valid)),
         (env::ARCHITECTURE, spec.model.architecture.as_str().to_owned()),
+        (env::MODEL_HEAD, spec.model.head.as_str().to_owned()),
         (env::EPOCHS, hp.epochs.to_string()),
         (env::BATCH_SIZE, hp.batch_size.to_string()),
         (env::LEARNING_RATE, hp.learning_rate.to_string()),

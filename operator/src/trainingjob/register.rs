@@ -134,6 +134,9 @@ pub fn desired_model_version(
             input_shape: train.input_shape.clone(),
             classes,
             preprocessing: train.preprocessing.clone(),
+            task: train.task,
+            threshold: train.threshold,
+            output: train.output,
         },
         lineage: Some(Lineage {
             training_job: Some(tj_name),

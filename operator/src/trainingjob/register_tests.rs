@@ -36,6 +36,9 @@ fn summary(classes: &[&str]) -> TrainSummary {
         input_shape: vec![1, 32, 32],
         classes: classes.iter().map(|c| (*c).to_owned()).collect(),
         preprocessing: None,
+        task: Default::default(),
+        threshold: None,
+        output: Default::default(),
     }
 }
 

@@ -95,11 +95,21 @@ pub enum EvalError {
     /// The split holds no samples.
     #[error("{0} holds no samples: there is nothing to evaluate on")]
     Empty(PathBuf),
+    /// The model's task answers something a test split's one class per
+    /// sample cannot score.
+    #[error(
+        "a {0} model cannot be evaluated on a Dataset's test split, whose samples have one class each: \
+         set spec.evaluation.required: false on the ModelVersion (track then gates on spec.metrics)"
+    )]
+    UnsupportedTask(hone_crds::modelversion::Task),
 }
 
 impl EvalError {
     /// The verify summary's reason.
     pub fn category(&self) -> &'static str {
-        "EvaluationFailed"
+        match self {
+            Self::UnsupportedTask(_) => "EvaluationUnsupported",
+            _ => "EvaluationFailed",
+        }
     }
 }

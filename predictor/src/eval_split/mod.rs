@@ -26,6 +26,7 @@ pub use error::EvalError;
 pub use read::read_header;
 
 use crate::evaluation::Tally;
+use crate::head::Head;
 use crate::preprocess::Sample;
 use crate::runtime::{self, Model};
 use inputs::SampleInputs;
@@ -45,6 +46,10 @@ pub fn evaluate(
     module: &mut Model,
     device: Device,
 ) -> Result<Evaluation, EvalError> {
+    let head = Head::new(&card.signature);
+    if !head.task().is_single_label() {
+        return Err(EvalError::UnsupportedTask(head.task()));
+    }
     let header = read_header(dir)?;
     let inputs = SampleInputs::new(dir, &header, card)?;
     let samples_path = dir.join(EVAL_SAMPLES_FILE);
@@ -56,7 +61,7 @@ pub fn evaluate(
     for (i, class) in classes.iter().enumerate() {
         labels.entry(class.as_str()).or_insert(i);
     }
-    let mut tally = Tally::new(classes.len());
+    let mut tally = Tally::with_head(head.clone());
     let mut batch = Batch::default();
     let mut read = 0usize;
     while let Some((line, text)) = lines.next_line()? {
@@ -75,10 +80,10 @@ pub fn evaluate(
         let input = inputs.input(&sample, line)?;
         batch.push(line, labels.get(sample.label.as_str()).copied(), input);
         if batch.truths.len() == EVAL_BATCH_SIZE {
-            batch.run(module, card, device, &mut tally)?;
+            batch.run(module, card, &head, device, &mut tally)?;
         }
     }
-    batch.run(module, card, device, &mut tally)?;
+    batch.run(module, card, &head, device, &mut tally)?;
     if read == 0 {
         return Err(EvalError::Empty(samples_path));
     }
@@ -108,20 +113,20 @@ impl Batch {
         &mut self,
         module: &mut Model,
         card: &ModelCard,
+        head: &Head,
         device: Device,
         tally: &mut Tally,
     ) -> Result<(), EvalError> {
         if self.truths.is_empty() {
             return Ok(());
         }
-        let classes = card.signature.classes.len();
         let logits = tch::no_grad(|| {
             runtime::forward_logits(
                 module,
                 &self.values,
                 self.truths.len(),
                 &card.signature.input_shape,
-                classes,
+                head.outputs(),
                 device,
             )
         })
@@ -130,8 +135,8 @@ impl Batch {
             last: self.lines.last().copied().unwrap_or(0),
             message,
         })?;
-        let probabilities = crate::oip::softmax_rows(&logits, classes);
-        for (truth, row) in self.truths.iter().zip(probabilities.chunks(classes.max(1))) {
+        let probabilities = head.scores(&logits);
+        for (truth, row) in self.truths.iter().zip(probabilities.chunks(head.score_width().max(1))) {
             tally.add(*truth, row);
         }
         self.lines.clear();

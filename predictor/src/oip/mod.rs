@@ -8,6 +8,8 @@ mod tensor;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::head::Head;
+
 pub use response::{OutputRequest, build_response, requested_outputs};
 pub use tensor::{Datatype, FlatData, decode_input, parse_request};
 
@@ -17,10 +19,20 @@ pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 pub const INPUT_NAME: &str = "input";
 /// Output with the raw model output, one row per sample.
 pub const OUTPUT_LOGITS: &str = "logits";
-/// Output with the softmax of the logits.
+/// Output with the head's probabilities: softmax of the logits (binary:
+/// `[1 - p, p]`; multilabel: a sigmoid per class).
 pub const OUTPUT_PROBABILITIES: &str = "probabilities";
-/// Every output a model answers; a request may name each once.
+/// A regression model's output: the numbers themselves.
+pub const OUTPUT_VALUES: &str = "values";
+/// Every output a classifier answers; a request may name each once.
 pub const OUTPUTS: [&str; 2] = [OUTPUT_LOGITS, OUTPUT_PROBABILITIES];
+/// The output of a regression model.
+pub const REGRESSION_OUTPUTS: [&str; 1] = [OUTPUT_VALUES];
+
+/// The outputs a model answers, by its head.
+pub fn outputs_of(model: &Head) -> &'static [&'static str] {
+    if model.is_classifier() { &OUTPUTS } else { &REGRESSION_OUTPUTS }
+}
 
 /// `POST /v2/models/{name}/infer` request.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -141,18 +153,23 @@ pub struct ServerMetadata {
     pub extensions: Vec<&'static str>,
 }
 
-/// The metadata of a model with `sample_shape` inputs and `classes` outputs.
-pub fn model_metadata(name: &str, version: &str, sample_shape: &[i64], classes: usize) -> ModelMetadata {
+/// The metadata of a model with `sample_shape` inputs, read by `model`.
+pub fn model_metadata(name: &str, version: &str, sample_shape: &[i64], model: &Head) -> ModelMetadata {
     let mut input_shape = vec![-1];
     input_shape.extend_from_slice(sample_shape);
-    let output =
-        |name: &str| TensorMetadata { name: name.into(), datatype: "FP32", shape: vec![-1, classes as i64] };
+    let outputs = outputs_of(model)
+        .iter()
+        .map(|&output| {
+            let width = if output == OUTPUT_PROBABILITIES { model.score_width() } else { model.outputs() };
+            TensorMetadata { name: output.into(), datatype: "FP32", shape: vec![-1, width as i64] }
+        })
+        .collect();
     ModelMetadata {
         name: name.to_owned(),
         versions: vec![version.to_owned()],
         platform: "pytorch_torchscript",
         inputs: vec![TensorMetadata { name: INPUT_NAME.into(), datatype: "FP32", shape: input_shape }],
-        outputs: vec![output(OUTPUT_LOGITS), output(OUTPUT_PROBABILITIES)],
+        outputs,
     }
 }
 
@@ -165,44 +182,13 @@ pub fn server_metadata() -> ServerMetadata {
     }
 }
 
-/// Softmax of each `classes`-wide row.
-pub fn softmax_rows(logits: &[f32], classes: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(logits.len());
-    for row in logits.chunks(classes.max(1)) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f32> = row.iter().map(|&x| (x - max).exp()).collect();
-        let sum: f32 = exps.iter().sum();
-        out.extend(exps.iter().map(|e| if sum > 0.0 { e / sum } else { 0.0 }));
-    }
-    out
-}
-
-/// The top class of one row of probabilities and its probability (the last
-/// of equal tops, as `max_by` picks); `(0, 0.0)` for an empty row. What
-/// `/predict` answers as `classIndex` and `confidence`.
-pub fn top_class(row: &[f32]) -> (usize, f32) {
-    row.iter().copied().enumerate().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((0, 0.0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn top_class_is_the_largest_probability() {
-        assert_eq!(top_class(&[0.2, 0.7, 0.1]), (1, 0.7));
-        assert_eq!(top_class(&[]), (0, 0.0));
-    }
-
-    #[test]
-    fn softmax_rows_sum_to_one() {
-        let p = softmax_rows(&[0.0, 0.0, 1000.0, 0.0], 2);
-        assert_eq!(p, vec![0.5, 0.5, 1.0, 0.0]);
-    }
-
-    #[test]
     fn metadata_declares_batch_dimension() {
-        let m = model_metadata("m", "1", &[1, 8, 8], 3);
+        let m = model_metadata("m", "1", &[1, 8, 8], &Head::classification(3));
         assert_eq!(m.inputs[0].shape, vec![-1, 1, 8, 8]);
         assert_eq!(m.outputs[1].shape, vec![-1, 3]);
     }

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use hone_crds::contract::InputKind;
+use hone_crds::modelversion::Task;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -33,18 +34,38 @@ pub struct ClassScore {
     pub confidence: f32,
 }
 
-/// The answer for one input.
+/// The answer for one input. Classifiers (`classification`, `binary`,
+/// `multilabel`) answer `label`, `classIndex`, `confidence` and `top`;
+/// `binary` adds `probability`, `multilabel` adds `labels`; `regression`
+/// answers `values` (and `outputs`, when the outputs are named) instead.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PredictResponse {
-    /// Top class name.
-    pub label: String,
-    /// Top class index.
-    pub class_index: usize,
-    /// Top class probability.
-    pub confidence: f32,
-    /// The best classes, best first (at most 5).
+    /// The answered class name (multilabel: the most probable class).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Its index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_index: Option<usize>,
+    /// Its probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
+    /// The most probable classes, best first (at most 5).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub top: Vec<ClassScore>,
+    /// Binary: the probability of the positive class (`classes[1]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f32>,
+    /// Multilabel: every class at or above the threshold, in class order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    /// Regression: the outputs, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<f32>>,
+    /// Regression with named outputs: each output by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub outputs: Option<serde_json::Map<String, Value>>,
     /// Model name.
     pub model: String,
     /// Model version.
@@ -105,30 +126,51 @@ async fn run(
         state.drift.observe(&sample.drift);
         input.extend_from_slice(&sample.values);
     }
-    let logits = state.infer(input, count, arrival).await?;
-    Ok(state.predictions(&logits).into_iter().map(|p| answer(state, p)).collect())
+    let outputs = state.infer(input, count, arrival).await?;
+    Ok(state.predictions(&outputs).into_iter().map(|p| answer(state, p)).collect())
 }
 
 fn answer(state: &AppState, prediction: Prediction) -> PredictResponse {
-    let mut order: Vec<usize> = (0..prediction.probabilities.len()).collect();
-    order.sort_by(|&a, &b| prediction.probabilities[b].total_cmp(&prediction.probabilities[a]));
-    let top = order
-        .into_iter()
-        .take(TOP_K)
-        .map(|i| ClassScore {
-            label: state.label(i).to_owned(),
-            class_index: i,
-            confidence: prediction.probabilities[i],
-        })
-        .collect();
-    PredictResponse {
-        label: state.label(prediction.class_index).to_owned(),
-        class_index: prediction.class_index,
-        confidence: prediction.confidence,
-        top,
+    let Prediction { decision, scores } = prediction;
+    let mut response = PredictResponse {
+        label: None,
+        class_index: None,
+        confidence: None,
+        top: Vec::new(),
+        probability: None,
+        labels: None,
+        values: None,
+        outputs: None,
         model: state.name.clone(),
         version: state.version.clone(),
+    };
+    let Some(decision) = decision else {
+        let names = &state.card.signature.classes;
+        if !names.is_empty() {
+            let outputs = names.iter().zip(&scores).map(|(n, &v)| (n.clone(), Value::from(v))).collect();
+            response.outputs = Some(outputs);
+        }
+        response.values = Some(scores);
+        return response;
+    };
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    response.top = order
+        .into_iter()
+        .take(TOP_K)
+        .map(|i| ClassScore { label: state.label(i).to_owned(), class_index: i, confidence: scores[i] })
+        .collect();
+    match state.head.task() {
+        Task::Binary => response.probability = scores.get(1).copied(),
+        Task::Multilabel => {
+            response.labels = Some(decision.positives.iter().map(|&i| state.label(i).to_owned()).collect());
+        }
+        Task::Classification | Task::Regression => {}
     }
+    response.label = Some(state.label(decision.class_index).to_owned());
+    response.class_index = Some(decision.class_index);
+    response.confidence = Some(decision.confidence);
+    response
 }
 
 /// Reads the body and decodes it into samples on the decode pool; `batch`

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hone_crds::contract::ModelCard;
+use hone_crds::modelversion::Task;
 use prometheus_client::registry::Registry;
 use tch::Device;
 use tokio::sync::oneshot;
@@ -17,7 +18,8 @@ use crate::batcher::{ArrivalGuard, BatchConfig, Batcher, Fault, Job, SubmitError
 use crate::config::ServeArgs;
 use crate::drift::DriftMonitor;
 use crate::error::ApiError;
-use crate::metrics::{ClassLabels, MAX_CLASS_LABELS, Metrics};
+use crate::head::{Decision, Head};
+use crate::metrics::{ClassLabels, MAX_CLASS_LABELS, Metrics, OutputLabels};
 use crate::model::{LoadError, ModelFiles};
 use crate::preprocess::Preprocessor;
 use crate::runtime::{self, RuntimeConfig};
@@ -68,12 +70,11 @@ impl Health {
 /// One prediction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
-    /// Index of the top class.
-    pub class_index: usize,
-    /// Its probability.
-    pub confidence: f32,
-    /// Softmax over all classes.
-    pub probabilities: Vec<f32>,
+    /// The answered class, for every task but `regression`.
+    pub decision: Option<Decision>,
+    /// The head's scores: a probability per class (binary: both classes),
+    /// or the regression outputs.
+    pub scores: Vec<f32>,
 }
 
 /// Shared server state.
@@ -86,6 +87,8 @@ pub struct AppState {
     pub digest: String,
     /// The model card.
     pub card: ModelCard,
+    /// What the model's outputs mean.
+    pub head: Head,
     /// Raw input to model input.
     pub preprocessor: Preprocessor,
     /// Limits.
@@ -147,10 +150,11 @@ impl AppState {
                 max_latency: Duration::from_millis(args.max_latency_ms),
                 queue_capacity: args.queue_capacity as usize,
                 sample_shape: card.signature.input_shape.clone(),
-                outputs_per_sample: card.signature.classes.len(),
+                outputs_per_sample: card.signature.output_width(),
                 device: Device::Cpu,
                 fault: args.fault_injection.as_deref().and_then(|f| Fault::parse(f).ok()),
             },
+            head: Head::new(&card.signature),
             card,
             metrics,
             registry,
@@ -268,29 +272,45 @@ impl AppState {
         }
     }
 
-    /// Top class and softmax of each output row; counts them in the metrics.
-    pub fn predictions(&self, logits: &[f32]) -> Vec<Prediction> {
-        let classes = self.card.signature.classes.len().max(1);
-        let probabilities = crate::oip::softmax_rows(logits, classes);
-        probabilities
-            .chunks(classes)
+    /// The head's scores and answer for each output row; counts them in the metrics.
+    pub fn predictions(&self, outputs: &[f32]) -> Vec<Prediction> {
+        let scores = self.head.scores(outputs);
+        scores
+            .chunks(self.head.score_width().max(1))
             .map(|row| {
-                let (class_index, confidence) = crate::oip::top_class(row);
-                self.record_prediction(class_index, confidence);
-                Prediction { class_index, confidence, probabilities: row.to_vec() }
+                let decision = self.head.decide(row);
+                self.record_prediction(decision.as_ref(), row);
+                Prediction { decision, scores: row.to_vec() }
             })
             .collect()
     }
 
-    fn record_prediction(&self, class_index: usize, confidence: f32) {
+    /// Counts a prediction: its answered classes (each positive class of a
+    /// multilabel answer) and confidence, or a regression's values.
+    fn record_prediction(&self, decision: Option<&Decision>, scores: &[f32]) {
         let classes = &self.card.signature.classes;
-        let class = if classes.len() <= MAX_CLASS_LABELS {
-            classes.get(class_index).cloned().unwrap_or_default()
-        } else {
-            "other".to_owned()
+        let label = |i: usize| -> String {
+            if classes.len() <= MAX_CLASS_LABELS {
+                classes.get(i).cloned().unwrap_or_default()
+            } else {
+                "other".to_owned()
+            }
         };
-        self.metrics.predictions.get_or_create(&ClassLabels { class }).inc();
-        self.metrics.confidence.observe(f64::from(confidence));
+        let Some(decision) = decision else {
+            for (i, value) in scores.iter().enumerate().take(MAX_CLASS_LABELS) {
+                let output = if classes.is_empty() { "value".to_owned() } else { label(i) };
+                self.metrics.outputs.get_or_create(&OutputLabels { output }).observe(f64::from(*value));
+            }
+            return;
+        };
+        if self.head.task() == Task::Multilabel {
+            for &i in &decision.positives {
+                self.metrics.predictions.get_or_create(&ClassLabels { class: label(i) }).inc();
+            }
+        } else {
+            self.metrics.predictions.get_or_create(&ClassLabels { class: label(decision.class_index) }).inc();
+        }
+        self.metrics.confidence.observe(f64::from(decision.confidence));
     }
 
     /// Class name of an index.

@@ -60,12 +60,7 @@ pub async fn model_metadata_versioned(
 fn metadata(state: &AppState, name: &str, version: Option<&str>) -> Result<Json<ModelMetadata>, ApiError> {
     state.check_model(name, version)?;
     let signature = &state.card.signature;
-    Ok(Json(oip::model_metadata(
-        &state.name,
-        &state.version,
-        &signature.input_shape,
-        signature.classes.len(),
-    )))
+    Ok(Json(oip::model_metadata(&state.name, &state.version, &signature.input_shape, &state.head)))
 }
 
 /// Model readiness.
@@ -150,7 +145,7 @@ fn decode_request(
         }
         .into());
     };
-    let wanted = oip::requested_outputs(&request, state.card.signature.classes.len())?;
+    let wanted = oip::requested_outputs(&request, &state.head)?;
     let sample_shape = &state.card.signature.input_shape;
     let (values, batch) = oip::decode_input(input, &mut binary, sample_shape, state.limits.max_batch_items)?;
     let sample_len = values.len() / batch.max(1);
@@ -184,16 +179,17 @@ async fn run_infer(
     let worker = state.clone();
     let decoded = state.decode.run(move || decode_request(&worker, &body.bytes, header_length)).await?;
     let DecodedInfer { id, wanted, values, batch } = decoded;
-    let logits = state.infer(values, batch, arrival).await?;
-    state.predictions(&logits);
+    let outputs = state.infer(values, batch, arrival).await?;
+    state.predictions(&outputs);
     let head = InferResponse {
         model_name: state.name.clone(),
         model_version: state.version.clone(),
         id,
         outputs: vec![],
     };
-    let (json, binary) = oip::build_response(head, &wanted, &logits, &state.card.signature.classes)
-        .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))?;
+    let (json, binary) =
+        oip::build_response(head, &wanted, &outputs, &state.head, &state.card.signature.classes)
+            .map_err(|e| ApiError::Internal(format!("encoding the response: {e}")))?;
     if binary.is_empty() {
         return Ok(
             ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()

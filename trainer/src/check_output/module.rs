@@ -2,6 +2,7 @@
 //! the card's input shape to one finite logit per class.
 
 use hone_crds::contract::{self, ModelCard};
+use hone_crds::modelversion::Task;
 use tch::{CModule, IValue, Kind, Tensor};
 
 use super::Report;
@@ -89,7 +90,12 @@ pub fn judge_module(report: &mut Report, probe: &ModuleProbe, card: Option<&Mode
         report.note(MODEL, "not run: no usable model.json gives its input shape");
         return;
     };
-    let classes = card.signature.classes.len() as i64;
+    let classes = card.signature.output_width() as i64;
+    let meaning = match card.signature.task {
+        Task::Classification | Task::Multilabel => "one logit per class, in signature.classes order",
+        Task::Binary => "task binary: one logit, of the positive class (signature.classes[1])",
+        Task::Regression => "task regression: one value per name in signature.classes, or one",
+    };
     for Forward { batch, output } in &probe.forwards {
         let mut shape = vec![*batch];
         shape.extend_from_slice(&card.signature.input_shape);
@@ -104,8 +110,7 @@ pub fn judge_module(report: &mut Report, probe: &ModuleProbe, card: Option<&Mode
                 report.finding(
                     MODEL,
                     format!(
-                        "returns {} outputs per sample but model.json lists {classes} classes: \
-                         one logit per class, in signature.classes order",
+                        "returns {} outputs per sample but model.json's signature needs {classes}: {meaning}",
                         size[1]
                     ),
                 );
@@ -126,5 +131,5 @@ pub fn judge_module(report: &mut Report, probe: &ModuleProbe, card: Option<&Mode
         }
     }
     let dims: Vec<String> = card.signature.input_shape.iter().map(i64::to_string).collect();
-    report.ok(MODEL, format!("maps zeros of [batch, {}] to [batch, {classes}] logits", dims.join(", ")));
+    report.ok(MODEL, format!("maps zeros of [batch, {}] to [batch, {classes}] outputs", dims.join(", ")));
 }

@@ -134,6 +134,15 @@ fn check_signature(report: &mut Report, train: &TrainSummary, card: &ModelCard) 
             format!("inputShape is {:?} but model.json says {:?}", train.input_shape, sig.input_shape),
         );
     }
+    if train.task != sig.task {
+        report.finding(SUMMARY, format!("task is {} but model.json says {}", train.task, sig.task));
+    }
+    if train.output != sig.output {
+        report.finding(SUMMARY, format!("output is {} but model.json says {}", train.output, sig.output));
+    }
+    if train.threshold != sig.threshold {
+        report.finding(SUMMARY, "threshold differs from model.json's signature.threshold");
+    }
     if train.classes.is_empty() {
         report.note(SUMMARY, "no classes: the operator takes them from the Dataset, in sorted order");
     } else if train.classes != sig.classes {

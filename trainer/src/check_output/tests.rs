@@ -41,6 +41,7 @@ fn card(module: &[u8]) -> ModelCard {
                 mean: Some(vec![5.8, 3.0, 3.7, 1.2]),
                 std: Some(vec![0.8, 0.4, 1.7, 0.7]),
             }),
+            ..Signature::default()
         },
         feature_names: vec!["a".into(), "b".into(), "c".into(), "d".into()],
         architecture: Some("tiny".into()),
@@ -65,6 +66,9 @@ fn summary(dir: &Path, module: &[u8], card: &ModelCard, card_bytes: &[u8]) -> Te
         input_shape: card.signature.input_shape.clone(),
         classes: card.signature.classes.clone(),
         preprocessing: card.signature.preprocessing.clone(),
+        task: card.signature.task,
+        threshold: card.signature.threshold,
+        output: card.signature.output,
     })
 }
 
@@ -157,7 +161,7 @@ async fn classes_must_match_the_outputs_per_sample() {
     let found = findings(&report, "model.pt");
     assert_eq!(found.len(), 1, "{}", report.render());
     assert!(
-        found[0].starts_with("returns 2 outputs per sample but model.json lists 3 classes"),
+        found[0].starts_with("returns 2 outputs per sample but model.json's signature needs 3"),
         "{}",
         found[0]
     );
@@ -202,7 +206,10 @@ fn card_problems_are_what_the_predictor_refuses() {
     card.signature.preprocessing = None;
     card.signature.classes.clear();
     let problems = card_problems(&card);
-    assert!(problems.iter().any(|p| p.starts_with("signature.classes is empty")), "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.starts_with("signature.classes must name at least one class")),
+        "{problems:?}"
+    );
     assert!(problems.iter().any(|p| p.starts_with("image models need inputShape")), "{problems:?}");
 }
 

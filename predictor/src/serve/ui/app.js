@@ -69,7 +69,10 @@
     $('model-name').textContent = model.name;
     $('model-version').textContent = model.version;
     $('model-input').textContent = model.kind + ' [' + model.inputShape.join(' × ') + ']';
-    $('model-classes').textContent = String(model.classes);
+    const task = model.task || 'classification';
+    $('model-classes').textContent = task === 'regression'
+      ? 'regression, ' + String(Math.max(1, model.classes)) + ' output(s)'
+      : String(model.classes) + (task === 'classification' ? '' : ' (' + task + ')');
     kind = model.kind;
     $('image-input').hidden = kind !== 'image';
     $('row-input').hidden = kind === 'image';
@@ -98,10 +101,28 @@
     }
   }
 
+  function answerText(body) {
+    if (body.values) {
+      if (body.outputs) {
+        return Object.entries(body.outputs).map(([name, v]) => name + ' = ' + v).join(', ');
+      }
+      return body.values.join(', ');
+    }
+    if (body.labels) {
+      return body.labels.length ? body.labels.join(', ') : '(no class above the threshold)';
+    }
+    return body.label;
+  }
+
   function render(body, response, millis) {
-    $('label').textContent = body.label;
-    $('confidence-bar').value = body.confidence;
-    $('confidence').textContent = percent(body.confidence);
+    $('label').textContent = answerText(body);
+    const scored = typeof body.confidence === 'number';
+    $('confidence-bar').parentElement.hidden = !scored;
+    $('top').hidden = !scored;
+    if (scored) {
+      $('confidence-bar').value = body.confidence;
+      $('confidence').textContent = percent(body.confidence);
+    }
     const rows = $('top').tBodies[0];
     rows.replaceChildren();
     for (const score of body.top || []) {

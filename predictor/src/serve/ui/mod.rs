@@ -42,8 +42,11 @@ pub struct UiModel {
     pub kind: InputKind,
     /// Input shape of one sample, without the batch dimension.
     pub input_shape: Vec<i64>,
-    /// Number of classes.
+    /// Number of classes (regression: of named outputs).
     pub classes: usize,
+    /// `classification`, `binary`, `multilabel` or `regression`.
+    #[schema(value_type = String)]
+    pub task: hone_crds::modelversion::Task,
 }
 
 /// The page.
@@ -77,6 +80,7 @@ pub async fn model(State(state): State<Arc<AppState>>) -> Json<UiModel> {
         kind: state.preprocessor.kind(),
         input_shape: signature.input_shape.clone(),
         classes: signature.classes.len(),
+        task: signature.task,
     })
 }
 
