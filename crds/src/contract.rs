@@ -318,8 +318,12 @@ pub struct TrainSummary {
     pub total_epochs: u32,
     /// Final metrics.
     pub metrics: BTreeMap<String, f64>,
-    /// URI of `model.pt`.
+    /// URI of the model file (`model.pt`, or `model.onnx`).
     pub artifact_uri: String,
+    /// The model file's format (default TorchScript): the registered
+    /// ModelVersion's `spec.artifact.format`.
+    #[serde(default, skip_serializing_if = "crate::modelversion::ArtifactFormat::is_torchscript")]
+    pub artifact_format: crate::modelversion::ArtifactFormat,
     /// `sha256:` of `model.pt`.
     pub artifact_digest: String,
     /// Size of `model.pt` in bytes.

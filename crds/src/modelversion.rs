@@ -157,6 +157,11 @@ impl ArtifactFormat {
         }
     }
 
+    /// Whether this is the default, TorchScript (left out of JSON).
+    pub fn is_torchscript(&self) -> bool {
+        *self == Self::TorchScript
+    }
+
     /// The model file's name in a model folder (the artifact URI names it).
     pub fn file_name(self) -> &'static str {
         match self {

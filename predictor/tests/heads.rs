@@ -26,7 +26,10 @@ const STD: [f32; 4] = [0.8, 0.4, 1.7, 0.7];
 
 fn models() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| make_models(&["binary", "multilabel", "regression", "regression-onnx", "mlp"])).path()
+    DIR.get_or_init(|| {
+        make_models(&["binary", "multilabel", "regression", "regression-onnx", "mlp", "sklearn-onnx"])
+    })
+    .path()
 }
 
 fn folder(name: &str) -> String {
@@ -267,6 +270,34 @@ async fn an_onnx_regression_model_answers_as_onnxruntime_in_python() {
     let answer = run_reference("onnx_reference.py", &model, &standardized(&rows));
     assert_eq!(answer["shape"], json!([30, 2]), "{answer}");
     check_regression(&server, "regression", &floats(&answer["data"]), &rows).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scikit_learn_pipeline_through_skl2onnx_answers_its_probabilities() {
+    if onnxruntime().is_none() {
+        return;
+    }
+    let server = start(args_at(&folder("sklearn-onnx"), "iris", &["--format", "ONNX"])).await;
+    // Raw features: the scaler is inside the graph (the card has no preprocessing).
+    let rows = rows(30);
+    let input: Vec<f32> = rows.iter().flatten().copied().collect();
+    let model = models().join("sklearn-onnx").join(ONNX_MODEL_FILE);
+    let answer = run_reference("onnx_reference.py", &model, &input);
+    assert_eq!(answer["shape"], json!([30, 3]), "the probabilities, not the int64 label: {answer}");
+    let probabilities = floats(&answer["data"]);
+    let classes = card("sklearn-onnx").signature.classes;
+    let mut answered = std::collections::BTreeSet::new();
+    for (i, p) in predict_batch(&server, &rows).await.iter().enumerate() {
+        let row = &probabilities[i * 3..i * 3 + 3];
+        let top = (0..3).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+        assert_eq!(p["label"], classes[top].as_str(), "row {i} ({row:?}): {p}");
+        // Used as they are: no softmax over probabilities.
+        assert!(close(p["confidence"].as_f64().unwrap(), row[top]), "row {i} ({row:?}): {p}");
+        answered.insert(top);
+    }
+    assert!(answered.len() >= 2, "the rows should reach several classes: {answered:?}");
+    let oip = infer(&server, "iris", &input, None).await;
+    assert_all_close(&floats(&oip["outputs"][1]["data"]), &probabilities, "OIP probabilities");
 }
 
 fn card(name: &str) -> ModelCard {

@@ -20,7 +20,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use hone_crds::contract::{self, EpochMetrics, InputKind, ModelCard};
-use hone_crds::modelversion::Preprocessing;
+use hone_crds::modelversion::{ArtifactFormat, Preprocessing};
 use hone_storage::{Location, StorageError};
 use sha2::{Digest, Sha256};
 
@@ -136,18 +136,30 @@ pub async fn check(uri: &str, summary_file: Option<&Path>) -> Report {
             }
         }
     };
-    let (module, card, metrics) = tokio::join!(
+    let (torchscript, onnx, card, metrics) = tokio::join!(
         read(contract::MODEL_FILE),
+        read(contract::ONNX_MODEL_FILE),
         read(contract::MODEL_CARD_FILE),
         read(contract::METRICS_FILE)
     );
-    let module = check_module_file(&mut report, module);
+    // An output holds model.pt, or (scikit-learn through skl2onnx, ...) model.onnx.
+    let (format, module) = match (&torchscript, onnx) {
+        (Fetched::Missing, onnx @ Fetched::Found(_)) => (ArtifactFormat::Onnx, onnx),
+        _ => (ArtifactFormat::TorchScript, torchscript),
+    };
+    let module = check_module_file(&mut report, format, module);
     let card_digest = match &card {
         Fetched::Found(bytes) => Some(sha256_digest(bytes)),
         _ => None,
     };
     let card = check_card(&mut report, card, module.as_ref().map(|m| m.digest.as_str()));
-    if let Some(module) = &module {
+    if format == ArtifactFormat::Onnx {
+        report.note(
+            contract::ONNX_MODEL_FILE,
+            "not run here (check-output runs TorchScript): `hone-predictor verify --format ONNX --model <output>` \
+             loads it on ONNX Runtime and runs the card's input through it",
+        );
+    } else if let Some(module) = &module {
         let bytes = module.bytes.clone();
         let shape = card.as_ref().map(|c| c.signature.input_shape.clone());
         let probe =
@@ -160,8 +172,9 @@ pub async fn check(uri: &str, summary_file: Option<&Path>) -> Report {
     if let Some(path) = summary_file {
         match std::fs::read(path) {
             Ok(bytes) => {
-                let module_loc = folder.join(contract::MODEL_FILE);
+                let module_loc = folder.join(format.file_name());
                 let output = CheckedOutput {
+                    format,
                     module_uri: module_loc.uri(),
                     module: module.as_ref(),
                     card_digest: card_digest.as_deref(),
@@ -205,22 +218,24 @@ pub struct ModuleFile {
     pub digest: String,
 }
 
-fn check_module_file(report: &mut Report, fetched: Fetched) -> Option<ModuleFile> {
+fn check_module_file(report: &mut Report, format: ArtifactFormat, fetched: Fetched) -> Option<ModuleFile> {
+    let file = format.file_name();
     match fetched {
         Fetched::Found(bytes) if bytes.is_empty() => {
-            report.finding(contract::MODEL_FILE, "is empty");
+            report.finding(file, "is empty");
             None
         }
         Fetched::Found(bytes) => Some(ModuleFile { digest: sha256_digest(&bytes), bytes }),
         Fetched::Missing => {
             report.finding(
-                contract::MODEL_FILE,
-                "missing: save the model with torch.jit.script or torch.jit.trace and .save()",
+                file,
+                "missing: save the model with torch.jit.script or torch.jit.trace and .save() \
+                 (or write model.onnx, for an ONNX model)",
             );
             None
         }
         Fetched::Unreadable(e) => {
-            report.finding(contract::MODEL_FILE, format!("unreadable: {e}"));
+            report.finding(file, format!("unreadable: {e}"));
             None
         }
     }
@@ -265,7 +280,7 @@ pub fn check_card(report: &mut Report, fetched: Fetched, module_digest: Option<&
         (Some(said), Some(actual)) if !said.eq_ignore_ascii_case(actual) => report.finding(
             CARD,
             format!(
-                "artifactDigest is {said} but model.pt's sha256 is {actual}: verify would refuse the model"
+                "artifactDigest is {said} but the model file's sha256 is {actual}: verify would refuse the model"
             ),
         ),
         (None, _) => report.note(CARD, "no artifactDigest (optional; the summary's pins model.pt)"),

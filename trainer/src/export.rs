@@ -144,6 +144,7 @@ pub(crate) async fn export(
         task: card.signature.task,
         threshold: card.signature.threshold,
         output: card.signature.output,
+        artifact_format: Default::default(),
     };
     event(
         "info",

@@ -103,6 +103,7 @@ mod tests {
             task: Default::default(),
             threshold: None,
             output: Default::default(),
+            artifact_format: Default::default(),
         });
         let json = render(&train);
         assert!(json.len() <= TERMINATION_MESSAGE_MAX_BYTES, "{}", json.len());

@@ -25,7 +25,7 @@ use hone_crds::consts::{
     LABEL_TRAINING_JOB_UID, LABEL_VALUE_HONE,
 };
 use hone_crds::contract::TrainSummary;
-use hone_crds::modelversion::{Artifact, ArtifactFormat, Lineage, ModelVersionSpec, Signature};
+use hone_crds::modelversion::{Artifact, Lineage, ModelVersionSpec, Signature};
 use hone_crds::{Dataset, ModelVersion, SecretRef, TrainingJob};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
@@ -125,7 +125,7 @@ pub fn desired_model_version(
         version,
         artifact: Artifact {
             uri: train.artifact_uri.clone(),
-            format: ArtifactFormat::TorchScript,
+            format: train.artifact_format,
             digest: Some(train.artifact_digest.clone()),
             card_digest: train.card_digest.clone(),
             secret_ref,

@@ -39,6 +39,7 @@ fn summary(classes: &[&str]) -> TrainSummary {
         task: Default::default(),
         threshold: None,
         output: Default::default(),
+        artifact_format: Default::default(),
     }
 }
 
@@ -83,6 +84,23 @@ fn the_registered_model_version_carries_lineage_metrics_and_labels() {
     assert_eq!(lineage.dataset.as_deref(), Some("digits"));
     assert_eq!(lineage.dataset_digest.as_deref(), Some("sha256:data"));
     assert_eq!(out.spec.metrics.as_ref().unwrap()["val_accuracy"], 0.97);
+}
+
+#[test]
+fn an_onnx_probability_model_registers_as_it_was_summarised() {
+    let tj = training_job_for_tests("");
+    let mut train = summary(&["no", "yes"]);
+    train.artifact_uri = "s3://models/cnn/tj-uid/model.onnx".into();
+    train.artifact_format = hone_crds::modelversion::ArtifactFormat::Onnx;
+    train.output = hone_crds::modelversion::OutputKind::Probabilities;
+    train.task = hone_crds::modelversion::Task::Binary;
+    train.threshold = Some(0.3);
+    let out = desired_model_version(&tj, &train, None, None, 1);
+    assert_eq!(out.spec.artifact.format, hone_crds::modelversion::ArtifactFormat::Onnx);
+    assert_eq!(out.spec.artifact.uri, "s3://models/cnn/tj-uid/model.onnx");
+    let signature = &out.spec.signature;
+    assert_eq!(signature.output, hone_crds::modelversion::OutputKind::Probabilities);
+    assert_eq!((signature.task, signature.threshold), (hone_crds::modelversion::Task::Binary, Some(0.3)));
 }
 
 #[test]

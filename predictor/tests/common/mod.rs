@@ -150,9 +150,16 @@ pub async fn start_unready(args: ServeArgs) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(hone_predictor::serve::run(args, listener, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(async move {
+        let served = hone_predictor::serve::run(args, listener, async {
+            let _ = stopped.await;
+        })
+        .await;
+        if let Err(e) = &served {
+            eprintln!("the server stopped: {e}");
+        }
+        served
+    });
     Server { base, stop: Some(stop), task }
 }
 
@@ -161,7 +168,10 @@ pub async fn wait_ready(server: &Server) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(!server.task.is_finished(), "server stopped before it was ready");
+        assert!(
+            !server.task.is_finished(),
+            "server stopped before it was ready (its error is printed above)"
+        );
         if let Ok(r) = client.get(server.url("/v2/health/ready")).send().await
             && r.status() == 200
         {

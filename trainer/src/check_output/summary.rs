@@ -3,9 +3,9 @@
 //! the files to what it says.
 
 use hone_crds::contract::{
-    self, ModelCard, TERMINATION_MESSAGE_MAX_BYTES, TerminationSummary, TrainSummary, WorkerSummary,
+    ModelCard, TERMINATION_MESSAGE_MAX_BYTES, TerminationSummary, TrainSummary, WorkerSummary,
 };
-use hone_crds::modelversion::Preprocessing;
+use hone_crds::modelversion::{ArtifactFormat, Preprocessing};
 
 use super::{ModuleFile, Report};
 
@@ -17,7 +17,9 @@ const PREPROCESSING_TOLERANCE: f64 = 1e-9;
 /// What the files of the output turned out to be, for the summary to match.
 #[derive(Clone, Copy, Debug)]
 pub struct CheckedOutput<'a> {
-    /// URI of the checked `model.pt`.
+    /// The format of the model file found.
+    pub format: ArtifactFormat,
+    /// URI of the checked `model.pt` (or `model.onnx`).
     pub module_uri: &'a str,
     /// `model.pt`, when it was read.
     pub module: Option<&'a ModuleFile>,
@@ -80,8 +82,18 @@ pub fn check_summary(report: &mut Report, bytes: &[u8], output: &CheckedOutput<'
 
 /// The summary's artifact fields against the files: what registration pins.
 fn check_artifact(report: &mut Report, train: &TrainSummary, output: &CheckedOutput<'_>) {
-    if !train.artifact_uri.trim_end_matches('/').ends_with(&format!("/{}", contract::MODEL_FILE)) {
-        report.finding(SUMMARY, format!("artifactUri {:?} must name the model.pt file", train.artifact_uri));
+    let file = output.format.file_name();
+    if train.artifact_format != output.format {
+        report.finding(
+            SUMMARY,
+            format!(
+                "artifactFormat is {} but the output holds {file}: the ModelVersion would load it as the former",
+                train.artifact_format
+            ),
+        );
+    }
+    if !train.artifact_uri.trim_end_matches('/').ends_with(&format!("/{file}")) {
+        report.finding(SUMMARY, format!("artifactUri {:?} must name the {file} file", train.artifact_uri));
     } else if train.artifact_uri.trim() != output.module_uri {
         report.note(
             SUMMARY,
@@ -96,7 +108,7 @@ fn check_artifact(report: &mut Report, train: &TrainSummary, output: &CheckedOut
             report.finding(
                 SUMMARY,
                 format!(
-                    "artifactDigest is {:?} but model.pt's sha256 is {}: verify would refuse the model",
+                    "artifactDigest is {:?} but {file}'s sha256 is {}: verify would refuse the model",
                     train.artifact_digest, module.digest
                 ),
             );
@@ -105,7 +117,7 @@ fn check_artifact(report: &mut Report, train: &TrainSummary, output: &CheckedOut
             report.finding(
                 SUMMARY,
                 format!(
-                    "artifactSizeBytes is {} but model.pt has {} bytes",
+                    "artifactSizeBytes is {} but {file} has {} bytes",
                     train.artifact_size_bytes,
                     module.bytes.len()
                 ),

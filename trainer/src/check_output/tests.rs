@@ -69,6 +69,7 @@ fn summary(dir: &Path, module: &[u8], card: &ModelCard, card_bytes: &[u8]) -> Te
         task: card.signature.task,
         threshold: card.signature.threshold,
         output: card.signature.output,
+        artifact_format: Default::default(),
     })
 }
 
