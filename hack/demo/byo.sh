@@ -121,10 +121,30 @@ else
   check "2 workers under torchrun: trained, registered and verified" false
 fi
 
+# serve NAME MODELVERSION: an InferenceService of one variant, waited Ready;
+# sets URL to its router.
+serve() {
+  k -n "$NS" apply -f - <<YAML | sed 's/^/    /'
+apiVersion: hone.dev/v1alpha1
+kind: InferenceService
+metadata:
+  name: $1
+  labels: {hone.dev/demo: byo}
+spec:
+  variants:
+  - {name: main, modelVersion: $2, weight: 100}
+  predictor:
+    resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {memory: 1Gi}}
+  autoscaling: {minReplicas: 1, maxReplicas: 1}
+YAML
+  wait_phase "$NS" inferenceservice "$1" Ready 300 || return 1
+  URL="http://$(k -n "$NS" get svc "$1-router" -o jsonpath='{.spec.clusterIP}'):8080"
+}
+
 # serve_onnx: the 1-worker run's ONNX export as an ONNX ModelVersion, verified
 # and served.
 serve_onnx() {
-  local dir signature acc url
+  local dir signature acc
   dir=$(k -n "$NS" get modelversion "$mv1" -o jsonpath='{.spec.artifact.uri}'); dir=${dir%/model.pt}
   signature=$(k -n "$NS" get modelversion "$mv1" -o jsonpath='{.spec.signature}')
   k -n "$NS" apply -f - <<YAML | sed 's/^/    /'
@@ -145,23 +165,9 @@ YAML
   say "digits-byo-onnx-v1 (ONNX) verified; measured accuracy $acc, the TorchScript $mv1's $acc1"
   check "ONNX: the operator measured $acc, the same as the TorchScript export's $acc1" \
     python3 -c "import sys; sys.exit(abs(float('$acc') - float('$acc1')) > 0.005)"
-  k -n "$NS" apply -f - <<YAML | sed 's/^/    /'
-apiVersion: hone.dev/v1alpha1
-kind: InferenceService
-metadata:
-  name: digits-onnx
-  labels: {hone.dev/demo: byo}
-spec:
-  variants:
-  - {name: main, modelVersion: digits-byo-onnx-v1, weight: 100}
-  predictor:
-    resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {memory: 1Gi}}
-  autoscaling: {minReplicas: 1, maxReplicas: 1}
-YAML
-  wait_phase "$NS" inferenceservice digits-onnx Ready 300 || return 1
-  url="http://$(k -n "$NS" get svc digits-onnx-router -o jsonpath='{.spec.clusterIP}'):8080"
-  check "ONNX: served on ONNX Runtime, every held-out digit through the router ($url)" \
-    python3 hack/demo/client.py accuracy "$url" "$HOLDOUT" --min 0.95
+  serve digits-onnx digits-byo-onnx-v1 || return 1
+  check "ONNX: served on ONNX Runtime, every held-out digit through the router ($URL)" \
+    python3 hack/demo/client.py accuracy "$URL" "$HOLDOUT" --min 0.95
 }
 if [ -n "$mv1" ]; then
   serve_onnx || check "ONNX: registered, verified and served" false
@@ -172,7 +178,7 @@ fi
 # ONNX ModelVersion whose output is probabilities, evaluated by the operator
 # on the held-out split, and served.
 sklearn() {
-  local csv started mv acc direct url
+  local csv started mv acc direct
   say "image: hack/images/python-example.sh sklearn-tabular"
   hack/images/python-example.sh sklearn-tabular 2>&1 | sed 's/^/    /'
   [ "${PIPESTATUS[0]}" = 0 ] || return 1
@@ -227,23 +233,9 @@ YAML
   direct=$(k -n "$NS" get modelversion "$mv" -o jsonpath='{.spec.metrics.test_accuracy}')
   check "sklearn: $mv is ONNX, verified; the operator measured $acc on the held-out split, sklearn itself $direct" \
     python3 -c "import sys; sys.exit(abs(float('$acc') - float('$direct')) > 0.01)"
-  k -n "$NS" apply -f - <<YAML | sed 's/^/    /'
-apiVersion: hone.dev/v1alpha1
-kind: InferenceService
-metadata:
-  name: wine
-  labels: {hone.dev/demo: byo}
-spec:
-  variants:
-  - {name: main, modelVersion: $mv, weight: 100}
-  predictor:
-    resources: {requests: {cpu: 100m, memory: 256Mi}, limits: {memory: 1Gi}}
-  autoscaling: {minReplicas: 1, maxReplicas: 1}
-YAML
-  wait_phase "$NS" inferenceservice wine Ready 300 || return 1
-  url="http://$(k -n "$NS" get svc wine-router -o jsonpath='{.spec.clusterIP}'):8080"
-  check "sklearn: served; the held-out wines through the router ($url) score what the operator measured" \
-    env HONE_SPLIT_VALIDATION=0.2 HONE_SPLIT_TEST=0.3 HONE_SPLIT_SEED=7 python3 - "$url" "$csv" "$acc" <<'PY'
+  serve wine "$mv" || return 1
+  check "sklearn: served; the held-out wines through the router ($URL) score what the operator measured" \
+    env HONE_SPLIT_VALIDATION=0.2 HONE_SPLIT_TEST=0.3 HONE_SPLIT_SEED=7 python3 - "$URL" "$csv" "$acc" <<'PY'
 import json, sys, urllib.request
 sys.path.insert(0, "examples/common")
 from hone_contract import read_csv

@@ -13,7 +13,9 @@ use std::process::{Command, Output};
 
 use sha2::Digest;
 
-use common::{boto3, exported_data, file_uri, train_summary, trainer_bin};
+use common::{
+    boto3, check_output, check_output_uri, exported_data, file_uri, inspected_digest, train_summary,
+};
 use hone_crds::contract::{ErrorSummary, TerminationSummary, env};
 use hone_storage::testing::Minio;
 
@@ -34,20 +36,6 @@ fn train_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/byo-pytorch/train.py")
 }
 
-/// What `hone-trainer inspect` says the iris digest is: the one a Dataset pins.
-fn iris_digest(iris: &str) -> String {
-    let out = Command::new(trainer_bin())
-        .args(["inspect", "--source", iris, "--format", "CSV", "--label-column", "label"])
-        .args(["--termination-log", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    match serde_json::from_slice(&out.stdout).unwrap() {
-        TerminationSummary::Inspect(s) => s.digest,
-        other => panic!("unexpected summary {other:?}"),
-    }
-}
-
 /// `command` with the environment the operator gives a TrainingJob pod
 /// training iris into `out`, its termination log at `log`.
 fn with_trainingjob_env(command: &mut Command, out: &Path, log: &Path, batch_size: u32) {
@@ -59,7 +47,7 @@ fn with_trainingjob_env(command: &mut Command, out: &Path, log: &Path, batch_siz
         .env(env::SPLIT_VALIDATION, "0.1")
         .env(env::SPLIT_TEST, "0.1")
         .env(env::SPLIT_SEED, "42")
-        .env(env::DATASET_DIGEST, iris_digest(&iris))
+        .env(env::DATASET_DIGEST, inspected_digest(&iris))
         .env(env::OUTPUT, file_uri(out))
         .env(env::ARCHITECTURE, "mlp")
         .env(env::EPOCHS, "30")
@@ -84,21 +72,6 @@ fn run(mut command: Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// Runs `hone-trainer check-output` on `out`; returns (passed, stdout).
-fn check_output(out: &Path, summary: Option<&Path>) -> (bool, String) {
-    check_output_uri(&file_uri(out), summary, &[])
-}
-
-fn check_output_uri(uri: &str, summary: Option<&Path>, envs: &[(&str, String)]) -> (bool, String) {
-    let mut command = Command::new(trainer_bin());
-    command.arg("check-output").arg(uri).envs(envs.iter().map(|(k, v)| (k, v)));
-    if let Some(summary) = summary {
-        command.arg("--summary").arg(summary);
-    }
-    let result = command.output().unwrap();
-    (result.status.success(), String::from_utf8_lossy(&result.stdout).into_owned())
 }
 
 /// Checks a run's output and summary and returns its test accuracy.

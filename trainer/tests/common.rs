@@ -78,3 +78,33 @@ pub fn boto3(endpoint: &str, code: &str) -> String {
     assert!(out.status.success(), "boto3: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// What `hone-trainer inspect` says the digest of the CSV at `csv` is: the one a Dataset pins.
+pub fn inspected_digest(csv: &str) -> String {
+    let out = Command::new(trainer_bin())
+        .args(["inspect", "--source", csv, "--format", "CSV", "--label-column", "label"])
+        .args(["--termination-log", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    match serde_json::from_slice(&out.stdout).unwrap() {
+        hone_crds::contract::TerminationSummary::Inspect(s) => s.digest,
+        other => panic!("unexpected summary {other:?}"),
+    }
+}
+
+/// Runs `hone-trainer check-output` on `out`; returns (passed, stdout).
+pub fn check_output(out: &Path, summary: Option<&Path>) -> (bool, String) {
+    check_output_uri(&file_uri(out), summary, &[])
+}
+
+/// Runs `hone-trainer check-output` on `uri` with `envs`; returns (passed, stdout).
+pub fn check_output_uri(uri: &str, summary: Option<&Path>, envs: &[(&str, String)]) -> (bool, String) {
+    let mut command = Command::new(trainer_bin());
+    command.arg("check-output").arg(uri).envs(envs.iter().map(|(k, v)| (k, v)));
+    if let Some(summary) = summary {
+        command.arg("--summary").arg(summary);
+    }
+    let result = command.output().unwrap();
+    (result.status.success(), String::from_utf8_lossy(&result.stdout).into_owned())
+}

@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{exported_data, file_uri, train_summary, trainer_bin};
+use common::{check_output, exported_data, file_uri, inspected_digest, train_summary};
 use hone_crds::contract::{TerminationSummary, env};
 use hone_crds::modelversion::{ArtifactFormat, OutputKind};
 
@@ -24,20 +24,6 @@ fn python() -> Option<PathBuf> {
             );
             None
         }
-    }
-}
-
-/// What `hone-trainer inspect` says the CSV's digest is: the one a Dataset pins.
-fn inspected_digest(csv: &str) -> String {
-    let out = Command::new(trainer_bin())
-        .args(["inspect", "--source", csv, "--format", "CSV", "--label-column", "label"])
-        .args(["--termination-log", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    match serde_json::from_slice(&out.stdout).unwrap() {
-        TerminationSummary::Inspect(s) => s.digest,
-        other => panic!("unexpected summary {other:?}"),
     }
 }
 
@@ -79,15 +65,8 @@ fn the_sklearn_example_writes_an_onnx_output_that_registers_and_checks() {
     assert_eq!(summary.classes, ["class_0", "class_1", "class_2"]);
     // 54 held-out wines (Hone's split); the reference pipeline separates them well.
     assert!(summary.metrics["test_accuracy"] >= 0.9, "{:?}", summary.metrics);
-    let checked = Command::new(trainer_bin())
-        .arg("check-output")
-        .arg(file_uri(out.path()))
-        .arg("--summary")
-        .arg(out.path().join("termination-log"))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&checked.stdout);
-    assert!(checked.status.success(), "check-output found problems:\n{report}");
+    let (passed, report) = check_output(out.path(), Some(&out.path().join("termination-log")));
+    assert!(passed, "check-output found problems:\n{report}");
     assert!(report.contains("model.onnx: not run here"), "{report}");
 
     // Another pinned digest: the data changed since verification.

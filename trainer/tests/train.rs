@@ -215,15 +215,8 @@ fn a_sigmoid_head_trains_a_binary_model_on_breast_cancer() {
         module.forward_ts(&[tch::Tensor::zeros([3, 30], (tch::Kind::Float, tch::Device::Cpu))]).unwrap();
     assert_eq!(logits.size(), [3, 1]);
     // The contract checker agrees: card, module and summary fit a binary model.
-    let checked = Command::new(trainer_bin())
-        .arg("check-output")
-        .arg(file_uri(out.path()))
-        .arg("--summary")
-        .arg(out.path().join("termination-log"))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&checked.stdout);
-    assert!(checked.status.success(), "check-output found problems:\n{report}");
+    let (passed, report) = common::check_output(out.path(), Some(&out.path().join("termination-log")));
+    assert!(passed, "check-output found problems:\n{report}");
     assert!(report.contains("tabular binary model"), "{report}");
 
     // Three classes have no single logit to give.
