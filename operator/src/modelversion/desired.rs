@@ -182,6 +182,24 @@ impl EvaluationPlan {
 pub fn evaluation_plan(mv: &ModelVersion, dataset: Option<&Dataset>) -> EvaluationPlan {
     let Some(name) = mv.spec.evaluation_dataset() else { return EvaluationPlan::NoDataset };
     let required = mv.spec.evaluation_required();
+    let task = mv.spec.signature.task;
+    if !task.is_single_label() {
+        // A Dataset's samples have one class each: accuracy and the confusion
+        // matrix say nothing of a multilabel or regression model.
+        let message = format!(
+            "a {task} model cannot be evaluated on Dataset {name}'s test split, whose samples have one class \
+             each{}",
+            if required {
+                ": register it with spec.evaluation.required: false (track then gates on spec.metrics)"
+            } else {
+                "; spec.evaluation.required is false"
+            }
+        );
+        return match required {
+            true => EvaluationPlan::Refused { reason: "EvaluationUnsupported", message },
+            false => EvaluationPlan::Skipped { reason: "EvaluationUnsupported", message },
+        };
+    }
     let lineage = mv.spec.lineage.as_ref();
     let pinned = lineage
         .filter(|l| l.dataset.as_deref() == Some(name))

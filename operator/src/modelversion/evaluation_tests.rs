@@ -5,7 +5,7 @@
 
 use hone_crds::conditions::find_condition;
 use hone_crds::contract::ExpectedSignature;
-use hone_crds::modelversion::{EvaluationSpec, ModelVersionPhase};
+use hone_crds::modelversion::{EvaluationSpec, ModelVersionPhase, Task};
 use hone_crds::{Dataset, ModelVersion, ModelVersionStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -119,6 +119,34 @@ fn a_version_is_evaluated_on_the_split_it_was_trained_against() {
     let fresh = dataset("digits-fresh", true, "s3://data/fresh/");
     let EvaluationPlan::On(input) = desired::evaluation_plan(&other, Some(&fresh)) else { panic!("plan") };
     assert_eq!((input.name.as_str(), input.digest.as_str()), ("digits-fresh", CURRENT));
+}
+
+#[test]
+fn multilabel_and_regression_versions_are_not_evaluated_on_single_label_splits() {
+    let ready = dataset("digits", true, "s3://data/digits/");
+    let mut same = ready.clone();
+    same.status.as_mut().unwrap().digest = Some(TRAINED_ON.to_owned());
+    for task in [Task::Multilabel, Task::Regression] {
+        let mut mv = trained_on_digits();
+        mv.spec.signature.task = task;
+        let EvaluationPlan::Refused { reason, message } = desired::evaluation_plan(&mv, Some(&same)) else {
+            panic!("a required evaluation of a {task} model is refused")
+        };
+        assert_eq!(reason, "EvaluationUnsupported");
+        assert!(
+            message.contains(&format!("a {task} model")) && message.contains("required: false"),
+            "{message}"
+        );
+        mv.spec.evaluation = Some(EvaluationSpec { dataset: None, required: Some(false) });
+        assert!(matches!(
+            desired::evaluation_plan(&mv, Some(&same)),
+            EvaluationPlan::Skipped { reason: "EvaluationUnsupported", .. }
+        ));
+    }
+    // Binary answers one class per sample: evaluated like classification.
+    let mut binary = trained_on_digits();
+    binary.spec.signature.task = Task::Binary;
+    assert!(matches!(desired::evaluation_plan(&binary, Some(&same)), EvaluationPlan::On(_)));
 }
 
 #[test]
