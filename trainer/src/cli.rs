@@ -193,6 +193,11 @@ pub struct TrainArgs {
     /// logit, for two classes).
     #[arg(long, env = env::MODEL_HEAD, value_parser = parse_head, default_value = "softmax")]
     pub head: ModelHead,
+    /// Serve live `hone_trainer_*` figures on `GET /metrics` at this address
+    /// while training (e.g. `0.0.0.0:9090`; port 0 picks one, logged as
+    /// `metrics_listening`).
+    #[arg(long, env = env::METRICS_ADDR)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Initial weights (a VarStore file) to fine-tune from.
     #[arg(long, env = env::PRETRAINED)]
     pub pretrained: Option<String>,

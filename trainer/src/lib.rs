@@ -11,6 +11,7 @@ pub mod distributed;
 pub mod evalsplit;
 mod export;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod purge;

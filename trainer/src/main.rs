@@ -135,7 +135,19 @@ async fn train_command(args: TrainArgs) -> ExitCode {
         output: args.output.clone(),
         device,
         expected_dataset_digest: args.dataset_digest.clone(),
+        metrics: hone_trainer::metrics::TrainerMetrics::new(),
     };
+    if let Some(addr) = args.metrics_addr {
+        match hone_trainer::metrics::serve(addr, opts.metrics.clone()).await {
+            Ok(bound) => event("info", "metrics_listening", json!({"addr": bound.to_string()})),
+            // Figures are for watching; a taken port must not fail the run.
+            Err(e) => event(
+                "warn",
+                "metrics_unavailable",
+                json!({"addr": addr.to_string(), "error": e.to_string()}),
+            ),
+        }
+    }
     let mut tracker: Box<dyn Tracker> = match &args.mlflow_uri {
         Some(uri) if rank == 0 => Box::new(hone_trainer::tracking::MlflowTracker::new(
             uri,

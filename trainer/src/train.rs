@@ -17,6 +17,7 @@ use crate::checkpoint::{CheckpointError, Checkpoints, TrainState};
 use crate::dataset::{self, DataError, DataOptions, Dataset};
 use crate::distributed::{GradientBuckets, Parallel, shard};
 use crate::log::{EpochProgress, event};
+use crate::metrics::TrainerMetrics;
 use crate::model::{self, ModelError, Network};
 use crate::optim::{Optimizer, learning_rate};
 use crate::rng::SplitMix64;
@@ -47,6 +48,8 @@ pub struct TrainOptions {
     pub device: Device,
     /// Dataset digest the run must train on (the Dataset's pinned digest).
     pub expected_dataset_digest: Option<String>,
+    /// Live figures for `/metrics`.
+    pub metrics: std::sync::Arc<TrainerMetrics>,
 }
 
 /// Why a run failed.
@@ -226,6 +229,9 @@ async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepare
             TrainState { seed: hp.seed, ..Default::default() }
         }
     };
+    opts.metrics.epochs.set(i64::from(hp.epochs));
+    opts.metrics.epoch.set(i64::from(state.epoch));
+    opts.metrics.step.set(state.global_step);
     let leader_epoch = parallel.broadcast_i64(i64::from(state.epoch))?;
     if leader_epoch != i64::from(state.epoch) {
         return Err(TrainError::Invalid(format!(
@@ -281,6 +287,7 @@ async fn train_epochs(
         total_steps: steps_per_epoch * i64::from(hp.epochs),
         warmup_steps: steps_per_epoch * i64::from(hp.warmup_epochs),
     };
+    opts.metrics.steps.set(schedule.total_steps);
     let val_share: Vec<usize> =
         run.data.split.val.iter().copied().skip(parallel.rank()).step_by(parallel.world()).collect();
     let mut stopped_early = false;
@@ -288,7 +295,7 @@ async fn train_epochs(
         let epoch = run.state.epoch + 1;
         let epoch_start = Instant::now();
         let progress = EpochProgress::new(epoch, hp.epochs, schedule.steps_per_epoch as u64);
-        let steps = epoch_steps(hp, parallel, run, &schedule, epoch, &progress)?;
+        let steps = epoch_steps(hp, parallel, run, &schedule, epoch, &progress, &opts.metrics)?;
         // Batch-norm statistics differ per rank; rank 0's are the model's.
         parallel.broadcast_buffers(&run.vs)?;
         let [loss_total, correct_total, seen] =
@@ -307,6 +314,12 @@ async fn train_epochs(
             samples_per_second: seen / seconds.max(1e-9),
             allreduce_ms_per_step: steps.allreduce_ms_per_step,
         };
+        let live = &opts.metrics;
+        live.epoch.set(i64::from(epoch));
+        live.accuracy.set(train_accuracy);
+        live.val_loss.set(metrics.val_loss);
+        live.val_accuracy.set(metrics.val_accuracy);
+        live.samples_per_second.set(metrics.samples_per_second);
         progress.finish(&format!(
             "loss {:.4} val_loss {:.4} val_acc {:.4}",
             metrics.train_loss, metrics.val_loss, metrics.val_accuracy
@@ -327,6 +340,7 @@ fn epoch_steps(
     schedule: &Schedule,
     epoch: u32,
     progress: &EpochProgress,
+    live: &TrainerMetrics,
 ) -> Result<StepSums, TrainError> {
     let Prepared { data, tensors, net, head, optimizer, buckets, state, .. } = run;
     // The epoch's shuffle depends only on (seed, epoch), so every rank
@@ -344,6 +358,7 @@ fn epoch_steps(
         learning_rate: hp.learning_rate,
         allreduce_ms_per_step: None,
     };
+    let (started, mut waited, mut done) = (Instant::now(), 0.0f64, 0usize);
     for chunk in mine.chunks(schedule.batch as usize) {
         sums.learning_rate = learning_rate(
             hp.scheduler,
@@ -352,7 +367,9 @@ fn epoch_steps(
             schedule.total_steps,
             schedule.warmup_steps,
         );
+        let fetched = Instant::now();
         let (x, y) = tensors.batch(&Tensor::from_slice(chunk), Some(&hp.augmentation));
+        waited += fetched.elapsed().as_secs_f64();
         let logits = net.forward_t(&x, true);
         let loss = model::loss(*head, &logits, &y);
         optimizer.zero_grad();
@@ -364,6 +381,13 @@ fn epoch_steps(
         sums.loss += batch_loss * chunk.len() as f64;
         sums.correct += model::answers(*head, &logits).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
         progress.step(batch_loss);
+        done += chunk.len();
+        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+        live.step.set(state.global_step);
+        live.loss.set(batch_loss);
+        live.learning_rate.set(sums.learning_rate);
+        live.samples_per_second.set(done as f64 / elapsed);
+        live.data_wait_ratio.set((waited / elapsed).min(1.0));
     }
     sums.allreduce_ms_per_step = buckets.take_time();
     Ok(sums)

@@ -244,3 +244,66 @@ fn several_workers_without_a_rendezvous_are_refused_with_a_reason() {
     assert_eq!(e.reason, "InvalidSpec");
     assert!(e.message.contains("MASTER_ADDR"), "{}", e.message);
 }
+
+/// `GET /metrics` at `addr`, over a plain socket; `None` once nothing answers.
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.starts_with("HTTP/1.1 200").then_some(text)
+}
+
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn live_figures_are_served_on_metrics_while_the_run_trains() {
+    use std::io::BufRead;
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(trainer_bin())
+        .args(digits_args(out.path()))
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The bound port is logged as a JSON line on stderr.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["event"] == "metrics_listening"
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(120)).expect("metrics_listening logged");
+    let (mut epochs, mut steps, mut last) = (std::collections::BTreeSet::new(), Vec::new(), None);
+    while let Some(text) = scrape(&addr) {
+        let epoch = gauge(&text, "hone_trainer_epoch").unwrap();
+        // 0 until the data is loaded and the run planned.
+        assert!(matches!(gauge(&text, "hone_trainer_epochs"), Some(0.0 | 5.0)), "{text}");
+        let wait = gauge(&text, "hone_trainer_data_wait_ratio").unwrap();
+        assert!((0.0..=1.0).contains(&wait), "{text}");
+        epochs.insert(epoch as i64);
+        steps.push(gauge(&text, "hone_trainer_step").unwrap());
+        last = Some(text);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(child.wait().unwrap().success());
+    // Several epochs were seen while it ran, and the step count only grew.
+    assert!(epochs.len() >= 3, "epochs seen: {epochs:?}");
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]) && steps.last() > steps.first(), "{steps:?}");
+    let last = last.unwrap();
+    assert_eq!(gauge(&last, "hone_trainer_epochs"), Some(5.0), "{last}");
+    assert!(gauge(&last, "hone_trainer_samples_per_second").unwrap() > 0.0, "{last}");
+    assert!(gauge(&last, "hone_trainer_steps").unwrap() >= *steps.last().unwrap(), "{last}");
+}
