@@ -199,13 +199,14 @@ def read_csv(source, scratch):
     if missing:
         raise ContractError("InvalidData", f"{path} line 1: no column {missing[0]!r} in header {header}")
     index = [header.index(f) for f in features]
+    label_index = header.index(label_column)
     values, labels = [], []
     for line, row in enumerate(rows[1:], start=2):
         try:
             values.append([float(row[i]) for i in index])
-        except (ValueError, IndexError) as e:
+            labels.append(row[label_index].strip())
+        except (ValueError, IndexError) as e:  # a short row, or a feature that is not a number
             raise ContractError("InvalidData", f"{path} line {line}: {e}") from e
-        labels.append(row[header.index(label_column)].strip())
     name = source.rstrip("/").rsplit("/", 1)[-1]
     split = seeded_split(len(labels), env_float("HONE_SPLIT_VALIDATION", 0.1), env_float("HONE_SPLIT_TEST", 0.1),
                          env_int("HONE_SPLIT_SEED", 42))

@@ -50,44 +50,39 @@ impl TrainerMetrics {
     /// The gauges, registered under `hone_trainer_`.
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("hone_trainer");
-        let m = Self {
-            registry: Registry::default(),
-            epoch: Gauge::default(),
-            epochs: Gauge::default(),
-            step: Gauge::default(),
-            steps: Gauge::default(),
-            samples_per_second: FloatGauge::default(),
-            loss: FloatGauge::default(),
-            accuracy: FloatGauge::default(),
-            val_loss: FloatGauge::default(),
-            val_accuracy: FloatGauge::default(),
-            learning_rate: FloatGauge::default(),
-            data_wait_ratio: FloatGauge::default(),
+        let mut int = |name: &str, help: &str| {
+            let gauge = Gauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
         };
-        registry.register("epoch", "Epochs completed", m.epoch.clone());
-        registry.register("epochs", "Epochs planned", m.epochs.clone());
-        registry.register("step", "Optimizer steps taken by this rank", m.step.clone());
-        registry.register("steps", "Optimizer steps planned for this rank", m.steps.clone());
-        registry.register(
-            "samples_per_second",
-            "Training samples per second of this rank in the running epoch",
-            m.samples_per_second.clone(),
-        );
-        registry.register("loss", "Training loss of the last batch", m.loss.clone());
-        registry.register("accuracy", "Training accuracy of the last finished epoch", m.accuracy.clone());
-        registry.register("val_loss", "Validation loss of the last finished epoch", m.val_loss.clone());
-        registry.register(
-            "val_accuracy",
-            "Validation accuracy of the last finished epoch",
-            m.val_accuracy.clone(),
-        );
-        registry.register("learning_rate", "Learning rate of the last step", m.learning_rate.clone());
-        registry.register(
-            "data_wait_ratio",
-            "Share of the running epoch's step time spent assembling batches",
-            m.data_wait_ratio.clone(),
-        );
-        Arc::new(Self { registry, ..m })
+        let (epoch, epochs) = (int("epoch", "Epochs completed"), int("epochs", "Epochs planned"));
+        let step = int("step", "Optimizer steps taken by this rank");
+        let steps = int("steps", "Optimizer steps planned for this rank");
+        let mut float = |name: &str, help: &str| {
+            let gauge = FloatGauge::default();
+            registry.register(name, help, gauge.clone());
+            gauge
+        };
+        Arc::new(Self {
+            epoch,
+            epochs,
+            step,
+            steps,
+            samples_per_second: float(
+                "samples_per_second",
+                "Training samples per second of this rank in the running epoch",
+            ),
+            loss: float("loss", "Training loss of the last batch"),
+            accuracy: float("accuracy", "Training accuracy of the last finished epoch"),
+            val_loss: float("val_loss", "Validation loss of the last finished epoch"),
+            val_accuracy: float("val_accuracy", "Validation accuracy of the last finished epoch"),
+            learning_rate: float("learning_rate", "Learning rate of the last step"),
+            data_wait_ratio: float(
+                "data_wait_ratio",
+                "Share of the running epoch's step time spent assembling batches",
+            ),
+            registry,
+        })
     }
 
     /// The Prometheus text exposition of every gauge.

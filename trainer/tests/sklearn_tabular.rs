@@ -29,10 +29,15 @@ fn python() -> Option<PathBuf> {
 
 /// Runs train.py on wine into `out` with `digest` pinned; returns whether it succeeded.
 fn fit(python: &Path, out: &Path, digest: &str) -> bool {
+    fit_on(python, &exported_data().join("wine.csv"), out, digest)
+}
+
+/// Runs train.py on the CSV at `csv` into `out` with `digest` pinned (empty: none).
+fn fit_on(python: &Path, csv: &Path, out: &Path, digest: &str) -> bool {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sklearn-tabular/train.py");
     Command::new(python)
         .arg(script)
-        .env(env::DATASET_SOURCE, file_uri(&exported_data().join("wine.csv")))
+        .env(env::DATASET_SOURCE, file_uri(csv))
         .env(env::DATASET_FORMAT, "CSV")
         .env(env::CSV_LABEL_COLUMN, "label")
         .env(env::SPLIT_VALIDATION, "0.2")
@@ -74,6 +79,19 @@ fn the_sklearn_example_writes_an_onnx_output_that_registers_and_checks() {
     assert!(!fit(&python, changed.path(), &format!("sha256:{}", "0".repeat(64))));
     match serde_json::from_slice(&std::fs::read(changed.path().join("termination-log")).unwrap()).unwrap() {
         TerminationSummary::Error(e) => assert_eq!(e.reason, "DatasetChanged", "{e:?}"),
+        other => panic!("expected an error summary, got {other:?}"),
+    }
+
+    // A row without its label is bad data, named by its line.
+    let short = tempfile::tempdir().unwrap();
+    let csv = short.path().join("short.csv");
+    std::fs::write(&csv, "a,b,label\n1,2,x\n3,4,y\n5,6\n").unwrap();
+    assert!(!fit_on(&python, &csv, short.path(), ""));
+    match serde_json::from_slice(&std::fs::read(short.path().join("termination-log")).unwrap()).unwrap() {
+        TerminationSummary::Error(e) => {
+            assert_eq!(e.reason, "InvalidData", "{e:?}");
+            assert!(e.message.contains("line 4"), "{e:?}");
+        }
         other => panic!("expected an error summary, got {other:?}"),
     }
 }
