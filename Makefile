@@ -94,8 +94,13 @@ chart-lint: ## helm lint --strict the chart (helm built once from its Go module)
 	  $$helm template hone charts/hone --namespace hone-system --set 'watchNamespaces={a,b}' >/dev/null && \
 	  $$helm template hone charts/hone --set monitoring.enabled=true --set networkPolicy.enabled=true --api-versions monitoring.coreos.com/v1 >/dev/null && \
 	  $$helm template hone charts/hone --set monitoring.enabled=true --set monitoring.force=true >/dev/null && \
+	  $$helm template hone charts/hone --set mlflow.uri=http://mlflow.mlflow:5000 --set mlflow.credentialsSecret=mlflow-auth \
+	    | grep -A4 'name: HONE_MLFLOW_TOKEN' | grep -q 'name: "mlflow-auth"' || \
+	    { echo "chart-lint: mlflow.credentialsSecret did not reach HONE_MLFLOW_TOKEN" >&2; exit 1; } && \
 	  if $$helm template hone charts/hone --set replicaCont=1 >/dev/null 2>&1; then \
-	    echo "chart-lint: a misspelt value was accepted; values.schema.json must reject it" >&2; exit 1; fi
+	    echo "chart-lint: a misspelt value was accepted; values.schema.json must reject it" >&2; exit 1; fi && \
+	  if $$helm template hone charts/hone --set mlflow.uri=file:///etc >/dev/null 2>&1; then \
+	    echo "chart-lint: mlflow.uri accepted a non-http URL; values.schema.json must reject it" >&2; exit 1; fi
 
 .PHONY: argocd-test
 argocd-test: ## Argo CD health checks (config/argocd/health/*.lua) against their fixtures in Lua 5.1

@@ -51,5 +51,8 @@ pub const DEFAULT_VARIANT_HEADER: &str = "x-hone-variant";
 pub const CONDITION_READY: &str = "Ready";
 /// ModelVersion condition: Hone measured the model on held-out data.
 pub const CONDITION_EVALUATED: &str = "Evaluated";
+/// Condition: what the object asks of the operator's MLflow registry is
+/// done (a ModelVersion's registration, an InferenceService's alias).
+pub const CONDITION_REGISTRY_SYNCED: &str = "RegistrySynced";
 /// Reason used when a spec is valid by schema but not usable.
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";

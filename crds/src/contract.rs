@@ -279,6 +279,9 @@ pub struct WorkerSummary {
 }
 
 /// The summary a trainer pod writes to its termination log.
+// Parsed once per finished pod and dropped: boxing the train summary would
+// save nothing worth its noise at every construction and match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum TerminationSummary {
@@ -352,6 +355,10 @@ pub struct TrainSummary {
     /// `model.json`'s `signature.output`.
     #[serde(default, skip_serializing_if = "crate::modelversion::OutputKind::is_logits")]
     pub output: crate::modelversion::OutputKind,
+    /// The MLflow run the trainer logged to (`tracking.mlflow`), recorded on
+    /// the MLflow model version the operator registers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_run_id: Option<String>,
 }
 
 /// Why a trainer command failed.

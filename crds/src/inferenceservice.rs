@@ -128,6 +128,52 @@ pub struct InferenceServiceSpec {
     /// What splits the traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<Traffic>,
+    /// Keep an MLflow alias (in the operator's MLflow registry) on the model
+    /// version a variant serves, moved after each promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_alias: Option<MlflowAlias>,
+}
+
+/// An MLflow registered-model alias that follows what a variant serves.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MlflowAlias {
+    /// The alias, e.g. `champion` (MLflow refuses `latest` and `v<number>`).
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
+    pub alias: String,
+    /// The variant whose stable ModelVersion the alias names (default: the
+    /// first variant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub variant: Option<String>,
+}
+
+/// Where `spec.mlflowAlias` points now.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MlflowAliasStatus {
+    /// The alias.
+    pub alias: String,
+    /// Pending (not set yet or retrying), Synced, or Failed (see `message`).
+    pub state: crate::modelversion::RegistrySyncState,
+    /// The ModelVersion it should name (the variant's stable version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    /// The MLflow registered model the alias is set on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_model: Option<String>,
+    /// The MLflow model version it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Tries since the version it should name last changed.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why it is not Synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was last tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// One model behind the endpoint and its share of traffic.
@@ -964,6 +1010,9 @@ pub struct InferenceServiceStatus {
     /// The latest `hone.dev/rollout-action` request handled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rollout_action: Option<RolloutActionRecord>,
+    /// Where `spec.mlflowAlias` points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_alias: Option<MlflowAliasStatus>,
     /// Standard conditions: Ready, PredictorsReady, RouteReady,
     /// RolloutProgressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{LocalObjectRef, SecretRef};
 
+/// Message of the rule that refuses exporting a version imported from MLflow.
+pub const IMPORTED_EXPORT_MESSAGE: &str = "spec.mlflow registers this version in MLflow; a version whose artifact.uri is \
+     models:/... is in MLflow already: leave spec.mlflow out";
+
+/// What `spec.artifact.uri` accepts: a storage URI (see Dataset `source`)
+/// or an MLflow Model Registry reference, `models:/<name>/<version>` or
+/// `models:/<name>@<alias>`.
+pub const ARTIFACT_URI_PATTERN: &str =
+    r"^((s3|gs|az|https?|pvc|file)://.+|models:/[^/@\s]{1,256}(/[1-9][0-9]{0,9}|@[A-Za-z0-9_-]{1,255}))$";
+
 /// Message of the rule that keeps a ModelVersion's spec immutable.
 pub const IMMUTABLE_SPEC_MESSAGE: &str =
     "ModelVersion spec is immutable: register a new version instead (labels in metadata may change)";
@@ -55,6 +65,7 @@ pub const IMMUTABLE_SPEC_MESSAGE: &str =
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message(IMMUTABLE_SPEC_MESSAGE).reason(Reason::FieldValueForbidden))]
+#[x_kube(validation = Rule::new("!has(self.mlflow) || !self.artifact.uri.startsWith('models:/')").message(IMPORTED_EXPORT_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct ModelVersionSpec {
     /// Model name (a DNS label) this is a version of.
@@ -77,6 +88,108 @@ pub struct ModelVersionSpec {
     /// How Hone measures this version: on which Dataset's held-out test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<EvaluationSpec>,
+    /// Register this version in the operator's MLflow Model Registry once it
+    /// is verified (`status.mlflow` tells how far it got). The TrainingJob
+    /// controller sets it on what it registers when the TrainingJob has
+    /// `tracking.mlflow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowExport>,
+}
+
+/// A ModelVersion's entry in an MLflow Model Registry.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MlflowExport {
+    /// Registered model name in MLflow (created when missing).
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^/@\s]+$"))]
+    pub registered_model: String,
+    /// The MLflow run that produced the model, recorded on the model version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub run_id: Option<String>,
+}
+
+/// An MLflow Model Registry reference in `spec.artifact.uri`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryReference {
+    /// `models:/<name>/<version>`.
+    Version {
+        /// Registered model name.
+        model: String,
+        /// Version number.
+        version: u64,
+    },
+    /// `models:/<name>@<alias>`.
+    Alias {
+        /// Registered model name.
+        model: String,
+        /// Alias, e.g. `champion`.
+        alias: String,
+    },
+}
+
+impl RegistryReference {
+    /// The reference in `uri`, when it is a `models:/` URI of either form.
+    pub fn parse(uri: &str) -> Option<Self> {
+        let rest = uri.trim().strip_prefix("models:/")?;
+        let valid_name = |n: &str| {
+            !n.is_empty() && n.len() <= 256 && !n.contains(['/', '@']) && !n.contains(char::is_whitespace)
+        };
+        if let Some((model, alias)) = rest.split_once('@') {
+            let alias_ok = !alias.is_empty()
+                && alias.len() <= 255
+                && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            return (valid_name(model) && alias_ok)
+                .then(|| Self::Alias { model: model.to_owned(), alias: alias.to_owned() });
+        }
+        let (model, version) = rest.split_once('/')?;
+        let version = version.parse::<u64>().ok().filter(|v| *v >= 1)?;
+        valid_name(model).then(|| Self::Version { model: model.to_owned(), version })
+    }
+
+    /// The registered model's name.
+    pub fn model(&self) -> &str {
+        match self {
+            Self::Version { model, .. } | Self::Alias { model, .. } => model,
+        }
+    }
+}
+
+impl std::fmt::Display for RegistryReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Version { model, version } => write!(f, "models:/{model}/{version}"),
+            Self::Alias { model, alias } => write!(f, "models:/{model}@{alias}"),
+        }
+    }
+}
+
+impl ModelVersion {
+    /// The `models:/` reference of `spec.artifact.uri`, if it is one.
+    pub fn registry_reference(&self) -> Option<RegistryReference> {
+        RegistryReference::parse(&self.spec.artifact.uri)
+    }
+
+    /// Where pods read the model from: `spec.artifact.uri`, or for a
+    /// `models:/` URI the location the registry resolved it to (`None` until
+    /// it has been resolved).
+    pub fn artifact_location(&self) -> Option<&str> {
+        if self.spec.artifact.uri.trim().starts_with("models:/") {
+            return self.status.as_ref()?.resolved_artifact.as_ref().map(|r| r.uri.as_str());
+        }
+        Some(self.spec.artifact.uri.trim())
+    }
+
+    /// This version's (registered model, version) in MLflow: where it was
+    /// imported from, or where Hone registered it.
+    pub fn mlflow_version(&self) -> Option<(&str, &str)> {
+        let status = self.status.as_ref()?;
+        if let Some(resolved) = &status.resolved_artifact {
+            return Some((resolved.registered_model.as_str(), resolved.version.as_str()));
+        }
+        let export = status.mlflow.as_ref().filter(|m| m.state == RegistrySyncState::Synced)?;
+        Some((export.registered_model.as_str(), export.version.as_deref()?))
+    }
 }
 
 /// Which data a ModelVersion is evaluated on.
@@ -112,8 +225,12 @@ impl ModelVersionSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Artifact {
-    /// URI of the model file (see Dataset `source` for the schemes).
-    #[schemars(length(min = 1, max = 2048), regex(pattern = crate::common::URI_PATTERN))]
+    /// URI of the model file (see Dataset `source` for the schemes), or an
+    /// MLflow Model Registry reference, `models:/<name>/<version>` or
+    /// `models:/<name>@<alias>`, which the operator resolves once through its
+    /// MLflow registry (`status.resolvedArtifact`; an alias is pinned to the
+    /// version it named then).
+    #[schemars(length(min = 1, max = 2048), regex(pattern = ARTIFACT_URI_PATTERN))]
     pub uri: String,
     /// Serialization format.
     #[serde(default)]
@@ -453,10 +570,72 @@ pub struct ModelVersionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub run_folder: Option<String>,
+    /// For a `models:/` artifact URI: what the MLflow registry resolved it to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_artifact: Option<ResolvedArtifact>,
+    /// With `spec.mlflow`: this version's registration in MLflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowRegistration>,
     /// Standard conditions; `Ready` summarises.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::schema::conditions")]
     pub conditions: Vec<Condition>,
+}
+
+/// What a `models:/` URI resolved to, recorded once.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedArtifact {
+    /// Where the model file is read from.
+    #[schemars(length(max = 4096))]
+    pub uri: String,
+    /// Registered model name in MLflow.
+    pub registered_model: String,
+    /// MLflow model version it resolved to (an alias is pinned to it).
+    pub version: String,
+    /// The MLflow run that produced the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// MLflow's own record of where the version came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// When it was resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+/// How far a write to the MLflow registry got.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RegistrySyncState {
+    /// Not written yet, or the last try failed and will be retried.
+    #[default]
+    Pending,
+    /// Written.
+    Synced,
+    /// Refused for a reason a retry cannot fix; see `message`.
+    Failed,
+}
+
+/// A ModelVersion's registration in MLflow (`spec.mlflow`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MlflowRegistration {
+    /// Pending, Synced or Failed.
+    pub state: RegistrySyncState,
+    /// Registered model name in MLflow.
+    pub registered_model: String,
+    /// The MLflow model version, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Tries so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Why the last try failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was last tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Metrics Hone measured by running the model on held-out data: the verify

@@ -392,6 +392,13 @@ pub struct MlflowTracking {
     /// Experiment name (created when missing).
     #[schemars(length(min = 1, max = 256))]
     pub experiment: String,
+    /// Registered model the trained ModelVersion becomes a version of in the
+    /// operator's MLflow Model Registry (default `registerAs.model`); the
+    /// export needs the operator's registry (`mlflow.uri` in its config) to
+    /// be this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^/@\s]+$"))]
+    pub registered_model: Option<String>,
 }
 
 /// Lifecycle phase of a TrainingJob.

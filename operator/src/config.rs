@@ -68,6 +68,21 @@ pub struct RunArgs {
     /// carry feedback; the chart sets one from a Secret it keeps.
     #[arg(long, env = "HONE_FEEDBACK_SECRET", hide_env_values = true)]
     pub feedback_secret: Option<String>,
+    /// The operator's MLflow tracking server (its Model Registry): resolves
+    /// `models:/` artifact URIs, receives the ModelVersions of TrainingJobs
+    /// with `tracking.mlflow`, and holds InferenceServices' aliases. Unset:
+    /// none of these happen (and the objects say so).
+    #[arg(long, env = "HONE_MLFLOW_URI")]
+    pub mlflow_uri: Option<String>,
+    /// Bearer token for the MLflow registry (the chart reads it from a Secret).
+    #[arg(long, env = "HONE_MLFLOW_TOKEN", hide_env_values = true)]
+    pub mlflow_token: Option<String>,
+    /// Basic-auth user for the MLflow registry (with HONE_MLFLOW_PASSWORD).
+    #[arg(long, env = "HONE_MLFLOW_USERNAME")]
+    pub mlflow_username: Option<String>,
+    /// Basic-auth password for the MLflow registry.
+    #[arg(long, env = "HONE_MLFLOW_PASSWORD", hide_env_values = true)]
+    pub mlflow_password: Option<String>,
     #[arg(long, env = "HONE_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
     /// Log filter in `tracing` EnvFilter syntax.
@@ -97,6 +112,8 @@ pub struct OperatorConfig {
     pub allow_router_metrics_url: bool,
     /// What the routers' feedback keys are derived from.
     pub feedback_secret: FeedbackSecret,
+    /// The operator's MLflow Model Registry, if any.
+    pub mlflow: Option<crate::mlflow::RegistryConfig>,
 }
 
 /// Shortest `--feedback-secret` accepted.
@@ -176,7 +193,9 @@ impl OperatorConfig {
             Some(text) => FeedbackSecret::from_text(text)?,
             None => FeedbackSecret::per_process(),
         };
+        let mlflow = mlflow_config(args)?;
         Ok(Self {
+            mlflow,
             trainer_image: args.trainer_image.clone(),
             predictor_image: args.predictor_image.clone(),
             router_image: args.router_image.clone(),
@@ -200,8 +219,33 @@ impl Default for OperatorConfig {
             placement: Placement::default(),
             allow_router_metrics_url: false,
             feedback_secret: FeedbackSecret::per_process(),
+            mlflow: None,
         }
     }
+}
+
+/// The MLflow registry from `--mlflow-*`: an http(s) URI, and a token or a
+/// user with a password (not both, not half of a pair).
+fn mlflow_config(args: &RunArgs) -> Result<Option<crate::mlflow::RegistryConfig>, String> {
+    use crate::mlflow::{Credentials, RegistryConfig};
+    let set = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let Some(uri) = set(&args.mlflow_uri) else { return Ok(None) };
+    let parsed = url::Url::parse(&uri).map_err(|e| format!("--mlflow-uri (HONE_MLFLOW_URI) {uri:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("--mlflow-uri (HONE_MLFLOW_URI) {uri:?}: give an http:// or https:// URL"));
+    }
+    let credentials = match (set(&args.mlflow_token), set(&args.mlflow_username), set(&args.mlflow_password))
+    {
+        (None, None, None) => Credentials::None,
+        (Some(token), None, None) => Credentials::Token(token),
+        (None, Some(username), Some(password)) => Credentials::Basic { username, password },
+        (Some(_), _, _) => {
+            return Err("give HONE_MLFLOW_TOKEN or HONE_MLFLOW_USERNAME with HONE_MLFLOW_PASSWORD, not both"
+                .to_owned());
+        }
+        _ => return Err("HONE_MLFLOW_USERNAME and HONE_MLFLOW_PASSWORD go together".to_owned()),
+    };
+    Ok(Some(RegistryConfig { uri, credentials }))
 }
 
 #[cfg(test)]

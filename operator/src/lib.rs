@@ -15,6 +15,7 @@ pub mod inferenceservice;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod mlflow;
 pub mod modelversion;
 pub mod placement;
 pub mod server;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::ClientOptions;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -124,7 +125,14 @@ impl Location {
             }
             "http" | "https" => {
                 let base = format!("{}://{}", url.scheme(), url.authority());
-                let store = HttpBuilder::new().with_url(base).build().map_err(backend)?;
+                // A plain-http URL was written on purpose (an in-cluster
+                // MLflow artifact proxy, a test server): allow what it names.
+                let options = ClientOptions::new().with_allow_http(url.scheme() == "http");
+                let store = HttpBuilder::new()
+                    .with_url(base)
+                    .with_client_options(options)
+                    .build()
+                    .map_err(backend)?;
                 (Arc::new(store), object_path(&url)?)
             }
             other => {

@@ -235,4 +235,5 @@ pub fn serve_text(body: std::sync::Arc<std::sync::Mutex<String>>) -> String {
     format!("http://{address}/metrics")
 }
 
+pub mod harness;
 pub mod operator;

@@ -11,162 +11,18 @@
 
 use std::time::Duration;
 
-use hone_cluster_tests::operator::{OperatorProcess, grant, revoke, write_termination_message};
-use hone_cluster_tests::{TestNamespace, client, install_crds, wait_for};
-use hone_crds::{Dataset, InferenceService, ModelVersion, TrainingJob};
+use hone_cluster_tests::harness::{self, Env, WAIT, is_ready};
+use hone_cluster_tests::operator::{OperatorProcess, write_termination_message};
+use hone_cluster_tests::wait_for;
+use hone_crds::{InferenceService, ModelVersion, TrainingJob};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
-use serde_json::{Value, json};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
 
 const DIGEST: &str = "sha256:3f1a7b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90";
 const ARTIFACT_DIGEST: &str = "sha256:aa11bb22cc33dd44ee55ff66aa11bb22cc33dd44ee55ff66aa11bb22cc33dd44";
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Env {
-    client: Client,
-    ns: TestNamespace,
-}
-
-impl Env {
-    async fn new(prefix: &str) -> Self {
-        let client = client().await.unwrap();
-        install_crds(&client).await.unwrap();
-        let labels = [
-            ("pod-security.kubernetes.io/enforce", "restricted"),
-            ("pod-security.kubernetes.io/enforce-version", "latest"),
-        ];
-        let ns = TestNamespace::create(&client, prefix, &labels).await.unwrap();
-        grant(&client, &ns.name).await.unwrap();
-        Self { client, ns }
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        Api::namespaced(self.client.clone(), &self.ns.name)
-    }
-
-    async fn create(&self, body: Value) {
-        let kind = body["kind"].as_str().unwrap().to_owned();
-        let obj: kube::api::DynamicObject = serde_json::from_value(body).unwrap();
-        let resource = match kind.as_str() {
-            "Dataset" => kube::api::ApiResource::erase::<Dataset>(&()),
-            "TrainingJob" => kube::api::ApiResource::erase::<TrainingJob>(&()),
-            "ModelVersion" => kube::api::ApiResource::erase::<ModelVersion>(&()),
-            "InferenceService" => kube::api::ApiResource::erase::<InferenceService>(&()),
-            other => panic!("unexpected kind {other}"),
-        };
-        Api::<kube::api::DynamicObject>::namespaced_with(self.client.clone(), &self.ns.name, &resource)
-            .create(&PostParams::default(), &obj)
-            .await
-            .unwrap_or_else(|e| panic!("creating {kind}: {e}"));
-    }
-
-    /// Deletes the test's ModelVersions while `operator` still runs (it
-    /// releases their finalizers), then stops it and removes the rest.
-    async fn cleanup(self, operator: OperatorProcess) {
-        self.ns.delete_model_versions().await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
-        operator.stop().await.unwrap();
-        revoke(&self.client, &self.ns.name).await.unwrap();
-        self.ns.cleanup().await.unwrap();
-    }
-
-    /// The one Job labelled `label=value`, once it exists.
-    async fn job(&self, label: &str, value: &str) -> Job {
-        let api = self.api::<Job>();
-        let selector = format!("{label}={value}");
-        wait_for(&format!("a Job with {selector}"), WAIT, || {
-            let (api, selector) = (api.clone(), selector.clone());
-            async move { Ok(api.list(&ListParams::default().labels(&selector)).await?.items.into_iter().next()) }
-        })
-        .await
-        .unwrap()
-    }
-
-    /// Waits for the pod of `job` to be completed by KWOK, then writes
-    /// `message` as its container's termination message (standing in for the
-    /// program that would have run in it).
-    async fn finish_pod(&self, job: &Job, container: &str, message: &str) {
-        let selector = format!("batch.kubernetes.io/job-name={}", job.name_any());
-        write_termination_message(&self.client, &self.ns.name, &selector, container, message).await.unwrap();
-    }
-
-    /// Waits until `check` holds for the named object, returning it.
-    async fn until<K>(&self, name: &str, what: &str, check: impl Fn(&K) -> bool) -> K
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let api = self.api::<K>();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let obj = api.get_opt(name).await.unwrap();
-            if let Some(obj) = obj.as_ref().filter(|o| check(o)) {
-                return obj.clone();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!("timed out waiting for {name}: {what}; last seen: {obj:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-
-    async fn gone<K>(&self, name: &str)
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        let api = self.api::<K>();
-        wait_for(&format!("{name} to be deleted"), WAIT, || {
-            let api = api.clone();
-            async move { Ok(api.get_opt(name).await?.is_none().then_some(())) }
-        })
-        .await
-        .unwrap();
-    }
-}
-
-fn dataset(name: &str) -> Value {
-    json!({
-        "apiVersion": "hone.dev/v1alpha1", "kind": "Dataset", "metadata": {"name": name},
-        "spec": {"source": {"uri": "s3://hone-datasets/digits/", "secretRef": {"name": "s3"}},
-                 "format": "ImageFolder", "image": {"width": 32, "height": 32, "channels": 1}}
-    })
-}
-
-fn training_job(name: &str, dataset: &str, extra: Value) -> Value {
-    let mut spec = json!({
-        "datasetRef": {"name": dataset}, "model": {"architecture": "simple-cnn"},
-        "hyperparameters": {"epochs": 3}, "output": {"uri": "s3://hone-models/", "secretRef": {"name": "s3"}},
-        "registerAs": {"model": "digits", "labels": {"team": "vision"}}
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    json!({"apiVersion": "hone.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec})
-}
-
-fn is_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> bool {
-    conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-}
-
-/// Creates Dataset `name` and plays its inspect pod: Ready with [`DIGEST`].
-async fn ready_dataset(env: &Env, name: &str) -> Dataset {
-    env.create(dataset(name)).await;
-    let job = env.job("hone.dev/dataset", name).await;
-    // The test writes the inspect summary hone-trainer would have written.
-    let summary = json!({"kind": "inspect", "digest": DIGEST, "samples": 1797, "sizeBytes": 1_200_000,
-        "classes": ["0", "1"], "classCounts": {"0": 900, "1": 897}});
-    env.finish_pod(&job, "inspect", &summary.to_string()).await;
-    env.until::<Dataset>(name, "Ready", |d| d.status.as_ref().is_some_and(|s| is_ready(&s.conditions))).await
-}
 
 #[tokio::test]
 async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion() {
@@ -174,11 +30,11 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
     let operator = OperatorProcess::start(&env.ns.name, "op-a", &[]).unwrap();
     operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
 
-    let ds = ready_dataset(&env, "digits").await;
+    let ds = env.ready_dataset("digits", DIGEST).await;
     assert_eq!(ds.status.as_ref().unwrap().digest.as_deref(), Some(DIGEST));
 
     // Training: the Job trains on the pinned digest, in a restricted pod.
-    env.create(training_job("cnn", "digits", json!({}))).await;
+    env.create(harness::training_job("cnn", "digits", json!({}))).await;
     let job = env.job("hone.dev/trainingjob", "cnn").await;
     let pod_spec = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     let env_vars: Vec<(String, String)> = pod_spec.containers[0]
@@ -280,7 +136,7 @@ async fn lifecycle_dataset_to_training_to_registered_verified_model_and_deletion
     assert_eq!(all.iter().map(|m| m.name_any()).collect::<Vec<_>>(), ["digits-v1"]);
 
     // A second run of the same model is version 2.
-    env.create(training_job("cnn-2", "digits", json!({}))).await;
+    env.create(harness::training_job("cnn-2", "digits", json!({}))).await;
     let job2 = env.job("hone.dev/trainingjob", "cnn-2").await;
     let uid2 = env.api::<TrainingJob>().get("cnn-2").await.unwrap().uid().unwrap();
     let mut summary2 = summary.clone();
@@ -372,7 +228,7 @@ async fn failed_training_reports_the_reason_and_what_to_do() {
     let operator = OperatorProcess::start(&env.ns.name, "op", &[]).unwrap();
     operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
     // A TrainingJob before its Dataset exists waits with a reason.
-    env.create(training_job("early", "later", json!({}))).await;
+    env.create(harness::training_job("early", "later", json!({}))).await;
     let waiting = env
         .until::<TrainingJob>("early", "waiting for its Dataset", |t| {
             t.status.as_ref().is_some_and(|s| s.message.as_deref().unwrap_or("").contains("does not exist"))
@@ -380,10 +236,10 @@ async fn failed_training_reports_the_reason_and_what_to_do() {
         .await;
     assert_eq!(waiting.status.unwrap().phase, Some(hone_crds::trainingjob::TrainingJobPhase::Pending));
 
-    ready_dataset(&env, "digits").await;
+    env.ready_dataset("digits", DIGEST).await;
     // No node matches, so the pod never starts and the deadline fails the Job.
     let extra = json!({"nodeSelector": {"hone.dev/none": "true"}, "runPolicy": {"activeDeadlineSeconds": 2, "backoffLimit": 0}});
-    env.create(training_job("slow", "digits", extra)).await;
+    env.create(harness::training_job("slow", "digits", extra)).await;
     let tj = env
         .until::<TrainingJob>("slow", "Failed", |t| {
             t.status
@@ -397,7 +253,7 @@ async fn failed_training_reports_the_reason_and_what_to_do() {
     assert!(env.api::<ModelVersion>().list(&ListParams::default()).await.unwrap().items.is_empty());
 
     // A trainer error: the message from its summary reaches the status.
-    env.create(training_job("bad", "digits", json!({}))).await;
+    env.create(harness::training_job("bad", "digits", json!({}))).await;
     let job = env.job("hone.dev/trainingjob", "bad").await;
     // The test writes the error summary hone-trainer would have written.
     let error = json!({"kind": "error", "reason": "InvalidData", "message": "train/3/x.png: not a PNG"});
@@ -419,9 +275,9 @@ async fn two_workers_make_an_indexed_job_and_rank_0_alone_registers() {
     let env = Env::new("hone-op-ddp").await;
     let operator = OperatorProcess::start(&env.ns.name, "op", &[]).unwrap();
     operator.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));
-    ready_dataset(&env, "digits").await;
+    env.ready_dataset("digits", DIGEST).await;
     let extra = json!({"workers": 2, "resources": {"limits": {"cpu": "1500m"}}});
-    env.create(training_job("ddp", "digits", extra)).await;
+    env.create(harness::training_job("ddp", "digits", extra)).await;
     let job = env.job("hone.dev/trainingjob", "ddp").await;
     let name = job.name_any();
     let spec = job.spec.as_ref().unwrap();
@@ -502,7 +358,7 @@ async fn two_replicas_one_leader_and_a_takeover() {
     assert_eq!(a.metric("hone_operator_leader").await, Some(1.0));
     let lease = env.api::<Lease>().get("hone-operator").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-a"));
-    env.create(dataset("one")).await;
+    env.create(harness::dataset("one")).await;
     env.job("hone.dev/dataset", "one").await;
 
     // The leader stops (rolling update): the standby takes over and reconciles.
@@ -510,7 +366,7 @@ async fn two_replicas_one_leader_and_a_takeover() {
     b.wait_leader(WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", b.log()));
     let lease = env.api::<Lease>().get("hone-operator").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-b"));
-    env.create(dataset("two")).await;
+    env.create(harness::dataset("two")).await;
     env.job("hone.dev/dataset", "two").await;
 
     env.cleanup(b).await;

@@ -127,7 +127,7 @@ pub(crate) async fn export(
         Ok(png) => out.join(contract::REPORT_FILE).write(png).await?,
         Err(e) => event("warn", "report_failed", json!({"error": e.to_string()})),
     }
-    tracker.finish(&final_metrics, &out);
+    let mlflow_run_id = tracker.finish(&final_metrics, &out);
 
     let summary = TrainSummary {
         epoch: state.epoch,
@@ -145,6 +145,7 @@ pub(crate) async fn export(
         threshold: card.signature.threshold,
         output: card.signature.output,
         artifact_format: Default::default(),
+        mlflow_run_id,
     };
     event(
         "info",

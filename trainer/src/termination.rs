@@ -104,6 +104,7 @@ mod tests {
             threshold: None,
             output: Default::default(),
             artifact_format: Default::default(),
+            mlflow_run_id: None,
         });
         let json = render(&train);
         assert!(json.len() <= TERMINATION_MESSAGE_MAX_BYTES, "{}", json.len());

@@ -15,8 +15,9 @@ pub trait Tracker: Send {
     fn start(&mut self, opts: &TrainOptions, data: &Dataset);
     /// An epoch finished.
     fn epoch(&mut self, metrics: &EpochMetrics);
-    /// The run finished; `out` holds the output files.
-    fn finish(&mut self, metrics: &BTreeMap<String, f64>, out: &Location);
+    /// The run finished; `out` holds the output files. Returns the tracking
+    /// backend's run id, when it has one.
+    fn finish(&mut self, metrics: &BTreeMap<String, f64>, out: &Location) -> Option<String>;
 }
 
 /// Tracks nothing.
@@ -25,7 +26,9 @@ pub struct NoTracking;
 impl Tracker for NoTracking {
     fn start(&mut self, _: &TrainOptions, _: &Dataset) {}
     fn epoch(&mut self, _: &EpochMetrics) {}
-    fn finish(&mut self, _: &BTreeMap<String, f64>, _: &Location) {}
+    fn finish(&mut self, _: &BTreeMap<String, f64>, _: &Location) -> Option<String> {
+        None
+    }
 }
 
 /// Messages from the training loop to the MLflow worker thread.
@@ -40,7 +43,7 @@ enum Msg {
 /// continues the same MLflow run (its id is kept in `<output>/mlflow-run.json`).
 pub struct MlflowTracker {
     tx: Option<std::sync::mpsc::Sender<Msg>>,
-    worker: Option<std::thread::JoinHandle<()>>,
+    worker: Option<std::thread::JoinHandle<Option<String>>>,
 }
 
 impl MlflowTracker {
@@ -90,13 +93,11 @@ impl Tracker for MlflowTracker {
         self.send(Msg::Epoch(metrics.clone()));
     }
 
-    fn finish(&mut self, metrics: &BTreeMap<String, f64>, out: &Location) {
+    fn finish(&mut self, metrics: &BTreeMap<String, f64>, out: &Location) -> Option<String> {
         self.send(Msg::Finish { metrics: metrics.clone(), out: out.uri().to_owned() });
         // Closing the channel lets the worker drain and stop; wait for the artifacts.
         self.tx = None;
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.worker.take().and_then(|worker| worker.join().ok().flatten())
     }
 }
 
@@ -117,14 +118,16 @@ struct MlflowClient {
 const RUN_FILE: &str = "mlflow-run.json";
 
 impl MlflowClient {
-    fn serve(mut self, rx: std::sync::mpsc::Receiver<Msg>) {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    /// Handles messages until the channel closes; returns the run's id.
+    fn serve(mut self, rx: std::sync::mpsc::Receiver<Msg>) -> Option<String> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
         while let Ok(msg) = rx.recv() {
             let result = rt.block_on(self.handle(msg));
             if let Err(e) = result {
                 crate::log::event("warn", "mlflow_failed", serde_json::json!({"error": e}));
             }
         }
+        self.run.map(|run| run.run_id).filter(|id| !id.is_empty())
     }
 
     async fn api(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, String> {

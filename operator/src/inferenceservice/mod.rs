@@ -17,6 +17,7 @@ pub mod manual;
 pub mod names;
 pub mod observe;
 pub mod promtext;
+pub mod registry_alias;
 pub mod rollback;
 pub mod rollout;
 pub mod scrape;
@@ -139,8 +140,14 @@ async fn reconcile_inner(isvc: &InferenceService, ctx: &Context, now: Timestamp)
         draining: &draining,
         previous: &previous,
     };
-    status::update(ctx, isvc, status::compute(input, &time), plan.events.clone()).await?;
-    let next = [plan.requeue_after, drain::next_deadline(&draining, now)].into_iter().flatten().min();
+    let mut next_status = status::compute(input, &time);
+    let registry =
+        isvc.spec.mlflow_alias.as_ref().and_then(|_| crate::modelversion::registry::registry(&ctx.config));
+    let alias_retry =
+        registry_alias::sync(registry, isvc, &observed.model_versions, &mut next_status, &time).await;
+    status::update(ctx, isvc, next_status, plan.events.clone()).await?;
+    let next =
+        [plan.requeue_after, drain::next_deadline(&draining, now), alias_retry].into_iter().flatten().min();
     Ok(next.map_or_else(Action::await_change, Action::requeue))
 }
 

@@ -308,7 +308,10 @@ fn phase(mv: &ModelVersion) -> String {
 pub fn model_ref(mv: &ModelVersion) -> Result<ModelRef, String> {
     let name = mv.metadata.name.clone().unwrap_or_default();
     let artifact = &mv.spec.artifact;
-    let uri = artifact.uri.trim().to_owned();
+    let uri = mv
+        .artifact_location()
+        .ok_or_else(|| format!("ModelVersion {name}'s artifact {} is not resolved yet", artifact.uri.trim()))?
+        .to_owned();
     let pvc_claim = match uri.split_once("://") {
         Some(("pvc", rest)) => Some(rest.split('/').next().unwrap_or_default().to_owned()),
         Some(("file", _)) => {

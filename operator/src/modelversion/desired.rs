@@ -84,6 +84,9 @@ pub struct ValidModelVersion {
     pub owner: OwnerReference,
     /// The spec.
     pub spec: ModelVersionSpec,
+    /// Where pods read the model file: `spec.artifact.uri`, or what its
+    /// `models:/` reference resolved to.
+    pub uri: String,
     /// What its purge deletes.
     pub purge_scope: PurgeScope,
     /// Image of the verify Job.
@@ -98,7 +101,12 @@ pub fn validate(mv: &ModelVersion, config: &OperatorConfig) -> Result<ValidModel
     let namespace = mv.metadata.namespace.clone().ok_or(Error::MissingMetadata("namespace"))?;
     let uid = mv.metadata.uid.clone().ok_or(Error::MissingMetadata("uid"))?;
     let owner = controller_owner_ref(mv).ok_or(Error::MissingMetadata("uid"))?;
-    let uri = mv.spec.artifact.uri.trim();
+    let uri = mv.artifact_location().ok_or_else(|| {
+        Error::InvalidSpec(format!(
+            "spec.artifact.uri {:?} has not been resolved through the MLflow registry yet",
+            mv.spec.artifact.uri.trim()
+        ))
+    })?;
     let scheme = uri.split_once("://").map(|(s, _)| s).unwrap_or("");
     match scheme {
         "s3" | "gs" | "az" | "http" | "https" => {}
@@ -128,6 +136,7 @@ pub fn validate(mv: &ModelVersion, config: &OperatorConfig) -> Result<ValidModel
         uid,
         owner,
         spec: mv.spec.clone(),
+        uri: uri.to_owned(),
         purge_scope: purge_scope(mv),
         predictor_image: config.predictor_image.clone(),
         trainer_image: config.trainer_image.clone(),
@@ -260,7 +269,7 @@ pub fn verify_job(valid: &ValidModelVersion, evaluation: Option<&DatasetInput>) 
     let artifact = &valid.spec.artifact;
     let expected = serde_json::to_string(&ExpectedSignature::of(&valid.spec.signature)).unwrap_or_default();
     let mut env = vec![
-        env_var(env::MODEL_URI, artifact.uri.trim()),
+        env_var(env::MODEL_URI, &valid.uri),
         env_var(env::MODEL_FORMAT, artifact.format.as_str()),
         env_var(env::TERMINATION_LOG, TERMINATION_LOG),
         env_var(env::DEVICE, "cpu"),
@@ -484,9 +493,8 @@ fn job(
     mut env: Vec<EnvVar>,
     write: bool,
 ) -> Job {
-    let artifact = &valid.spec.artifact;
     let claims: Vec<(String, bool)> =
-        pvc_claim(&artifact.uri).map(|claim| vec![(claim.to_owned(), write)]).unwrap_or_default();
+        pvc_claim(&valid.uri).map(|claim| vec![(claim.to_owned(), write)]).unwrap_or_default();
     if !claims.is_empty() {
         env.push(env_var(ENV_PVC_ROOT, PVC_ROOT));
     }
@@ -495,7 +503,7 @@ fn job(
     labels.insert(LABEL_MODEL.to_owned(), valid.spec.model.clone());
     let container = Container {
         env: Some(env),
-        env_from: secret_env_from(artifact.secret_ref.iter()),
+        env_from: secret_env_from(valid.spec.artifact.secret_ref.iter()),
         security_context: Some(restricted_container_security_context()),
         termination_message_path: Some(TERMINATION_LOG.to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),

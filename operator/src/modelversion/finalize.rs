@@ -127,7 +127,9 @@ pub async fn finalize(ctx: &Context, mv: &ModelVersion, observed: &Observed) -> 
         return Ok(Action::await_change());
     }
     let valid = desired::validate(mv, &ctx.config);
-    let purge = purges_artifact(mv) && valid.is_ok();
+    // The files of a version imported from MLflow are the registry's, never purged.
+    let imported = mv.spec.artifact.uri.trim().starts_with("models:/");
+    let purge = purges_artifact(mv) && valid.is_ok() && !imported;
     let purge_name = valid.as_ref().map(desired::purge_job_name).unwrap_or_default();
     let purge_job = observed.jobs.iter().find(|j| j.metadata.name.as_deref() == Some(purge_name.as_str()));
     let purge_pods: Vec<&Pod> = observed.pods.iter().filter(|p| pod_of_job(p, &purge_name)).collect();

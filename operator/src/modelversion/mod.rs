@@ -8,6 +8,7 @@
 
 pub mod desired;
 pub mod finalize;
+pub mod registry;
 pub mod status;
 
 use std::future::Future;
@@ -134,6 +135,13 @@ async fn reconcile_inner(mv: &ModelVersion, ctx: &Context) -> Result<Action, Err
     }
     finalize::ensure_finalizer(ctx, mv).await?;
     let previous = mv.status.clone().unwrap_or_default();
+    if registry::needs_resolution(mv) {
+        // A reference the registry refused stays refused: the spec is immutable.
+        if previous.phase == Some(hone_crds::modelversion::ModelVersionPhase::Failed) {
+            return Ok(Action::await_change());
+        }
+        return resolve(ctx, mv, &previous, &time).await;
+    }
     let valid = match desired::validate(mv, &ctx.config) {
         Ok(valid) => valid,
         Err(desired::Error::InvalidSpec(message)) => {
@@ -167,8 +175,70 @@ async fn reconcile_inner(mv: &ModelVersion, ctx: &Context) -> Result<Action, Err
     let pods: Vec<Pod> = observed.pods.iter().filter(|p| pod_of_job(p, &name)).cloned().collect();
     let mut input = status_input(mv, &previous, job.as_ref(), &pods, &observed.served_by);
     input.plan = &plan;
-    write_status(ctx, mv, &previous, &status::compute(input, &time)).await?;
-    Ok(Action::await_change())
+    let mut next = status::compute(input, &time);
+    let retry = export(ctx, mv, &mut next, &time).await;
+    write_status(ctx, mv, &previous, &next).await?;
+    Ok(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Resolves a `models:/` artifact URI through the operator's registry and
+/// records the outcome; the status change wakes the next step.
+async fn resolve(
+    ctx: &Context,
+    mv: &ModelVersion,
+    previous: &hone_crds::ModelVersionStatus,
+    time: &Time,
+) -> Result<Action, Error> {
+    let generation = mv.metadata.generation;
+    let (Some(reference), Some(client)) = (mv.registry_reference(), registry::registry(&ctx.config)) else {
+        write_status(ctx, mv, previous, &registry::unconfigured_status(previous, generation, time)).await?;
+        return Ok(Action::await_change());
+    };
+    let outcome = match client {
+        Ok(client) => client.resolve(&reference, mv.spec.artifact.format).await,
+        Err(e) => Err(e),
+    };
+    let retry = outcome.as_ref().err().filter(|e| e.retryable()).map(|_| registry::retry_delay(2));
+    if let Err(e) = &outcome {
+        tracing::warn!(modelversion = %mv.name_any(), reference = %reference, error = %e, "resolving through MLflow failed");
+    }
+    write_status(ctx, mv, previous, &registry::resolution_status(previous, generation, outcome, time))
+        .await?;
+    Ok(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// With `spec.mlflow`, registers a verified version in MLflow and records
+/// the outcome in `next`; returns when to try again.
+async fn export(
+    ctx: &Context,
+    mv: &ModelVersion,
+    next: &mut hone_crds::ModelVersionStatus,
+    time: &Time,
+) -> Option<std::time::Duration> {
+    if !registry::wants_export(mv, next) {
+        return None;
+    }
+    if let Some(wait) = registry::export_wait(next, time) {
+        return Some(wait);
+    }
+    let Some(client) = registry::registry(&ctx.config) else {
+        registry::record_unconfigured(mv, next, time);
+        return None;
+    };
+    // The version being registered is the one verified, so the status being written.
+    let mut verified = mv.clone();
+    verified.status = Some(next.clone());
+    let outcome = match (client, registry::export_of(&verified)) {
+        (Ok(client), Some(request)) => client.register(&request).await,
+        (Err(e), _) => Err(e),
+        (_, None) => {
+            Err(crate::mlflow::RegistryError::Refused("no artifact location to register".to_owned()))
+        }
+    };
+    if let Err(e) = &outcome {
+        tracing::warn!(modelversion = %mv.name_any(), error = %e, "registering in MLflow failed");
+    }
+    registry::record_export(mv, next, outcome, time)
 }
 
 fn status_input<'a>(
@@ -232,5 +302,7 @@ pub fn controller(
 
 #[cfg(test)]
 mod evaluation_tests;
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;

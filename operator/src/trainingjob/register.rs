@@ -25,7 +25,7 @@ use hone_crds::consts::{
     LABEL_TRAINING_JOB_UID, LABEL_VALUE_HONE,
 };
 use hone_crds::contract::TrainSummary;
-use hone_crds::modelversion::{Artifact, Lineage, ModelVersionSpec, Signature};
+use hone_crds::modelversion::{Artifact, Lineage, MlflowExport, ModelVersionSpec, Signature};
 use hone_crds::{Dataset, ModelVersion, SecretRef, TrainingJob};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
@@ -149,6 +149,14 @@ pub fn desired_model_version(
         metrics: (!train.metrics.is_empty()).then(|| train.metrics.clone()),
         // Evaluated on the Dataset it was trained on (spec.lineage.dataset).
         evaluation: None,
+        mlflow: tj.spec.tracking.as_ref().and_then(|t| t.mlflow.as_ref()).map(|m| MlflowExport {
+            registered_model: m.registered_model.clone().unwrap_or_else(|| model.clone()),
+            // From the pod: kept only when it is the shape of an MLflow run id.
+            run_id: train.mlflow_run_id.clone().filter(|id| {
+                (1..=64).contains(&id.len())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }),
+        }),
     };
     let mut mv = ModelVersion::new(&model_version_name(&model, version), spec);
     mv.metadata.namespace = tj.metadata.namespace.clone();

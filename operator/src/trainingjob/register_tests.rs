@@ -40,6 +40,7 @@ fn summary(classes: &[&str]) -> TrainSummary {
         threshold: None,
         output: Default::default(),
         artifact_format: Default::default(),
+        mlflow_run_id: None,
     }
 }
 
@@ -202,4 +203,34 @@ fn the_run_folder_is_recorded_only_for_the_trained_artifact_inside_it() {
     let mut odd = mv("digits", 3);
     odd.spec.artifact.uri = outside.artifact_uri.clone();
     assert_eq!(run_folder_to_record(&odd, &outside, folder), None);
+}
+
+#[test]
+fn a_tracked_run_is_registered_in_mlflow_with_its_run_id_when_it_is_one() {
+    use hone_crds::trainingjob::{MlflowTracking, Tracking};
+    let mut tj = training_job_for_tests("");
+    let out = desired_model_version(&tj, &summary(&["a", "b"]), None, None, 1);
+    assert_eq!(out.spec.mlflow, None, "no tracking.mlflow, no export");
+
+    tj.spec.tracking = Some(Tracking {
+        mlflow: Some(MlflowTracking {
+            uri: "http://mlflow:5000".into(),
+            experiment: "e".into(),
+            registered_model: None,
+        }),
+    });
+    let mut train = summary(&["a", "b"]);
+    train.mlflow_run_id = Some("0123abcd".into());
+    let out = desired_model_version(&tj, &train, None, None, 1);
+    let export = out.spec.mlflow.unwrap();
+    assert_eq!(export.registered_model, tj.spec.register_as.model, "default: registerAs.model");
+    assert_eq!(export.run_id.as_deref(), Some("0123abcd"));
+
+    if let Some(m) = tj.spec.tracking.as_mut().and_then(|t| t.mlflow.as_mut()) {
+        m.registered_model = Some("fraud-detector".into());
+    }
+    // A run id from the pod that is not the shape of one is dropped, not sent.
+    train.mlflow_run_id = Some("x' or '1'='1".into());
+    let export = desired_model_version(&tj, &train, None, None, 1).spec.mlflow.unwrap();
+    assert_eq!((export.registered_model.as_str(), export.run_id), ("fraud-detector", None));
 }

@@ -70,6 +70,7 @@ fn summary(dir: &Path, module: &[u8], card: &ModelCard, card_bytes: &[u8]) -> Te
         threshold: card.signature.threshold,
         output: card.signature.output,
         artifact_format: Default::default(),
+        mlflow_run_id: None,
     })
 }
 

@@ -6,6 +6,7 @@ mod deadline;
 mod desired;
 mod history;
 mod manual;
+mod registry_alias;
 mod rollback;
 mod shadow;
 mod status;
