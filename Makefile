@@ -70,7 +70,7 @@ test: setup-system lint chart-lint generate-check argocd-test rules-test unit-te
 	hack/with-cluster.sh $(MAKE) --no-print-directory cluster-test
 
 .PHONY: data
-data: ## Export the datasets scikit-learn ships (digits ImageFolder, iris/wine/breast-cancer CSV) to ./data
+data: ## Export the datasets scikit-learn ships (digits ImageFolder, iris/wine/breast-cancer/diabetes CSV) to ./data
 	$(WITH_TORCH) "$$HONE_VENV/bin/python" hack/export-datasets.py data
 
 .PHONY: bench-trainer

@@ -4,6 +4,8 @@
   digits/   ImageFolder: one folder per class, 32x32 grayscale PNGs (the 8x8
             digits scaled up with bilinear filtering), 1797 images
   iris.csv, wine.csv, breast_cancer.csv: CSV with a header row and a `label` column
+  diabetes.csv: the same, its `label` a number (disease progression after a
+            year, 442 patients): a regression target
 
 With --holdout F, a seeded fraction F of the digits (stratified by class)
 goes to digits-holdout/ instead of digits/: images no training run sees, for
@@ -41,21 +43,22 @@ def export_digits(out, holdout=0.0, seed=7):
     return root
 
 
-def export_table(out, name, bunch, label_names):
+def export_table(out, name, bunch, label_names=None):
     path = os.path.join(out, f"{name}.csv")
     features = [f.replace(" ", "_").replace("(", "").replace(")", "") for f in bunch.feature_names]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(features + ["label"])
         for row, target in zip(bunch.data, bunch.target):
-            w.writerow([repr(float(v)) for v in row] + [label_names[target]])
+            label = repr(float(target)) if label_names is None else label_names[target]
+            w.writerow([repr(float(v)) for v in row] + [label])
     return path
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
-    parser.add_argument("--only", default="digits,iris,wine,breast_cancer")
+    parser.add_argument("--only", default="digits,iris,wine,breast_cancer,diabetes")
     parser.add_argument("--holdout", type=float, default=0.0, help="fraction of the digits kept out of digits/")
     parser.add_argument("--seed", type=int, default=7, help="seed of the holdout choice")
     args = parser.parse_args()
@@ -74,6 +77,8 @@ def main():
     if "breast_cancer" in only:
         bc = datasets.load_breast_cancer()
         print(export_table(args.out, "breast_cancer", bc, list(bc.target_names)))
+    if "diabetes" in only:
+        print(export_table(args.out, "diabetes", datasets.load_diabetes()))
 
 
 if __name__ == "__main__":

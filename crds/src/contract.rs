@@ -247,11 +247,13 @@ pub struct EpochMetrics {
     pub epoch: u32,
     /// Mean training loss.
     pub train_loss: f64,
-    /// Training accuracy.
+    /// Training accuracy (left out, NaN here, for a regression model).
+    #[serde(default = "no_accuracy", skip_serializing_if = "is_nan")]
     pub train_accuracy: f64,
     /// Validation loss.
     pub val_loss: f64,
-    /// Validation accuracy.
+    /// Validation accuracy (left out, NaN here, for a regression model).
+    #[serde(default = "no_accuracy", skip_serializing_if = "is_nan")]
     pub val_accuracy: f64,
     /// Learning rate used in the epoch.
     pub learning_rate: f64,
@@ -261,6 +263,15 @@ pub struct EpochMetrics {
     /// gradients (this rank's wall time, waiting for peers included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allreduce_ms_per_step: Option<f64>,
+}
+
+fn no_accuracy() -> f64 {
+    f64::NAN
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_nan(value: &f64) -> bool {
+    value.is_nan()
 }
 
 /// What a data-parallel worker other than rank 0 leaves in its termination
@@ -407,4 +418,30 @@ pub struct VerifySummary {
     /// What the model scored on the held-out test split, when one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<crate::modelversion::Evaluation>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_regression_epoch_leaves_its_accuracy_out_and_reads_back_nan() {
+        let epoch = EpochMetrics {
+            epoch: 1,
+            train_loss: 0.5,
+            train_accuracy: f64::NAN,
+            val_loss: 0.6,
+            val_accuracy: f64::NAN,
+            learning_rate: 0.001,
+            samples_per_second: 10.0,
+            allreduce_ms_per_step: None,
+        };
+        let line = serde_json::to_string(&epoch).unwrap_or_default();
+        assert!(!line.contains("ccuracy") && !line.contains("null"), "{line}");
+        let back: EpochMetrics = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(back.train_accuracy.is_nan() && back.val_accuracy.is_nan());
+        let classified = EpochMetrics { train_accuracy: 0.9, val_accuracy: 0.8, ..epoch };
+        let line = serde_json::to_string(&classified).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<EpochMetrics>(&line).ok(), Some(classified));
+    }
 }

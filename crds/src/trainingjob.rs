@@ -152,9 +152,11 @@ fn default_workers() -> u32 {
 pub struct ModelSpec {
     /// Network architecture.
     pub architecture: Architecture,
-    /// Output head: `softmax` (default: one logit per class, cross-entropy)
-    /// or `sigmoid` (one logit for a two-class Dataset, binary cross-entropy;
-    /// the model is registered with `signature.task: binary`).
+    /// Output head: `softmax` (default: one logit per class, cross-entropy),
+    /// `sigmoid` (one logit for a two-class Dataset, binary cross-entropy;
+    /// the model is registered with `signature.task: binary`) or
+    /// `regression` (one number, mean squared error on a CSV Dataset's label
+    /// column read as numbers; registered with `signature.task: regression`).
     #[serde(default, skip_serializing_if = "ModelHead::is_softmax")]
     pub head: ModelHead,
     /// Initial weights to fine-tune from (a TorchScript or checkpoint file).
@@ -172,6 +174,10 @@ pub enum ModelHead {
     /// One logit of the second class of a two-class Dataset, sigmoid binary
     /// cross-entropy (`signature.task: binary`), as a cats-vs-dogs model has.
     Sigmoid,
+    /// One number: the CSV label column read as a number, mean squared error
+    /// on it standardised; the exported model answers in the label's own
+    /// units (`signature.task: regression`, the output named after the column).
+    Regression,
 }
 
 impl ModelHead {
@@ -180,6 +186,7 @@ impl ModelHead {
         match self {
             Self::Softmax => "softmax",
             Self::Sigmoid => "sigmoid",
+            Self::Regression => "regression",
         }
     }
 

@@ -143,6 +143,9 @@ pub struct Dataset {
     pub inputs: Inputs,
     /// Label index of every sample.
     pub labels: Vec<i64>,
+    /// Every sample's label read as a number (CSV whose label column holds
+    /// only finite numbers; empty otherwise): the target of a regression head.
+    pub targets: Vec<f32>,
     /// Train/validation/test assignment.
     pub split: Split,
     /// Path of every sample's file, relative to the source (ImageFolder;
@@ -352,6 +355,7 @@ async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
         sample_shape: vec![c as i64, h as i64, w as i64],
         inputs: Inputs::Images(images),
         labels,
+        targets: Vec::new(),
         split,
         sample_paths: files.iter().map(|f| f.info.relative_path.clone()).collect(),
         sample_sha256: hashes,
@@ -412,6 +416,11 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
     if raw_labels.is_empty() {
         return Err(csv_err(2, "no data rows".into()));
     }
+    let targets: Vec<f32> = raw_labels
+        .iter()
+        .map(|l| l.parse::<f32>().ok().filter(|v| v.is_finite()))
+        .collect::<Option<_>>()
+        .unwrap_or_default();
     let classes: Vec<String> = raw_labels.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
     let labels: Vec<i64> =
         raw_labels.iter().map(|l| classes.binary_search(l).unwrap_or_default() as i64).collect();
@@ -426,6 +435,7 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
         inputs: Inputs::Features(features),
         split: seeded_split(labels.len(), opts.validation, opts.test, opts.split_seed),
         labels,
+        targets,
         sample_paths: Vec::new(),
         sample_sha256: Vec::new(),
         summary,

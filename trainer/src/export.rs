@@ -15,7 +15,7 @@ use crate::log::event;
 use crate::model::Network;
 use crate::report;
 use crate::stats::input_stats;
-use crate::tensors::evaluate;
+use crate::tensors::{evaluate, regression_errors};
 use crate::tracking::Tracker;
 use crate::train::{Prepared, TrainError, TrainOptions, TrainOutcome};
 
@@ -77,11 +77,24 @@ pub(crate) async fn export(
             final_metrics.insert(key.to_owned(), (value * 1e6).round() / 1e6);
         }
     }
+    if head == ModelHead::Regression {
+        // In the target's own units; the losses above are on it standardised.
+        for (split, indices) in [("val", &data.split.val), ("test", &data.split.test)] {
+            let Some(e) = regression_errors(&net, &tensors, indices) else { continue };
+            for (name, value) in [("rmse", e.rmse), ("mae", e.mae), ("r2", e.r2)] {
+                if value.is_finite() {
+                    final_metrics.insert(format!("{split}_{name}"), (value * 1e6).round() / 1e6);
+                }
+            }
+        }
+    }
 
     // Trace on the CPU with frozen weights, so the file loads anywhere.
     vs.set_device(Device::Cpu);
     vs.freeze();
-    let model_bytes = trace(&net, &data.sample_shape)?;
+    // A regression head answers in the target's units: the standardisation is undone in the graph.
+    let unscale = (head == ModelHead::Regression).then_some((tensors.target_std, tensors.target_mean));
+    let model_bytes = trace(&net, &data.sample_shape, unscale)?;
     vs.set_device(opts.device);
     let artifact_digest =
         format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&model_bytes)));
@@ -95,7 +108,11 @@ pub(crate) async fn export(
         input: data.kind,
         signature: Signature {
             input_shape: data.sample_shape.clone(),
-            classes: data.classes.clone(),
+            // A regression model's one output is named after the label column.
+            classes: match head {
+                ModelHead::Regression => vec![opts.data.label_column.clone()],
+                _ => data.classes.clone(),
+            },
             preprocessing: Some(Preprocessing {
                 resize: (data.kind == InputKind::Image)
                     .then(|| vec![data.sample_shape[1] as u32, data.sample_shape[2] as u32]),
@@ -105,6 +122,7 @@ pub(crate) async fn export(
             task: match head {
                 ModelHead::Softmax => Task::Classification,
                 ModelHead::Sigmoid => Task::Binary,
+                ModelHead::Regression => Task::Regression,
             },
             threshold: None,
             output: OutputKind::Logits,
@@ -122,7 +140,9 @@ pub(crate) async fn export(
     let card_digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&card_bytes)));
     out.join(contract::MODEL_CARD_FILE).write(card_bytes).await?;
     let confusion = if test.labels.is_empty() { &val } else { &test };
-    let png = report::render(&state.history, &data.classes, &confusion.labels, &confusion.predictions);
+    // A regression model has no confusion matrix: its panel stays empty.
+    let png =
+        report::render(&state.history, &card.signature.classes, &confusion.labels, &confusion.predictions);
     match png {
         Ok(png) => out.join(contract::REPORT_FILE).write(png).await?,
         Err(e) => event("warn", "report_failed", json!({"error": e.to_string()})),
@@ -155,14 +175,19 @@ pub(crate) async fn export(
     Ok(TrainOutcome::Leader { summary: Box::new(summary), card: Box::new(card) })
 }
 
-/// Traces `net` in eval mode on a zero batch of one sample; returns the saved TorchScript bytes.
-fn trace(net: &Network, sample_shape: &[i64]) -> Result<Vec<u8>, TrainError> {
+/// Traces `net` in eval mode on a zero batch of one sample, its output
+/// times `scale.0` plus `scale.1` when given; returns the saved TorchScript bytes.
+fn trace(net: &Network, sample_shape: &[i64], scale: Option<(f64, f64)>) -> Result<Vec<u8>, TrainError> {
     let mut shape = vec![1];
     shape.extend_from_slice(sample_shape);
     let example = Tensor::zeros(shape.as_slice(), (Kind::Float, Device::Cpu));
     let module = tch::no_grad(|| {
         tch::CModule::create_by_tracing("HoneModel", "forward", &[example], &mut |inputs| {
-            vec![net.forward_t(&inputs[0], false)]
+            let out = net.forward_t(&inputs[0], false);
+            vec![match scale {
+                Some((std, mean)) => out * std + mean,
+                None => out,
+            }]
         })
     })?;
     let dir = tempfile::tempdir().map_err(|e| TrainError::Invalid(format!("scratch dir: {e}")))?;

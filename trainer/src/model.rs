@@ -26,11 +26,14 @@ pub fn outputs(head: ModelHead, classes: usize) -> Result<i64, String> {
             "model.head sigmoid needs a Dataset of exactly two classes (its one logit is the second class's); \
              this one has {classes}: use head softmax"
         )),
+        ModelHead::Regression => Ok(1),
     }
 }
 
 /// The mean loss of `logits` against the class indices `y`: softmax
-/// cross-entropy, or binary cross-entropy on the one logit (class 1 positive).
+/// cross-entropy, or binary cross-entropy on the one logit (class 1 positive);
+/// for `regression`, the mean squared error against the (standardised)
+/// targets `y`.
 pub fn loss(head: ModelHead, logits: &Tensor, y: &Tensor) -> Tensor {
     match head {
         ModelHead::Softmax => logits.cross_entropy_for_logits(y),
@@ -40,6 +43,7 @@ pub fn loss(head: ModelHead, logits: &Tensor, y: &Tensor) -> Tensor {
             None,
             tch::Reduction::Mean,
         ),
+        ModelHead::Regression => logits.squeeze_dim(-1).mse_loss(y, tch::Reduction::Mean),
     }
 }
 
@@ -50,6 +54,8 @@ pub fn answers(head: ModelHead, logits: &Tensor) -> Tensor {
     match head {
         ModelHead::Softmax => logits.argmax(-1, false),
         ModelHead::Sigmoid => logits.squeeze_dim(-1).ge(0.0).to_kind(Kind::Int64),
+        // No class: the number is the answer.
+        ModelHead::Regression => logits.squeeze_dim(-1),
     }
 }
 
@@ -163,6 +169,16 @@ mod tests {
         let expected = (-(s(2.0).ln()) - s(-1.0).ln() - (1.0 - s(0.0)).ln()) / 3.0;
         let got = loss(ModelHead::Sigmoid, &logits, &y).double_value(&[]);
         assert!((got - expected).abs() < 1e-6, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn the_regression_head_is_one_number_and_its_loss_the_mean_squared_error() {
+        assert_eq!(outputs(ModelHead::Regression, 214), Ok(1));
+        let out = Tensor::from_slice(&[1.0f32, -2.0, 0.5]).view([3, 1]);
+        let y = Tensor::from_slice(&[0.0f32, -1.0, 2.5]);
+        let got = loss(ModelHead::Regression, &out, &y).double_value(&[]);
+        assert!((got - (1.0 + 1.0 + 4.0) / 3.0).abs() < 1e-6, "{got}");
+        assert_eq!(Vec::<f32>::try_from(answers(ModelHead::Regression, &out)).unwrap(), vec![1.0, -2.0, 0.5]);
     }
 
     #[test]

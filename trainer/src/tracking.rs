@@ -204,6 +204,8 @@ impl MlflowClient {
                     ("samples_per_second", m.samples_per_second),
                 ]
                 .iter()
+                // A regression run has no accuracy (NaN), and MLflow takes numbers only.
+                .filter(|(_, v)| v.is_finite())
                 .map(|(k, v)| serde_json::json!({"key": k, "value": v, "timestamp": ts, "step": m.epoch}))
                 .collect();
                 self.api("runs/log-batch", serde_json::json!({"run_id": run.run_id, "metrics": metrics}))

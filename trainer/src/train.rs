@@ -190,6 +190,13 @@ async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepare
                "seconds": started.elapsed().as_secs_f64()}),
     );
 
+    if opts.head == ModelHead::Regression && data.targets.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "model.head regression needs a CSV Dataset whose label column {:?} holds only numbers; \
+             this Dataset's labels are classes: use head softmax",
+            opts.data.label_column
+        )));
+    }
     tch::manual_seed(hp.seed as i64);
     let mut vs = VarStore::new(opts.device);
     let outputs = model::outputs(opts.head, data.classes.len()).map_err(TrainError::Invalid)?;
@@ -204,7 +211,7 @@ async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepare
     // Name order, the same on every rank, so bucket i is the same tensors everywhere.
     let buckets = GradientBuckets::new(&params.iter().map(|(_, t)| t.shallow_clone()).collect::<Vec<_>>());
     let mut optimizer = Optimizer::new(hp.optimizer, hp.weight_decay, params);
-    let tensors = Tensors::new(&data, opts.device);
+    let tensors = Tensors::new(&data, opts.device, opts.head);
 
     let out = Location::parse(&opts.output)?;
     // Every rank reads rank 0's checkpoints from the shared output location.
@@ -303,13 +310,16 @@ async fn train_epochs(
         let [val_loss_sum, val_correct, val_n] =
             sums3(parallel, evaluate_sums(&run.net, run.head, &run.tensors, &val_share))?;
         let seconds = epoch_start.elapsed().as_secs_f64();
-        let (train_loss, train_accuracy) = (loss_total / seen, correct_total / seen);
+        // A regression head has no accuracy (its errors are in the final metrics).
+        let accuracy =
+            |correct: f64, n: f64| if run.head == ModelHead::Regression { f64::NAN } else { correct / n };
+        let (train_loss, train_accuracy) = (loss_total / seen, accuracy(correct_total, seen));
         let metrics = EpochMetrics {
             epoch,
             train_loss,
             train_accuracy,
             val_loss: if val_n > 0.0 { val_loss_sum / val_n } else { train_loss },
-            val_accuracy: if val_n > 0.0 { val_correct / val_n } else { train_accuracy },
+            val_accuracy: if val_n > 0.0 { accuracy(val_correct, val_n) } else { train_accuracy },
             learning_rate: steps.learning_rate,
             samples_per_second: seen / seconds.max(1e-9),
             allreduce_ms_per_step: steps.allreduce_ms_per_step,
@@ -379,7 +389,9 @@ fn epoch_steps(
         state.global_step += 1;
         let batch_loss = loss.double_value(&[]);
         sums.loss += batch_loss * chunk.len() as f64;
-        sums.correct += model::answers(*head, &logits).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        if *head != ModelHead::Regression {
+            sums.correct += model::answers(*head, &logits).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        }
         progress.step(batch_loss);
         done += chunk.len();
         let elapsed = started.elapsed().as_secs_f64().max(1e-9);

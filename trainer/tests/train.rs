@@ -1,5 +1,5 @@
 //! Real training on real data: simple-cnn on digits, mlp on iris, a sigmoid
-//! head on breast cancer, and a run killed during epoch 3 that resumes and
+//! head on breast cancer, a regression head on diabetes, and a run killed during epoch 3 that resumes and
 //! ends like an uninterrupted one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -224,6 +224,88 @@ fn a_sigmoid_head_trains_a_binary_model_on_breast_cancer() {
     assert!(!ok);
     let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
     assert!(e.message.contains("exactly two classes") && e.message.contains("has 3"), "{e:?}");
+}
+
+/// R² of `predicted` against `actual`.
+fn r2(predicted: &[f64], actual: &[f64]) -> f64 {
+    let mean = actual.iter().sum::<f64>() / actual.len() as f64;
+    let residual: f64 = predicted.iter().zip(actual).map(|(p, a)| (p - a).powi(2)).sum();
+    let total: f64 = actual.iter().map(|a| (a - mean).powi(2)).sum();
+    1.0 - residual / total
+}
+
+#[test]
+fn a_regression_head_trains_an_mlp_on_diabetes_that_answers_in_the_targets_units() {
+    let args: Vec<&str> = "--head regression --epochs 200 --batch-size 32 --learning-rate 0.0005 \
+                           --weight-decay 0.1 --seed 4 --split-validation 0.2 --split-test 0.2 \
+                           --early-stopping-patience 30"
+        .split_whitespace()
+        .collect();
+    let (ok, log, out) = train_csv("diabetes.csv", &args, &[]);
+    assert!(ok, "{log:?}");
+    let TerminationSummary::Train(s) = log else { panic!("expected a train summary") };
+    assert_eq!((s.task, s.classes.as_slice()), (Task::Regression, ["label".to_owned()].as_slice()));
+    for key in ["val_rmse", "val_mae", "val_r2", "test_rmse", "test_mae", "test_r2"] {
+        assert!(s.metrics.contains_key(key), "no {key} in {:?}", s.metrics);
+    }
+    assert!(!s.metrics.contains_key("test_accuracy"), "a regression model has no accuracy: {:?}", s.metrics);
+    // scikit-learn's least squares on the same data: its 5-fold held-out R²,
+    // and its R² over every row when fitted on all of them.
+    let reference = Command::new(python())
+        .args([
+            "-c",
+            "from sklearn.datasets import load_diabetes\nfrom sklearn.linear_model import LinearRegression\n\
+             from sklearn.model_selection import cross_val_score\nx, y = load_diabetes(return_X_y=True)\n\
+             print(cross_val_score(LinearRegression(), x, y, cv=5).mean())\n\
+             print(LinearRegression().fit(x, y).score(x, y))",
+        ])
+        .output()
+        .unwrap();
+    let reference: Vec<f64> =
+        String::from_utf8_lossy(&reference.stdout).lines().map(|l| l.trim().parse().unwrap()).collect();
+    let (held_out, fitted) = (reference[0], reference[1]);
+    assert!(
+        s.metrics["test_r2"] >= held_out - 0.1,
+        "test R²: the regression mlp {:?}, least squares (5-fold) {held_out:.3}",
+        s.metrics
+    );
+
+    // The exported module answers in the label's units: every row, with the
+    // card's preprocessing as the predictor applies it.
+    let card: ModelCard =
+        serde_json::from_slice(&std::fs::read(out.path().join("model.json")).unwrap()).unwrap();
+    assert_eq!((card.signature.task, card.signature.output_width()), (Task::Regression, 1));
+    let prep = card.signature.preprocessing.clone().unwrap();
+    let (mean, std) = (prep.mean.unwrap(), prep.std.unwrap());
+    let csv = std::fs::read_to_string(exported_data().join("diabetes.csv")).unwrap();
+    let rows: Vec<Vec<f64>> =
+        csv.lines().skip(1).map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
+    let features: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| {
+            r[..10].iter().enumerate().map(|(i, v)| ((v - mean[i]) / std[i]) as f32).collect::<Vec<_>>()
+        })
+        .collect();
+    let actual: Vec<f64> = rows.iter().map(|r| r[10]).collect();
+    let module = tch::CModule::load(out.path().join("model.pt")).unwrap();
+    let x = tch::Tensor::from_slice(&features).view([rows.len() as i64, 10]);
+    let y = module.forward_ts(&[x]).unwrap();
+    assert_eq!(y.size(), [rows.len() as i64, 1]);
+    let predicted: Vec<f64> =
+        Vec::<f32>::try_from(y.flatten(0, -1)).unwrap().into_iter().map(f64::from).collect();
+    let hone = r2(&predicted, &actual);
+    assert!(hone >= fitted - 0.1, "R² over every row: hone {hone:.3}, least squares {fitted:.3}");
+    let mean_answer = predicted.iter().sum::<f64>() / predicted.len() as f64;
+    let mean_label = actual.iter().sum::<f64>() / actual.len() as f64;
+    assert!((mean_answer - mean_label).abs() < 0.1 * mean_label, "{mean_answer} vs {mean_label}");
+    let (passed, report) = common::check_output(out.path(), Some(&out.path().join("termination-log")));
+    assert!(passed, "check-output found problems:\n{report}");
+
+    // Class names are not numbers.
+    let (ok, log, _out) = train_iris(&["--head", "regression", "--epochs", "1"], &[]);
+    assert!(!ok);
+    let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
+    assert!(e.message.contains("holds only numbers"), "{e:?}");
 }
 
 #[test]

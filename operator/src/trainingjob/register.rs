@@ -25,7 +25,9 @@ use hone_crds::consts::{
     LABEL_TRAINING_JOB_UID, LABEL_VALUE_HONE,
 };
 use hone_crds::contract::TrainSummary;
-use hone_crds::modelversion::{Artifact, Lineage, MlflowExport, ModelVersionSpec, Signature};
+use hone_crds::modelversion::{
+    Artifact, EvaluationSpec, Lineage, MlflowExport, ModelVersionSpec, Signature, Task,
+};
 use hone_crds::{Dataset, ModelVersion, SecretRef, TrainingJob};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
@@ -106,7 +108,9 @@ pub fn desired_model_version(
 ) -> ModelVersion {
     let model = tj.spec.register_as.model.clone();
     let tj_name = tj.name_any();
-    let classes = if train.classes.is_empty() {
+    // A regression model's outputs are named by the summary alone: its
+    // Dataset's "classes" are the label column's distinct values.
+    let classes = if train.classes.is_empty() && train.task != Task::Regression {
         dataset.and_then(|d| d.status.as_ref()).and_then(|s| s.classes.clone()).unwrap_or_default()
     } else {
         train.classes.clone()
@@ -148,7 +152,11 @@ pub fn desired_model_version(
         }),
         metrics: (!train.metrics.is_empty()).then(|| train.metrics.clone()),
         // Evaluated on the Dataset it was trained on (spec.lineage.dataset).
-        evaluation: None,
+        // The verify Job measures classifiers only: a regression model is
+        // verified unevaluated instead of refused (its test-split error is in
+        // spec.metrics, as the trainer measured it).
+        evaluation: (train.task == Task::Regression)
+            .then_some(EvaluationSpec { dataset: None, required: Some(false) }),
         mlflow: tj.spec.tracking.as_ref().and_then(|t| t.mlflow.as_ref()).map(|m| MlflowExport {
             registered_model: m.registered_model.clone().unwrap_or_else(|| model.clone()),
             // From the pod: kept only when it is the shape of an MLflow run id.

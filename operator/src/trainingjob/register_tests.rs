@@ -105,6 +105,24 @@ fn an_onnx_probability_model_registers_as_it_was_summarised() {
 }
 
 #[test]
+fn a_regression_model_is_verified_unevaluated_with_its_outputs_named_by_the_summary() {
+    let tj = training_job_for_tests("");
+    let mut ds = ready_dataset_for_tests();
+    ds.status.as_mut().unwrap().classes = Some(vec!["25.0".into(), "31.0".into()]);
+    let mut train = summary(&["progression"]);
+    train.task = hone_crds::modelversion::Task::Regression;
+    let out = desired_model_version(&tj, &train, Some(&ds), None, 1);
+    assert_eq!(out.spec.signature.classes, ["progression"]);
+    let evaluation = out.spec.evaluation.unwrap();
+    assert_eq!((evaluation.required, evaluation.dataset), (Some(false), None));
+    // Not named: never the Dataset's label values.
+    train.classes.clear();
+    assert!(desired_model_version(&tj, &train, Some(&ds), None, 1).spec.signature.classes.is_empty());
+    // A classifier keeps the default: evaluation required.
+    assert_eq!(desired_model_version(&tj, &summary(&["a", "b"]), Some(&ds), None, 1).spec.evaluation, None);
+}
+
+#[test]
 fn classes_cut_from_the_summary_come_from_the_dataset() {
     let tj = training_job_for_tests("");
     let mut ds = ready_dataset_for_tests();
