@@ -30,6 +30,10 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// Most bytes Kubernetes keeps of a termination message.
 pub const TERMINATION_MESSAGE_MAX_BYTES: usize = 4096;
+
+/// Port of a training pod's `GET /metrics` (the built-in trainer's live
+/// `hone_trainer_*` figures, which the operator reads into `status.progress`).
+pub const TRAINER_METRICS_PORT: i32 = 9091;
 /// Where `pvc://` claims are mounted in pods when [`env::PVC_ROOT`] is unset.
 pub const DEFAULT_PVC_ROOT: &str = "/mnt/pvc";
 /// Version of the [`ModelCard`] layout.

@@ -444,14 +444,31 @@ pub enum FailureReason {
     InvalidSpec,
 }
 
-/// Training progress.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// Training progress: from the trainer's live figures while it trains
+/// (read from rank 0's `GET /metrics`), from its summary once it is done.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Progress {
     /// Last completed epoch.
     pub epoch: u32,
     /// Epochs planned.
     pub total_epochs: u32,
+    /// Optimizer steps taken (rank 0's), while training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
+    /// Optimizer steps planned (rank 0's), while training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_steps: Option<i64>,
+    /// Training samples per second of rank 0 in the running epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_per_second: Option<f64>,
+    /// When training should end at the pace so far (steps left at the rate
+    /// of the steps taken since the pod started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_completion_time: Option<Time>,
+    /// When these figures were read from the trainer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_time: Option<Time>,
 }
 
 /// The worker pods of the current attempt.
@@ -510,7 +527,10 @@ pub struct TrainingJobStatus {
     /// Epoch progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
-    /// Final metrics, e.g. `val_accuracy`, `val_loss`, `test_accuracy`.
+    /// Final metrics, e.g. `val_accuracy`, `val_loss`, `test_accuracy`;
+    /// while training, the trainer's live figures (`loss` of the last batch,
+    /// `accuracy`, `val_loss` and `val_accuracy` of the last finished epoch,
+    /// `learning_rate`, `data_wait_ratio`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, f64>>,
     /// The trained artifact.

@@ -181,6 +181,22 @@ apply_t=$(date +%s.%N)
 k -n "$NS" apply -k config/samples | sed 's/^/    /'
 await dataset digits Ready 300
 say "dataset digest: $(k -n "$NS" get dataset digits -o jsonpath='{.status.digest}')"
+# Live progress: the operator reads the trainer's /metrics into status.progress
+# while it trains (every 15 s); print each new reading until the run ends.
+seen="" last=""
+for _ in $(seq 600); do
+  phase=$(k -n "$NS" get trainingjob digits-cnn-1 -o jsonpath='{.status.phase}' 2>/dev/null || true)
+  p=$(k -n "$NS" get trainingjob digits-cnn-1 -o jsonpath='{.status.progress.epoch}/{.status.progress.totalEpochs} step {.status.progress.step}/{.status.progress.totalSteps} eta {.status.progress.estimatedCompletionTime} loss {.status.metrics.loss}' 2>/dev/null || true)
+  if [ "$phase" = Running ] && [ -n "$(k -n "$NS" get trainingjob digits-cnn-1 -o jsonpath='{.status.progress.observedTime}' 2>/dev/null)" ] && [ "$p" != "$last" ]; then
+    say "training: epoch $p"
+    last=$p
+    e=${p%%/*}
+    [[ " $seen " == *" $e "* ]] || seen="$seen $e"
+  fi
+  case "$phase" in Succeeded|Failed) break ;; esac
+  sleep 2
+done
+say "epochs seen in status.progress while training:${seen:- none}"
 await trainingjob digits-cnn-1 Succeeded 1200
 V1=$(k -n "$NS" get trainingjob digits-cnn-1 -o jsonpath='{.status.modelVersion}')
 say "registered $V1: $(k -n "$NS" get modelversion "$V1" -o jsonpath='{.spec.metrics}')"

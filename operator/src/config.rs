@@ -83,6 +83,16 @@ pub struct RunArgs {
     /// Basic-auth password for the MLflow registry.
     #[arg(long, env = "HONE_MLFLOW_PASSWORD", hide_env_values = true)]
     pub mlflow_password: Option<String>,
+    /// Read every training pod's live figures from this `host:port` instead
+    /// of the pod's own IP and port 9091: for clusters whose pods the
+    /// operator cannot reach (KWOK in the tests). Unset in the chart.
+    #[arg(long, env = "HONE_TRAINER_METRICS_ADDRESS")]
+    pub trainer_metrics_address: Option<std::net::SocketAddr>,
+    /// Seconds between two reads of a running TrainingJob's live figures
+    /// into its status (1 to 3600).
+    #[arg(long, env = "HONE_TRAINER_PROGRESS_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub trainer_progress_seconds: u64,
     #[arg(long, env = "HONE_LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
     /// Log filter in `tracing` EnvFilter syntax.
@@ -114,6 +124,10 @@ pub struct OperatorConfig {
     pub feedback_secret: FeedbackSecret,
     /// The operator's MLflow Model Registry, if any.
     pub mlflow: Option<crate::mlflow::RegistryConfig>,
+    /// Where training pods' live figures are read instead of the pods (see `RunArgs`).
+    pub trainer_metrics_address: Option<std::net::SocketAddr>,
+    /// How often a running TrainingJob's live figures are read.
+    pub trainer_progress_interval: std::time::Duration,
 }
 
 /// Shortest `--feedback-secret` accepted.
@@ -204,6 +218,8 @@ impl OperatorConfig {
             placement,
             allow_router_metrics_url: args.allow_router_metrics_url,
             feedback_secret,
+            trainer_metrics_address: args.trainer_metrics_address,
+            trainer_progress_interval: std::time::Duration::from_secs(args.trainer_progress_seconds),
         })
     }
 }
@@ -220,6 +236,8 @@ impl Default for OperatorConfig {
             allow_router_metrics_url: false,
             feedback_secret: FeedbackSecret::per_process(),
             mlflow: None,
+            trainer_metrics_address: None,
+            trainer_progress_interval: crate::trainingjob::live::INTERVAL,
         }
     }
 }

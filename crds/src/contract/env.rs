@@ -30,7 +30,8 @@ pub const TERMINATION_LOG: &str = "HONE_TERMINATION_LOG";
 pub const OUTPUT: &str = "HONE_OUTPUT";
 /// Architecture.
 pub const ARCHITECTURE: &str = "HONE_ARCHITECTURE";
-/// Address the trainer serves `GET /metrics` on while it trains (e.g. `0.0.0.0:9090`).
+/// Address the trainer serves `GET /metrics` on while it trains (e.g.
+/// `0.0.0.0:9091`; the operator sets it to port [`super::TRAINER_METRICS_PORT`]).
 pub const METRICS_ADDR: &str = "HONE_METRICS_ADDR";
 /// Output head (`softmax`, `sigmoid`).
 pub const MODEL_HEAD: &str = "HONE_MODEL_HEAD";

@@ -20,7 +20,7 @@ use super::promtext::{self, RouterMetrics};
 pub async fn router_metrics(pods: &[Pod], url_override: Option<&str>) -> Result<RouterMetrics, String> {
     let http: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     if let Some(url) = url_override {
-        return fetch(&http, url).await.map(|text| promtext::router_metrics(&text));
+        return fetch(&http, url, SCRAPE_MAX_BYTES).await.map(|text| promtext::router_metrics(&text));
     }
     let addresses: Vec<String> = pods
         .iter()
@@ -36,7 +36,7 @@ pub async fn router_metrics(pods: &[Pod], url_override: Option<&str>) -> Result<
     let mut pages = Vec::new();
     for ip in addresses {
         // Every pod counts: a sum without one of them would look like a counter reset.
-        pages.push(promtext::router_metrics(&fetch(&http, &metrics_url(&ip)).await?));
+        pages.push(promtext::router_metrics(&fetch(&http, &metrics_url(&ip), SCRAPE_MAX_BYTES).await?));
     }
     Ok(promtext::sum(pages))
 }
@@ -46,14 +46,20 @@ fn metrics_url(pod_ip: &str) -> String {
     format!("http://{pod_ip}:{ADMIN_PORT}{METRICS_PATH}")
 }
 
-async fn fetch(http: &Client<HttpConnector, Empty<Bytes>>, url: &str) -> Result<String, String> {
+/// GET `url` within [`SCRAPE_TIMEOUT`], reading at most `max_bytes` of its
+/// body (the router's pages and the trainer's live figures alike).
+pub(crate) async fn fetch(
+    http: &Client<HttpConnector, Empty<Bytes>>,
+    url: &str,
+    max_bytes: usize,
+) -> Result<String, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let read = async {
         let response = http.get(uri).await.map_err(|e| format!("GET {url}: {e}"))?;
         if !response.status().is_success() {
             return Err(format!("GET {url}: HTTP {}", response.status()));
         }
-        let body = Limited::new(response.into_body(), SCRAPE_MAX_BYTES)
+        let body = Limited::new(response.into_body(), max_bytes)
             .collect()
             .await
             .map_err(|e| format!("reading {url}: {e}"))?
@@ -76,7 +82,7 @@ mod tests {
         let url =
             serve_once("200 OK", "hone_router_requests_total{variant=\"a-v2\",status_class=\"2xx\"} 7\n");
         let http = Client::builder(TokioExecutor::new()).build_http();
-        let text = fetch(&http, &url).await.unwrap();
+        let text = fetch(&http, &url, SCRAPE_MAX_BYTES).await.unwrap();
         assert_eq!(promtext::router_metrics(&text)["a-v2"].requests, 7.0);
     }
 
@@ -89,8 +95,8 @@ mod tests {
     async fn an_error_answer_is_unavailable_not_empty() {
         let url = serve_once("503 Service Unavailable", "");
         let http = Client::builder(TokioExecutor::new()).build_http();
-        let error = fetch(&http, &url).await.unwrap_err();
+        let error = fetch(&http, &url, SCRAPE_MAX_BYTES).await.unwrap_err();
         assert!(error.contains("503"), "{error}");
-        assert!(fetch(&http, "not a url").await.is_err());
+        assert!(fetch(&http, "not a url", SCRAPE_MAX_BYTES).await.is_err());
     }
 }

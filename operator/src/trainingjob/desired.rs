@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use hone_crds::StorageLocation;
 use hone_crds::consts::{LABEL_KUEUE_QUEUE, LABEL_TRAINING_JOB};
-use hone_crds::contract::TERMINATION_LOG;
+use hone_crds::contract::{TERMINATION_LOG, TRAINER_METRICS_PORT};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
-    ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -31,6 +31,8 @@ pub const MASTER_PORT: i32 = 29500;
 const DEFAULT_BACKOFF_LIMIT: i32 = 6;
 /// Annotation the Job controller sets on Indexed Job pods.
 pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
+/// Name of the training container's live-figures port (PodMonitor selects it).
+pub const TRAINER_METRICS_PORT_NAME: &str = "metrics";
 /// Suffix of training Job names.
 const JOB_SUFFIX: &str = "train";
 
@@ -79,6 +81,12 @@ pub fn build(valid: &ValidTrainingJob) -> Desired {
         termination_message_path: Some(TERMINATION_LOG.to_owned()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(mounts),
+        ports: Some(vec![ContainerPort {
+            name: Some(TRAINER_METRICS_PORT_NAME.to_owned()),
+            container_port: TRAINER_METRICS_PORT,
+            protocol: Some("TCP".to_owned()),
+            ..Default::default()
+        }]),
         ..Default::default()
     };
     let job_spec = JobSpec {
@@ -185,6 +193,8 @@ pub fn train_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
         (env::DEVICE, if spec.gpus.unwrap_or(0) > 0 { "cuda" } else { "cpu" }.to_owned()),
         (env::RUN_NAME, valid.name.clone()),
         (env::TERMINATION_LOG, TERMINATION_LOG.to_owned()),
+        // Live figures the operator reads into status.progress (and a PodMonitor scrapes).
+        (env::METRICS_ADDR, format!("0.0.0.0:{TRAINER_METRICS_PORT}")),
     ]);
     if let Some(pretrained) = &spec.model.pretrained {
         vars.push((env::PRETRAINED, pretrained.uri.trim().to_owned()));

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod desired;
+pub mod live;
 pub mod observe;
 pub mod register;
 pub mod status;
@@ -165,8 +166,18 @@ async fn reconcile_inner(tj: &TrainingJob, ctx: &Context) -> Result<Action, Erro
         // The Job was removed after it finished (ttlSecondsAfterFinished): the recorded outcome stands.
         next = previous.clone();
     }
+    let training = next.phase == Some(TrainingJobPhase::Running);
+    if training && let Some(url) = live::target(&applied.pods, ctx.config.trainer_metrics_address) {
+        match live::read(&url).await {
+            Ok(figures) => live::record(&mut next, &figures, &time),
+            // Starting, or an image without the page: the last figures stand.
+            Err(error) => tracing::debug!(trainingjob = %tj.name_any(), %error, "live figures not read"),
+        }
+    }
     write_status(ctx, tj, &previous, &next).await?;
     Ok(match (&gate, next.phase) {
+        // Read the trainer's figures again while it trains.
+        (_, Some(TrainingJobPhase::Running)) => Action::requeue(ctx.config.trainer_progress_interval),
         // The Dataset watch brings the change; poll slowly in case it is created later.
         (DatasetGate::Waiting { .. } | DatasetGate::Blocked { .. }, _) if applied.job.is_none() => {
             Action::requeue(Duration::from_secs(300))

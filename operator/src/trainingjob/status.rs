@@ -358,7 +358,8 @@ fn failure_summary(
 }
 
 fn record_training(status: &mut TrainingJobStatus, train: &TrainSummary) {
-    status.progress = Some(Progress { epoch: train.epoch, total_epochs: train.total_epochs });
+    status.progress =
+        Some(Progress { epoch: train.epoch, total_epochs: train.total_epochs, ..Progress::default() });
     status.metrics = Some(train.metrics.clone());
     status.artifact = Some(ArtifactRef {
         uri: train.artifact_uri.clone(),
