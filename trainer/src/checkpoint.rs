@@ -1,6 +1,8 @@
-//! Per-epoch checkpoints that survive a killed pod.
+//! Per-epoch checkpoints that survive a killed pod, and mid-epoch ones
+//! written when the trainer is asked to stop (SIGTERM).
 //!
-//! `checkpoints/epoch-NNNNN/` holds `weights.ot`, `optimizer.ot` and
+//! `checkpoints/epoch-NNNNN/` (after epoch N) or
+//! `checkpoints/epoch-NNNNN-step-SSSSSSSS/` (S steps into epoch N + 1) holds `weights.ot`, `optimizer.ot` and
 //! `state.json`, then `COMMIT` last, which records the sha256 of the other
 //! three. A checkpoint counts only when `COMMIT` exists and every hash
 //! matches, so a half-written one is never picked; object stores make each
@@ -45,6 +47,17 @@ pub struct TrainState {
     /// Seed the run's random streams derive from; each epoch's shuffle and
     /// augmentation stream is keyed by (seed, epoch), so resuming replays them.
     pub seed: u64,
+    /// Steps this rank took into epoch `epoch + 1` before it was stopped (a
+    /// mid-epoch checkpoint; 0 at an epoch's end). A resumed run skips them in
+    /// the epoch's permutation, which depends only on (seed, epoch).
+    #[serde(default)]
+    pub epoch_steps: u64,
+    /// Sum of the batch losses (times batch size) over those steps.
+    #[serde(default)]
+    pub partial_loss: f64,
+    /// Correct answers over those steps.
+    #[serde(default)]
+    pub partial_correct: i64,
 }
 
 /// What can go wrong with checkpoints.
@@ -78,6 +91,20 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 fn epoch_dir(epoch: u32) -> String {
     format!("epoch-{epoch:05}")
+}
+
+/// The folder of a checkpoint at (epochs completed, steps into the next).
+fn checkpoint_dir((epoch, steps): (u32, u64)) -> String {
+    if steps == 0 { epoch_dir(epoch) } else { format!("{}-step-{steps:08}", epoch_dir(epoch)) }
+}
+
+/// The inverse of [`checkpoint_dir`].
+fn parse_checkpoint_dir(dir: &str) -> Option<(u32, u64)> {
+    let rest = dir.strip_prefix("epoch-")?;
+    match rest.split_once("-step-") {
+        Some((epoch, steps)) => Some((epoch.parse().ok()?, steps.parse().ok().filter(|s| *s > 0)?)),
+        None => Some((rest.parse().ok()?, 0)),
+    }
 }
 
 /// Serialises a VarStore through a scratch file (libtorch writes files).
@@ -142,14 +169,15 @@ impl Checkpoints {
         Ok(true)
     }
 
-    /// Writes the checkpoint of a completed epoch, then prunes old ones.
+    /// Writes the checkpoint of a completed epoch, or (with
+    /// `state.epoch_steps` > 0) of a stopped one, then prunes old ones.
     pub async fn save(
         &self,
         vs: &VarStore,
         optimizer: &[(String, Tensor)],
         state: &TrainState,
     ) -> Result<(), CheckpointError> {
-        let dir = self.root.join(&epoch_dir(state.epoch));
+        let dir = self.root.join(&checkpoint_dir((state.epoch, state.epoch_steps)));
         let files = [
             (WEIGHTS, var_store_bytes(vs)?),
             (OPTIMIZER, tensors_bytes(optimizer)?),
@@ -164,15 +192,16 @@ impl Checkpoints {
         self.prune(state).await
     }
 
-    /// Epochs that have a COMMIT marker, newest first.
-    async fn committed_epochs(&self) -> Result<Vec<u32>, CheckpointError> {
-        let mut epochs: Vec<u32> = self
+    /// Checkpoints that have a COMMIT marker, as (epochs completed, steps
+    /// into the next), newest first.
+    async fn committed_epochs(&self) -> Result<Vec<(u32, u64)>, CheckpointError> {
+        let mut epochs: Vec<(u32, u64)> = self
             .root
             .list()
             .await?
             .iter()
             .filter_map(|o| o.relative_path.strip_suffix(&format!("/{COMMIT}")))
-            .filter_map(|d| d.strip_prefix("epoch-")?.parse().ok())
+            .filter_map(parse_checkpoint_dir)
             .collect();
         epochs.sort_unstable_by(|a, b| b.cmp(a));
         Ok(epochs)
@@ -181,8 +210,8 @@ impl Checkpoints {
     /// Loads the newest checkpoint whose files all match their COMMIT hashes
     /// into `vs`; `None` when there is none (a fresh run).
     pub async fn restore_latest(&self, vs: &mut VarStore) -> Result<Option<Restored>, CheckpointError> {
-        for epoch in self.committed_epochs().await? {
-            let dir = self.root.join(&epoch_dir(epoch));
+        for at in self.committed_epochs().await? {
+            let dir = self.root.join(&checkpoint_dir(at));
             let commit: BTreeMap<String, String> =
                 match serde_json::from_slice(&dir.join(COMMIT).read().await?) {
                     Ok(c) => c,
@@ -219,15 +248,15 @@ impl Checkpoints {
     /// weights no longer referenced. Failures here are not fatal to training.
     async fn prune(&self, state: &TrainState) -> Result<(), CheckpointError> {
         let epochs = self.committed_epochs().await?;
-        for epoch in epochs.iter().skip(KEEP) {
-            let dir = self.root.join(&epoch_dir(*epoch));
+        for at in epochs.iter().skip(KEEP) {
+            let dir = self.root.join(&checkpoint_dir(*at));
             // COMMIT first, so a partly deleted checkpoint is never valid.
             for name in [COMMIT, WEIGHTS, OPTIMIZER, STATE] {
                 dir.join(name).delete().await?;
             }
         }
         let keep_best = state.best_weights.as_ref().map(|(n, _)| n.as_str());
-        let oldest_kept = epochs.get(KEEP.min(epochs.len()).saturating_sub(1)).copied().unwrap_or(0);
+        let oldest_kept = epochs.get(KEEP.min(epochs.len()).saturating_sub(1)).map_or(0, |(epoch, _)| *epoch);
         for object in self.root.list().await? {
             let name = object.relative_path.as_str();
             let stale_best = name.starts_with("best-")
@@ -285,6 +314,38 @@ mod tests {
         assert_eq!(restored.state.epoch, 3);
         assert_eq!(value(&vs), 3.0);
         assert_eq!(restored.optimizer[0].1.int64_value(&[]), 7);
+    }
+
+    #[tokio::test]
+    async fn a_mid_epoch_checkpoint_sits_between_its_epochs() {
+        assert_eq!(parse_checkpoint_dir(&checkpoint_dir((2, 17))), Some((2, 17)));
+        assert_eq!(parse_checkpoint_dir(&checkpoint_dir((2, 0))), Some((2, 0)));
+        assert_eq!(checkpoint_dir((2, 0)), "epoch-00002");
+        for junk in ["epoch-", "epoch-x", "epoch-00002-step-", "epoch-00002-step-0", "best-epoch-00002.ot"] {
+            assert_eq!(parse_checkpoint_dir(junk), None, "{junk}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = Location::parse(&format!("file://{}/checkpoints", dir.path().display())).unwrap();
+        let cps = Checkpoints::new(root.clone());
+        let opt = vec![("step".to_owned(), Tensor::from(1i64))];
+        cps.save(&store_with(1.0), &opt, &TrainState { epoch: 1, ..Default::default() }).await.unwrap();
+        let stopped = TrainState { epoch: 1, epoch_steps: 9, partial_loss: 4.5, ..Default::default() };
+        cps.save(&store_with(1.5), &opt, &stopped).await.unwrap();
+        assert!(root.join("epoch-00001-step-00000009/COMMIT").exists().await.unwrap());
+        let mut vs = store_with(0.0);
+        let restored = cps.restore_latest(&mut vs).await.unwrap().unwrap();
+        assert_eq!((restored.state.epoch, restored.state.epoch_steps, value(&vs)), (1, 9, 1.5));
+        // The end of epoch 2 is newer than 9 steps into it.
+        cps.save(&store_with(2.0), &opt, &TrainState { epoch: 2, ..Default::default() }).await.unwrap();
+        let restored = cps.restore_latest(&mut vs).await.unwrap().unwrap();
+        assert_eq!((restored.state.epoch, restored.state.epoch_steps, value(&vs)), (2, 0, 2.0));
+        // A checkpoint written before these fields existed still reads.
+        let old: TrainState = serde_json::from_str(
+            r#"{"epoch":3,"globalStep":30,"bestValLoss":null,"bestEpoch":0,
+            "bestWeights":null,"epochsWithoutImprovement":0,"history":[],"seed":1}"#,
+        )
+        .unwrap();
+        assert_eq!((old.epoch, old.epoch_steps), (3, 0));
     }
 
     #[tokio::test]

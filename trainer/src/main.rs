@@ -136,7 +136,22 @@ async fn train_command(args: TrainArgs) -> ExitCode {
         device,
         expected_dataset_digest: args.dataset_digest.clone(),
         metrics: hone_trainer::metrics::TrainerMetrics::new(),
+        stop: Default::default(),
     };
+    // Preemption or a node drain: checkpoint at the current step and stop
+    // within the grace period; the Job's next attempt resumes there.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            let stop = opts.stop.clone();
+            tokio::spawn(async move {
+                if terminate.recv().await.is_some() {
+                    event("warn", "sigterm", json!({"action": "checkpoint at the next step and stop"}));
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        Err(e) => event("warn", "sigterm_unhandled", json!({"error": e.to_string()})),
+    }
     if let Some(addr) = args.metrics_addr {
         match hone_trainer::metrics::serve(addr, opts.metrics.clone()).await {
             Ok(bound) => event("info", "metrics_listening", json!({"addr": bound.to_string()})),

@@ -5,6 +5,7 @@
 //! the contract.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use hone_crds::contract::{self, EpochMetrics, ModelCard, TrainSummary, WorkerSummary};
@@ -50,6 +51,9 @@ pub struct TrainOptions {
     pub expected_dataset_digest: Option<String>,
     /// Live figures for `/metrics`.
     pub metrics: std::sync::Arc<TrainerMetrics>,
+    /// Set on SIGTERM (preemption, a node drain): the run checkpoints where
+    /// it is, mid-epoch, and stops with [`TrainError::Stopped`].
+    pub stop: std::sync::Arc<AtomicBool>,
 }
 
 /// Why a run failed.
@@ -86,6 +90,19 @@ pub enum TrainError {
     /// The options cannot make a run.
     #[error("{0}")]
     Invalid(String),
+    /// Asked to stop (SIGTERM); the checkpoint at the step it reached is saved.
+    #[error(
+        "stopped by SIGTERM {step} of {steps} steps into epoch {epoch}; its checkpoint is saved and the \
+         next attempt resumes there"
+    )]
+    Stopped {
+        /// The epoch in progress.
+        epoch: u32,
+        /// Steps of it taken.
+        step: u64,
+        /// Steps of each epoch.
+        steps: u64,
+    },
 }
 
 impl TrainError {
@@ -99,6 +116,7 @@ impl TrainError {
             Self::Dist(e) => e.category(),
             Self::Torch(e) if e.to_string().contains("out of memory") => "OutOfMemory",
             Self::Torch(_) => "Torch",
+            Self::Stopped { .. } => "Preempted",
         }
     }
 }
@@ -274,6 +292,8 @@ struct StepSums {
     seen: usize,
     learning_rate: f64,
     allreduce_ms_per_step: Option<f64>,
+    /// Stopped before the epoch's end (SIGTERM); the state says where.
+    stopped: bool,
 }
 
 /// Trains the remaining epochs on this rank's shard of each, checkpointing
@@ -302,7 +322,29 @@ async fn train_epochs(
         let epoch = run.state.epoch + 1;
         let epoch_start = Instant::now();
         let progress = EpochProgress::new(epoch, hp.epochs, schedule.steps_per_epoch as u64);
-        let steps = epoch_steps(hp, parallel, run, &schedule, epoch, &progress, &opts.metrics)?;
+        let steps = epoch_steps(opts, parallel, run, &schedule, epoch, &progress)?;
+        if steps.stopped {
+            // Every rank stopped at the same step; rank 0 writes where, and
+            // the next attempt resumes there.
+            if parallel.is_leader() {
+                run.checkpoints.save(&run.vs, &run.optimizer.state(), &run.state).await?;
+            }
+            parallel.barrier()?;
+            event(
+                "warn",
+                "stopped",
+                json!({"epoch": epoch, "step": run.state.epoch_steps,
+                  "globalStep": run.state.global_step}),
+            );
+            return Err(TrainError::Stopped {
+                epoch,
+                step: run.state.epoch_steps,
+                steps: schedule.steps_per_epoch as u64,
+            });
+        }
+        run.state.epoch_steps = 0;
+        run.state.partial_loss = 0.0;
+        run.state.partial_correct = 0;
         // Batch-norm statistics differ per rank; rank 0's are the model's.
         parallel.broadcast_buffers(&run.vs)?;
         let [loss_total, correct_total, seen] =
@@ -344,14 +386,14 @@ async fn train_epochs(
 
 /// One epoch's steps on this rank's shard of the epoch's permutation.
 fn epoch_steps(
-    hp: &Hyperparameters,
+    opts: &TrainOptions,
     parallel: &Parallel<'_>,
     run: &mut Prepared,
     schedule: &Schedule,
     epoch: u32,
     progress: &EpochProgress,
-    live: &TrainerMetrics,
 ) -> Result<StepSums, TrainError> {
+    let (hp, live, stop) = (&opts.hyperparameters, &*opts.metrics, &*opts.stop);
     let Prepared { data, tensors, net, head, optimizer, buckets, state, .. } = run;
     // The epoch's shuffle depends only on (seed, epoch), so every rank
     // shards the same permutation; augmentation and dropout streams
@@ -361,15 +403,26 @@ fn epoch_steps(
     let mut order: Vec<i64> = data.split.train.iter().map(|&i| i as i64).collect();
     SplitMix64::stream(hp.seed, u64::from(epoch)).shuffle(&mut order);
     let mine = shard(&order, parallel.rank(), parallel.world());
+    // A run stopped mid-epoch resumes after the steps it took (the same
+    // permutation), with the sums of those steps.
     let mut sums = StepSums {
-        loss: 0.0,
-        correct: 0,
+        loss: state.partial_loss,
+        correct: state.partial_correct,
         seen: mine.len(),
         learning_rate: hp.learning_rate,
         allreduce_ms_per_step: None,
+        stopped: false,
     };
+    let skip = state.epoch_steps as usize;
     let (started, mut waited, mut done) = (Instant::now(), 0.0f64, 0usize);
-    for chunk in mine.chunks(schedule.batch as usize) {
+    for (index, chunk) in mine.chunks(schedule.batch as usize).enumerate().skip(skip) {
+        if stop_requested(parallel, stop)? {
+            state.epoch_steps = index as u64;
+            state.partial_loss = sums.loss;
+            state.partial_correct = sums.correct;
+            sums.stopped = true;
+            break;
+        }
         sums.learning_rate = learning_rate(
             hp.scheduler,
             hp.learning_rate,
@@ -443,6 +496,16 @@ async fn end_epoch(
         event("info", "early_stop", json!({"epoch": epoch, "best_epoch": state.best_epoch}));
     }
     Ok(stopped_early)
+}
+
+/// Whether to stop before the next step: this process got SIGTERM, or (in
+/// a data-parallel run) any rank did, so that all stop at the same step.
+fn stop_requested(parallel: &Parallel<'_>, stop: &AtomicBool) -> Result<bool, TrainError> {
+    let mine = stop.load(Ordering::Relaxed);
+    if !parallel.is_distributed() {
+        return Ok(mine);
+    }
+    Ok(parallel.sum(&[f64::from(u8::from(mine))])?[0] > 0.0)
 }
 
 /// Sums three figures over the ranks.

@@ -108,3 +108,69 @@ pub fn check_output_uri(uri: &str, summary: Option<&Path>, envs: &[(&str, String
     let result = command.output().unwrap();
     (result.status.success(), String::from_utf8_lossy(&result.stdout).into_owned())
 }
+
+/// `hone-trainer train` of simple-cnn on the exported digits for 5 epochs, writing to `out`.
+pub fn digits_args(out: &Path) -> Vec<String> {
+    let source = file_uri(&exported_data().join("digits"));
+    let args = [
+        "train",
+        "--source",
+        &source,
+        "--image-width",
+        "32",
+        "--image-height",
+        "32",
+        "--image-channels",
+        "1",
+        "--architecture",
+        "simple-cnn",
+        "--epochs",
+        "5",
+        "--batch-size",
+        "64",
+        "--learning-rate",
+        "0.002",
+        "--optimizer",
+        "adamw",
+        "--weight-decay",
+        "0.0001",
+        "--scheduler",
+        "cosine",
+        "--warmup-epochs",
+        "1",
+        "--rotation-degrees",
+        "8",
+        "--seed",
+        "7",
+        "--threads",
+        "2",
+        "--device",
+        "cpu",
+    ];
+    let mut v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    v.extend([
+        "--output".into(),
+        file_uri(out),
+        "--termination-log".into(),
+        out.join("termination-log").display().to_string(),
+    ]);
+    v
+}
+
+/// `GET /metrics` at `addr`, over a plain socket; `None` once nothing answers.
+pub fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.starts_with("HTTP/1.1 200").then_some(text)
+}
+
+/// The value of the unlabelled gauge `name` in a metrics page.
+pub fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

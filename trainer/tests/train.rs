@@ -10,56 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{exported_data, file_uri, python, trainer_bin};
+use common::{digits_args, exported_data, file_uri, gauge, python, scrape, trainer_bin};
 use hone_crds::contract::{ModelCard, TerminationSummary, TrainSummary};
 use hone_crds::modelversion::Task;
-
-fn digits_args(out: &Path) -> Vec<String> {
-    let source = file_uri(&exported_data().join("digits"));
-    let args = [
-        "train",
-        "--source",
-        &source,
-        "--image-width",
-        "32",
-        "--image-height",
-        "32",
-        "--image-channels",
-        "1",
-        "--architecture",
-        "simple-cnn",
-        "--epochs",
-        "5",
-        "--batch-size",
-        "64",
-        "--learning-rate",
-        "0.002",
-        "--optimizer",
-        "adamw",
-        "--weight-decay",
-        "0.0001",
-        "--scheduler",
-        "cosine",
-        "--warmup-epochs",
-        "1",
-        "--rotation-degrees",
-        "8",
-        "--seed",
-        "7",
-        "--threads",
-        "2",
-        "--device",
-        "cpu",
-    ];
-    let mut v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
-    v.extend([
-        "--output".into(),
-        file_uri(out),
-        "--termination-log".into(),
-        out.join("termination-log").display().to_string(),
-    ]);
-    v
-}
 
 fn summary(out: &Path) -> TrainSummary {
     common::train_summary(&out.join("termination-log"))
@@ -325,23 +278,6 @@ fn several_workers_without_a_rendezvous_are_refused_with_a_reason() {
     let TerminationSummary::Error(e) = log else { panic!("expected an error summary") };
     assert_eq!(e.reason, "InvalidSpec");
     assert!(e.message.contains("MASTER_ADDR"), "{}", e.message);
-}
-
-/// `GET /metrics` at `addr`, over a plain socket; `None` once nothing answers.
-fn scrape(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream
-        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    text.starts_with("HTTP/1.1 200").then_some(text)
-}
-
-fn gauge(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[test]

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use hone_crds::StorageLocation;
 use hone_crds::consts::{LABEL_KUEUE_QUEUE, LABEL_TRAINING_JOB};
 use hone_crds::contract::{TERMINATION_LOG, TRAINER_METRICS_PORT};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
     PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
@@ -103,6 +105,19 @@ pub fn build(valid: &ValidTrainingJob) -> Desired {
             run_policy.backoff_limit
         },
         active_deadline_seconds: run_policy.active_deadline_seconds,
+        // A pod stopped by preemption, eviction or a node drain does not count
+        // against backoffLimit: the trainer checkpoints on SIGTERM and the
+        // next pod resumes at that step.
+        pod_failure_policy: Some(PodFailurePolicy {
+            rules: vec![PodFailurePolicyRule {
+                action: "Ignore".to_owned(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".to_owned(),
+                    status: "True".to_owned(),
+                }]),
+                ..Default::default()
+            }],
+        }),
         ttl_seconds_after_finished: run_policy.ttl_seconds_after_finished,
         // Kueue admits a queued Job by unsuspending it.
         suspend: Some(run_policy.suspend.unwrap_or(false) || spec.queue_name.is_some()),

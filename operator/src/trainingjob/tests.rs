@@ -203,6 +203,19 @@ fn gpus_node_placement_and_run_policy_map_to_the_job() {
 }
 
 #[test]
+fn a_disrupted_pod_is_not_a_failed_attempt_and_the_trainer_serves_its_figures() {
+    let desired = desired::build(&valid(""));
+    let rules = desired.job.spec.clone().unwrap().pod_failure_policy.unwrap().rules;
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].action, "Ignore");
+    let on = rules[0].on_pod_conditions.clone().unwrap();
+    assert_eq!((on[0].type_.as_str(), on[0].status.as_str()), ("DisruptionTarget", "True"));
+    assert_eq!(env(&desired)["HONE_METRICS_ADDR"], "0.0.0.0:9091");
+    let port = &container(&desired).ports.unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.container_port), (Some("metrics"), 9091));
+}
+
+#[test]
 fn queue_name_labels_the_job_and_creates_it_suspended() {
     let desired = desired::build(&valid("queueName: team-a"));
     assert_eq!(desired.job.metadata.labels.as_ref().unwrap()["kueue.x-k8s.io/queue-name"], "team-a");
