@@ -10,23 +10,6 @@ use hone_crds::modelversion::{ArtifactFormat, RegistryReference};
 use hone_operator::mlflow::{Credentials, Export, Registry, RegistryConfig, RegistryError, tags};
 use hone_storage::testing::MlflowServer;
 
-/// Logs a folder holding `model.onnx` and `model.json` to a run, registers
-/// it as `iris` version 1 with alias `champion`; prints the run id.
-const REGISTER_IRIS: &str = r#"
-import json, os, mlflow
-from mlflow import MlflowClient
-os.makedirs("model", exist_ok=True)
-open("model/model.onnx", "wb").write(b"onnx-bytes-" + os.urandom(64))
-json.dump({"signature": {"inputShape": [4], "classes": ["a", "b", "c"]}}, open("model/model.json", "w"))
-with mlflow.start_run() as run:
-    mlflow.log_artifacts("model", artifact_path="model")
-c = MlflowClient()
-c.create_registered_model("iris")
-mv = c.create_model_version("iris", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
-c.set_registered_model_alias("iris", "champion", mv.version)
-print(run.info.run_id)
-"#;
-
 fn registry(uri: &str) -> Registry {
     Registry::new(&RegistryConfig { uri: uri.to_owned(), credentials: Credentials::None }).unwrap()
 }
@@ -49,8 +32,7 @@ fn export(uid: &str) -> Export {
 #[tokio::test(flavor = "multi_thread")]
 async fn models_uris_resolve_registrations_carry_lineage_and_an_alias_moves() {
     let Some(mut server) = MlflowServer::start() else { return };
-    // The last line: MLflow prints links to the run before it.
-    let run_id = server.python(REGISTER_IRIS).lines().last().unwrap_or_default().trim().to_owned();
+    let run_id = server.register_iris("iris", "model.onnx", "champion");
     let client = registry(&format!("{}/", server.uri));
 
     // Import, by version and by alias: the same version, its run, and a URI a pod reads.

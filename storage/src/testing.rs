@@ -207,6 +207,30 @@ impl MlflowServer {
         assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// Logs a folder holding `model_file` (random bytes) and a `model.json`
+    /// for iris (4 features, classes a, b, c) to a new run, registers it as
+    /// `name` version 1 with `alias` on it; returns the run id.
+    pub fn register_iris(&self, name: &str, model_file: &str, alias: &str) -> String {
+        let script = format!(
+            r#"
+import json, os, mlflow
+from mlflow import MlflowClient
+os.makedirs("model", exist_ok=True)
+open("model/{model_file}", "wb").write(b"model-bytes-" + os.urandom(64))
+json.dump({{"signature": {{"inputShape": [4], "classes": ["a", "b", "c"]}}}}, open("model/model.json", "w"))
+with mlflow.start_run() as run:
+    mlflow.log_artifacts("model", artifact_path="model")
+c = MlflowClient()
+c.create_registered_model("{name}")
+mv = c.create_model_version("{name}", f"{{run.info.artifact_uri}}/model", run_id=run.info.run_id)
+c.set_registered_model_alias("{name}", "{alias}", mv.version)
+print(run.info.run_id)
+"#
+        );
+        // The last line: MLflow prints links to the run before it.
+        self.python(&script).lines().last().unwrap_or_default().trim().to_owned()
+    }
 }
 
 impl Drop for MlflowServer {

@@ -23,23 +23,6 @@ use serde_json::json;
 const DIGEST: &str = "sha256:5e1a7b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90";
 const ARTIFACT_DIGEST: &str = "sha256:bb11bb22cc33dd44ee55ff66aa11bb22cc33dd44ee55ff66aa11bb22cc33dd44";
 
-/// Logs a folder with `model.pt` and `model.json` to a run, registers it as
-/// `iris` version 1 with the alias `champion`; prints the run id last.
-const REGISTER_IRIS: &str = r#"
-import json, os, mlflow
-from mlflow import MlflowClient
-os.makedirs("model", exist_ok=True)
-open("model/model.pt", "wb").write(b"torchscript-bytes-" + os.urandom(64))
-json.dump({"signature": {"inputShape": [4], "classes": ["a", "b", "c"]}}, open("model/model.json", "w"))
-with mlflow.start_run() as run:
-    mlflow.log_artifacts("model", artifact_path="model")
-c = MlflowClient()
-c.create_registered_model("iris")
-mv = c.create_model_version("iris", f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
-c.set_registered_model_alias("iris", "champion", mv.version)
-print(run.info.run_id)
-"#;
-
 fn imported(name: &str, uri: &str) -> serde_json::Value {
     json!({
         "apiVersion": "hone.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": name},
@@ -71,7 +54,7 @@ fn registry_state(mv: &ModelVersion) -> Option<RegistrySyncState> {
 #[tokio::test]
 async fn models_uris_are_imported_trained_versions_exported_and_an_alias_kept() {
     let Some(mut server) = MlflowServer::start() else { return };
-    let run_id = server.python(REGISTER_IRIS).lines().last().unwrap_or_default().trim().to_owned();
+    let run_id = server.register_iris("iris", "model.pt", "champion");
     let env = Env::new("hone-mlflow").await;
     let operator = OperatorProcess::start(&env.ns.name, "op-mlflow", &["--mlflow-uri", &server.uri]).unwrap();
     operator.wait_leader(harness::WAIT).await.unwrap_or_else(|e| panic!("{e}\n{}", operator.log()));

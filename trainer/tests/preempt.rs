@@ -7,27 +7,12 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{digits_args, gauge, scrape, trainer_bin};
+use common::{digits_args, gauge, log_lines, scrape, trainer_bin};
 use hone_crds::contract::TerminationSummary;
 use serde_json::Value;
-
-/// The JSON log lines a child writes on stderr, as they come.
-fn log_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<Value> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                let _ = tx.send(v);
-            }
-        }
-    });
-    rx
-}
 
 #[test]
 fn sigterm_mid_epoch_checkpoints_that_step_and_the_next_attempt_resumes_there() {

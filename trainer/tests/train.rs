@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{digits_args, exported_data, file_uri, gauge, python, scrape, trainer_bin};
+use common::{digits_args, exported_data, file_uri, gauge, log_lines, python, scrape, trainer_bin};
 use hone_crds::contract::{ModelCard, TerminationSummary, TrainSummary};
 use hone_crds::modelversion::Task;
 
@@ -282,7 +282,6 @@ fn several_workers_without_a_rendezvous_are_refused_with_a_reason() {
 
 #[test]
 fn live_figures_are_served_on_metrics_while_the_run_trains() {
-    use std::io::BufRead;
     let out = tempfile::tempdir().unwrap();
     let mut child = Command::new(trainer_bin())
         .args(digits_args(out.path()))
@@ -292,18 +291,13 @@ fn live_figures_are_served_on_metrics_while_the_run_trains() {
         .spawn()
         .unwrap();
     // The bound port is logged as a JSON line on stderr.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["event"] == "metrics_listening"
-            {
-                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-            }
+    let lines = log_lines(&mut child);
+    let addr = loop {
+        let line = lines.recv_timeout(Duration::from_secs(120)).expect("metrics_listening logged");
+        if line["event"] == "metrics_listening" {
+            break line["addr"].as_str().unwrap_or_default().to_owned();
         }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(120)).expect("metrics_listening logged");
+    };
     let (mut epochs, mut steps, mut last) = (std::collections::BTreeSet::new(), Vec::new(), None);
     while let Some(text) = scrape(&addr) {
         let epoch = gauge(&text, "hone_trainer_epoch").unwrap();
