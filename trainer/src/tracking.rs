@@ -5,14 +5,22 @@ use std::collections::BTreeMap;
 
 use hone_crds::contract::EpochMetrics;
 
-use crate::dataset::Dataset;
-use crate::train::TrainOptions;
 use hone_storage::Location;
+
+/// What a run reports when it starts: its parameters (name, value) and
+/// its output location.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunStart {
+    /// Hyperparameters, architecture and the data it trains on.
+    pub params: Vec<(String, String)>,
+    /// The run's output location.
+    pub output: String,
+}
 
 /// Receives a run's parameters, per-epoch metrics and final results.
 pub trait Tracker: Send {
     /// The run starts (or resumes).
-    fn start(&mut self, opts: &TrainOptions, data: &Dataset);
+    fn start(&mut self, run: &RunStart);
     /// An epoch finished.
     fn epoch(&mut self, metrics: &EpochMetrics);
     /// The run finished; `out` holds the output files. Returns the tracking
@@ -24,7 +32,7 @@ pub trait Tracker: Send {
 pub struct NoTracking;
 
 impl Tracker for NoTracking {
-    fn start(&mut self, _: &TrainOptions, _: &Dataset) {}
+    fn start(&mut self, _: &RunStart) {}
     fn epoch(&mut self, _: &EpochMetrics) {}
     fn finish(&mut self, _: &BTreeMap<String, f64>, _: &Location) -> Option<String> {
         None
@@ -69,24 +77,8 @@ impl MlflowTracker {
 }
 
 impl Tracker for MlflowTracker {
-    fn start(&mut self, opts: &TrainOptions, data: &Dataset) {
-        let hp = &opts.hyperparameters;
-        let params = [
-            ("architecture", opts.architecture.as_str().to_owned()),
-            ("epochs", hp.epochs.to_string()),
-            ("batch_size", hp.batch_size.to_string()),
-            ("learning_rate", hp.learning_rate.to_string()),
-            ("optimizer", format!("{:?}", hp.optimizer).to_lowercase()),
-            ("weight_decay", hp.weight_decay.to_string()),
-            ("scheduler", format!("{:?}", hp.scheduler).to_lowercase()),
-            ("warmup_epochs", hp.warmup_epochs.to_string()),
-            ("early_stopping_patience", hp.early_stopping_patience.to_string()),
-            ("seed", hp.seed.to_string()),
-            ("dataset_digest", data.summary.digest.clone()),
-            ("dataset_samples", data.len().to_string()),
-        ];
-        let params = params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        self.send(Msg::Start { params, out: opts.output.clone() });
+    fn start(&mut self, run: &RunStart) {
+        self.send(Msg::Start { params: run.params.clone(), out: run.output.clone() });
     }
 
     fn epoch(&mut self, metrics: &EpochMetrics) {

@@ -23,7 +23,7 @@ use crate::model::{self, ModelError, Network};
 use crate::optim::{Optimizer, learning_rate};
 use crate::rng::SplitMix64;
 use crate::tensors::{Tensors, evaluate_sums};
-use crate::tracking::Tracker;
+use crate::tracking::{RunStart, Tracker};
 use hone_dist::{DistError, ProcessGroup};
 use hone_storage::{Location, StorageError};
 
@@ -159,7 +159,7 @@ pub async fn run(
     let parallel = Parallel::new(group);
     let mut run = prepare(opts, &parallel).await?;
     if parallel.is_leader() {
-        tracker.start(opts, &run.data);
+        tracker.start(&run_start(opts, &run.data));
     }
     train_epochs(opts, &parallel, &mut run, tracker).await?;
     if !parallel.is_leader() {
@@ -178,6 +178,30 @@ pub async fn run(
         return Ok(TrainOutcome::Worker(summary));
     }
     crate::export::export(opts, run, tracker).await
+}
+
+/// The parameters a tracker records for this run.
+fn run_start(opts: &TrainOptions, data: &Dataset) -> RunStart {
+    let hp = &opts.hyperparameters;
+    let params = [
+        ("architecture", opts.architecture.as_str().to_owned()),
+        ("head", opts.head.as_str().to_owned()),
+        ("epochs", hp.epochs.to_string()),
+        ("batch_size", hp.batch_size.to_string()),
+        ("learning_rate", hp.learning_rate.to_string()),
+        ("optimizer", format!("{:?}", hp.optimizer).to_lowercase()),
+        ("weight_decay", hp.weight_decay.to_string()),
+        ("scheduler", format!("{:?}", hp.scheduler).to_lowercase()),
+        ("warmup_epochs", hp.warmup_epochs.to_string()),
+        ("early_stopping_patience", hp.early_stopping_patience.to_string()),
+        ("seed", hp.seed.to_string()),
+        ("dataset_digest", data.summary.digest.clone()),
+        ("dataset_samples", data.len().to_string()),
+    ];
+    RunStart {
+        params: params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        output: opts.output.clone(),
+    }
 }
 
 /// Loads and checks the data, builds the network and optimizer, and
