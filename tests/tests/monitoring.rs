@@ -16,10 +16,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use hone_cluster_tests::{TestNamespace, client, wait_for};
-use hone_crds::consts::{LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION, LABEL_VARIANT};
+use hone_crds::consts::{
+    LABEL_DATASET, LABEL_INFERENCE_SERVICE, LABEL_MODEL_VERSION, LABEL_TRAINING_JOB, LABEL_VARIANT,
+};
 use hone_operator::children::child_labels;
 use hone_operator::inferenceservice::desired::router::router_selector;
 use hone_operator::inferenceservice::names::{ADMIN_PORT_NAME, COMPONENT_PREDICTOR, LABEL_COMPONENT};
+use hone_operator::trainingjob::desired::TRAINER_METRICS_PORT_NAME;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::discovery::{Discovery, Scope};
@@ -158,7 +161,7 @@ fn check_monitoring_objects(objects: &[DynamicObject], namespace: &str) {
         (LABEL_COMPONENT.to_owned(), COMPONENT_PREDICTOR.to_owned()),
     ]);
     let pod_monitors = of_kind(objects, "PodMonitor");
-    assert_eq!(pod_monitors.len(), 2, "predictor and router PodMonitors");
+    assert_eq!(pod_monitors.len(), 3, "predictor, router and trainer PodMonitors");
     let by_pod = |labels: &BTreeMap<String, String>| -> Vec<String> {
         pod_monitors
             .iter()
@@ -171,14 +174,29 @@ fn check_monitoring_objects(objects: &[DynamicObject], namespace: &str) {
     assert_eq!(predictors.len(), 1, "exactly one PodMonitor selects predictor pods: {predictors:?}");
     assert_eq!(routers.len(), 1, "exactly one PodMonitor selects router pods: {routers:?}");
     assert_ne!(predictors, routers);
+    // Training pods carry the child labels of their TrainingJob.
+    let trainers = by_pod(&child_labels(LABEL_TRAINING_JOB, "cnn"));
+    assert_eq!(trainers.len(), 1, "exactly one PodMonitor selects training pods: {trainers:?}");
+    assert!(trainers != predictors && trainers != routers);
     assert!(
-        by_pod(&child_labels(LABEL_INFERENCE_SERVICE, "digits")).is_empty(),
+        by_pod(&child_labels(LABEL_INFERENCE_SERVICE, "digits")).is_empty()
+            && by_pod(&child_labels(LABEL_DATASET, "digits")).is_empty(),
         "other children are not scraped"
     );
     for monitor in &pod_monitors {
         let spec = &monitor.data["spec"];
         assert_eq!(spec["namespaceSelector"]["any"], true, "every namespace: {spec}");
         let endpoint = &spec["podMetricsEndpoints"][0];
+        if monitor.name_any() == trainers[0] {
+            // The trainer's live figures, on the port the operator names.
+            assert_eq!(endpoint["port"], TRAINER_METRICS_PORT_NAME);
+            assert_eq!(endpoint["path"], "/metrics");
+            let relabel = endpoint["relabelings"].as_array().unwrap();
+            let tj =
+                relabel.iter().find(|r| r["targetLabel"] == "trainingjob").expect("a trainingjob relabeling");
+            assert_eq!(tj["sourceLabels"][0], pod_meta_label(LABEL_TRAINING_JOB));
+            continue;
+        }
         // Routers and predictors serve their metrics on the admin port, off
         // the client port (where a predictor's need its API key).
         assert_eq!(endpoint["port"], ADMIN_PORT_NAME, "the container port the operator names");
