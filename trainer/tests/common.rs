@@ -188,3 +188,25 @@ pub fn log_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<s
     });
     rx
 }
+
+/// Starts [`digits_args`] with `/metrics` on a free loopback port; returns
+/// the child, its log lines and the address it serves on (logged on stderr).
+pub fn spawn_digits_with_metrics(
+    out: &Path,
+) -> (std::process::Child, std::sync::mpsc::Receiver<serde_json::Value>, String) {
+    let mut child = Command::new(trainer_bin())
+        .args(digits_args(out))
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(&mut child);
+    let addr = loop {
+        let line = lines.recv_timeout(std::time::Duration::from_secs(120)).expect("metrics_listening logged");
+        if line["event"] == "metrics_listening" {
+            break line["addr"].as_str().unwrap_or_default().to_owned();
+        }
+    };
+    (child, lines, addr)
+}

@@ -10,27 +10,14 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{digits_args, gauge, log_lines, scrape, trainer_bin};
+use common::{digits_args, gauge, log_lines, scrape, spawn_digits_with_metrics, trainer_bin};
 use hone_crds::contract::TerminationSummary;
 use serde_json::Value;
 
 #[test]
 fn sigterm_mid_epoch_checkpoints_that_step_and_the_next_attempt_resumes_there() {
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(trainer_bin())
-        .args(digits_args(out.path()))
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = log_lines(&mut child);
-    let addr = loop {
-        let line = lines.recv_timeout(Duration::from_secs(120)).expect("metrics_listening logged");
-        if line["event"] == "metrics_listening" {
-            break line["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let (mut child, _lines, addr) = spawn_digits_with_metrics(out.path());
     // Wait until the run is part-way into an epoch after the first.
     let deadline = Instant::now() + Duration::from_secs(600);
     let per_epoch = loop {

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{digits_args, exported_data, file_uri, gauge, log_lines, python, scrape, trainer_bin};
+use common::{
+    digits_args, exported_data, file_uri, gauge, python, scrape, spawn_digits_with_metrics, trainer_bin,
+};
 use hone_crds::contract::{ModelCard, TerminationSummary, TrainSummary};
 use hone_crds::modelversion::Task;
 
@@ -283,21 +285,7 @@ fn several_workers_without_a_rendezvous_are_refused_with_a_reason() {
 #[test]
 fn live_figures_are_served_on_metrics_while_the_run_trains() {
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(trainer_bin())
-        .args(digits_args(out.path()))
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The bound port is logged as a JSON line on stderr.
-    let lines = log_lines(&mut child);
-    let addr = loop {
-        let line = lines.recv_timeout(Duration::from_secs(120)).expect("metrics_listening logged");
-        if line["event"] == "metrics_listening" {
-            break line["addr"].as_str().unwrap_or_default().to_owned();
-        }
-    };
+    let (mut child, _lines, addr) = spawn_digits_with_metrics(out.path());
     let (mut epochs, mut steps, mut last) = (std::collections::BTreeSet::new(), Vec::new(), None);
     while let Some(text) = scrape(&addr) {
         let epoch = gauge(&text, "hone_trainer_epoch").unwrap();
