@@ -96,11 +96,15 @@ pub async fn read(url: &str) -> Result<Figures, String> {
 
 /// Writes `figures` into `status`: progress (with an estimate of the end
 /// from the pace since `status.startTime`) and the live metrics. A page
-/// without the epoch counts changes nothing.
+/// without the epoch counts, or before the run is planned, changes nothing.
 pub fn record(status: &mut TrainingJobStatus, figures: &Figures, now: &Time) {
     let (Some(epoch), Some(total_epochs)) = (figures.count("epoch"), figures.count("epochs")) else {
         return;
     };
+    // 0 epochs planned: the trainer is still loading its data.
+    if total_epochs < 1.0 {
+        return;
+    }
     let step = figures.count("step").map(|v| v as i64);
     let total_steps = figures.count("steps").map(|v| v as i64);
     let started = status.start_time.as_ref().map(|t| t.0);
@@ -178,6 +182,7 @@ mod tests {
         for page in [
             "",
             "hone_trainer_loss 0.3\n",
+            "hone_trainer_epoch 0\nhone_trainer_epochs 0\nhone_trainer_loss 0\n",
             "hone_trainer_epoch -1\nhone_trainer_epochs 3\n",
             "hone_trainer_epoch 1e300\nhone_trainer_epochs 3\n",
         ] {
