@@ -275,6 +275,9 @@ impl AppState {
                 Err(ApiError::InferenceUnavailable)
             }
             Ok(Ok(Err(message))) => Err(ApiError::Inference(message)),
+            // Ready only after its deadline (the timer and the answer were
+            // both due when this task ran): the promise is 504 past the timeout.
+            Ok(Ok(Ok(_))) if Instant::now() > deadline => Err(ApiError::Timeout(timeout.as_millis() as u64)),
             Ok(Ok(Ok(output))) => Ok(output),
         }
     }

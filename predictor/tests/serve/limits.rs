@@ -38,7 +38,8 @@ async fn not_ready_until_loaded_and_warmed_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_inference_times_out_with_504() {
-    let server = start(args("slow", &["--request-timeout-ms", "20"])).await;
+    // The model's matmul loop takes tens of milliseconds; 1 ms never suffices.
+    let server = start(args("slow", &["--request-timeout-ms", "1"])).await;
     let r = reqwest::Client::new().post(server.url("/predict")).json(&ROW).send().await.unwrap();
     expect_error(r, 504, "timeout").await;
 }
