@@ -12,7 +12,7 @@ use hone_crds::modelversion::{ModelVersion, RegistrySyncState};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::mlflow::{Registry, RegistryError};
-use crate::modelversion::registry::{NOT_CONFIGURED, retry_delay};
+use crate::modelversion::registry::{NOT_CONFIGURED, backoff_left, retry_delay};
 
 /// What the alias should name now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,12 +102,8 @@ pub async fn sync(
         if p.state == RegistrySyncState::Synced {
             return None;
         }
-        if let Some(last) = &p.last_attempt {
-            let due = retry_delay(p.attempts.max(1)).as_secs() as i64;
-            let elapsed = now.0.as_second() - last.0.as_second();
-            if elapsed < due {
-                return Some(Duration::from_secs((due - elapsed).max(1) as u64));
-            }
+        if let Some(wait) = p.last_attempt.as_ref().and_then(|last| backoff_left(p.attempts, last, now)) {
+            return Some(wait);
         }
     }
     let attempts = previous.as_ref().filter(|p| same(p)).map_or(0, |p| p.attempts).saturating_add(1);

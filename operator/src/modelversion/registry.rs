@@ -144,8 +144,13 @@ pub fn wants_export(mv: &ModelVersion, status: &ModelVersionStatus) -> bool {
 /// repeated before its backoff has passed, whatever wakes the reconcile.
 pub fn export_wait(status: &ModelVersionStatus, now: &Time) -> Option<Duration> {
     let registration = status.mlflow.as_ref().filter(|m| m.state == RegistrySyncState::Pending)?;
-    let last = registration.last_attempt.as_ref()?;
-    let due = retry_delay(registration.attempts.max(1)).as_secs() as i64;
+    backoff_left(registration.attempts, registration.last_attempt.as_ref()?, now)
+}
+
+/// How long is left of the backoff after `attempts` failed tries, the last
+/// at `last` (None: a try is due now). The export and the alias share it.
+pub fn backoff_left(attempts: u32, last: &Time, now: &Time) -> Option<Duration> {
+    let due = retry_delay(attempts.max(1)).as_secs() as i64;
     let elapsed = now.0.as_second() - last.0.as_second();
     (elapsed < due).then(|| Duration::from_secs((due - elapsed).max(1) as u64))
 }
