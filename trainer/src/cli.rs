@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hone_crds::contract::env;
 use hone_crds::trainingjob::{Architecture, Augmentation, Hyperparameters, ModelHead, Optimizer, Scheduler};
 
-use crate::dataset::{DataOptions, Format};
+use crate::dataset::{DataMode, DataOptions, DataPath, Format};
 use crate::evalsplit::EvalSplitOptions;
 
 /// Hone's trainer: inspects datasets and trains models with libtorch.
@@ -246,6 +246,26 @@ pub struct TrainArgs {
     /// CPU threads for libtorch (default: all cores).
     #[arg(long, env = env::THREADS)]
     pub threads: Option<i32>,
+    /// Where decoded images are kept: `auto` keeps them in memory when
+    /// they fit a quarter of the memory limit (1 GiB without one) and
+    /// streams them otherwise; `memory`; `stream`.
+    #[arg(long, env = env::DATA_MODE, value_enum, default_value = "auto")]
+    pub data_mode: DataMode,
+    /// Folder for the on-disk cache of decoded images (an emptyDir or a
+    /// PVC): streamed epochs read it instead of fetching and decoding again.
+    #[arg(long, env = env::DATA_CACHE)]
+    pub data_cache: Option<PathBuf>,
+    /// Decode workers when streaming (0: one per CPU the pod may use).
+    #[arg(long, env = env::DATA_WORKERS, default_value_t = 0)]
+    pub data_workers: usize,
+    /// Storage reads in flight at most (1 to 256).
+    #[arg(long, env = env::DATA_READS, default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub data_reads: u16,
+    /// Benchmarks only: train on the first batch over and over (the
+    /// model's rate without the data path).
+    #[arg(long, hide = true)]
+    pub bench_compute_only: bool,
     /// MLflow tracking server URI.
     #[arg(long, env = env::MLFLOW_URI)]
     pub mlflow_uri: Option<String>,
@@ -261,6 +281,17 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// How images are kept and read.
+    pub fn data_path(&self) -> DataPath {
+        DataPath {
+            mode: self.data_mode,
+            cache_dir: self.data_cache.clone(),
+            workers: self.data_workers.min(256),
+            reads: usize::from(self.data_reads),
+            memory_budget: 0,
+        }
+    }
+
     /// The hyperparameters, as the TrainingJob spec types.
     pub fn hyperparameters(&self) -> Hyperparameters {
         Hyperparameters {

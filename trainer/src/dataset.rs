@@ -7,19 +7,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::StreamExt;
 use hone_crds::contract::{InputKind, InspectSummary};
 use sha2::{Digest, Sha256};
 
 use crate::rng::SplitMix64;
-use hone_storage::{Location, ObjectInfo, StorageError};
+pub use crate::stream::{DataMode, DataPath};
+use hone_storage::{Location, StorageError};
 
-/// Files fetched at once.
-const FETCH_CONCURRENCY: usize = 16;
 /// Image file extensions read from class folders.
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
-/// Folder names that mark a source already split into train/val/test.
-const SPLIT_FOLDERS: &[&str] = &["train", "val", "validation", "test"];
+pub(crate) const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 
 /// Layout of the data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -93,6 +89,16 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A file's bytes differ from those its digest was taken over: the
+    /// source is being written to while the run reads it.
+    #[error(
+        "{path} changed after the dataset was verified (its bytes no longer match the hash taken when the \
+         run started): the source is being written to; restore it, or verify the Dataset again and train anew"
+    )]
+    Changed {
+        /// Relative path of the file.
+        path: String,
+    },
     /// The layout or options do not make a usable dataset.
     #[error("{0}")]
     Layout(String),
@@ -103,6 +109,7 @@ impl DataError {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Storage(e) => e.category(),
+            Self::Changed { .. } => "DatasetChanged",
             _ => "InvalidData",
         }
     }
@@ -111,8 +118,11 @@ impl DataError {
 /// Decoded samples.
 #[derive(Clone, Debug)]
 pub enum Inputs {
-    /// `N x C x H x W` bytes.
+    /// `N x C x H x W` bytes, in memory.
     Images(Vec<u8>),
+    /// Images left where they are (and in the on-disk cache, when there is
+    /// one): training streams them batch by batch.
+    Stored(crate::stream::Stored),
     /// `N x F` values.
     Features(Vec<f32>),
 }
@@ -154,6 +164,10 @@ pub struct Dataset {
     /// Hex `sha256` of every sample's file as read (ImageFolder; empty for
     /// CSV), so a re-read can be checked against the digest.
     pub sample_sha256: Vec<String>,
+    /// Images: every sample's per-channel mean and mean square of its
+    /// pixels in [0, 1] (`N x C` pairs, sample-major; empty for CSV), taken
+    /// while decoding, so normalisation and drift statistics need no pixels.
+    pub channel_moments: Vec<[f64; 2]>,
     /// Digest, counts and classes.
     pub summary: InspectSummary,
 }
@@ -171,14 +185,14 @@ impl Dataset {
 }
 
 /// One manifest line.
-struct ManifestEntry {
-    path: String,
-    size: u64,
-    sha256: String,
+pub(crate) struct ManifestEntry {
+    pub(crate) path: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: String,
 }
 
 /// `sha256:` of the sorted manifest.
-fn manifest_digest(entries: &mut [ManifestEntry]) -> String {
+pub(crate) fn manifest_digest(entries: &mut [ManifestEntry]) -> String {
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let mut hasher = Sha256::new();
     for e in entries.iter() {
@@ -192,175 +206,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Reads, verifies and decodes the whole dataset.
-pub async fn load(opts: &DataOptions) -> Result<Dataset, DataError> {
+/// Reads, verifies and decodes the whole dataset: every sample is fetched,
+/// hashed and decoded once. With `keep` None (inspection, the test split)
+/// no pixels are kept, so memory does not grow with the dataset; for
+/// training, `keep` says where the decoded images go (see [`DataPath`]).
+pub async fn load(opts: &DataOptions, keep: Option<&DataPath>) -> Result<Dataset, DataError> {
     match opts.format {
-        Format::ImageFolder => load_image_folder(opts).await,
+        Format::ImageFolder => crate::images::load(opts, keep).await,
         Format::Csv => load_csv(opts).await,
     }
-}
-
-/// Where one image file sits in the layout.
-struct ImageFile {
-    info: ObjectInfo,
-    class: String,
-    folder_split: Option<&'static str>,
-}
-
-fn classify(objects: Vec<ObjectInfo>) -> Result<(Vec<ImageFile>, bool), DataError> {
-    let top: BTreeSet<&str> = objects
-        .iter()
-        .filter_map(|o| o.relative_path.split_once('/').map(|(dir, _)| dir))
-        .filter(|d| !d.starts_with('.'))
-        .collect();
-    let folder_split = top.contains("train") && top.iter().all(|d| SPLIT_FOLDERS.contains(d));
-    let mut files = Vec::new();
-    for info in objects {
-        let parts: Vec<&str> = info.relative_path.split('/').collect();
-        if parts.iter().any(|p| p.starts_with('.')) {
-            continue; // hidden files and folders (.DS_Store, .git) are not data
-        }
-        let (split, class) = match (folder_split, parts.as_slice()) {
-            (false, [class, _file]) => (None, (*class).to_owned()),
-            (true, [split, class, _file]) => {
-                let split = match *split {
-                    "train" => "train",
-                    "val" | "validation" => "val",
-                    _ => "test",
-                };
-                (Some(split), (*class).to_owned())
-            }
-            (_, [_file]) => continue, // files beside the class folders (README, LICENSE)
-            _ => {
-                return Err(DataError::Layout(format!(
-                    "{}: unexpected nesting; expected <class>/<image> or train|val|test/<class>/<image>",
-                    info.relative_path
-                )));
-            }
-        };
-        let ext = info.relative_path.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
-        if !IMAGE_EXTENSIONS.contains(&ext.as_str()) {
-            return Err(DataError::UnsupportedFile { path: info.relative_path });
-        }
-        files.push(ImageFile { info, class, folder_split: split });
-    }
-    Ok((files, folder_split))
-}
-
-/// Class folders with no files, for sources on a local filesystem (object
-/// stores have no empty folders).
-fn empty_local_class_folders(source: &str, folder_split: bool) -> Vec<String> {
-    let Some(root) =
-        url::Url::parse(source).ok().filter(|u| u.scheme() == "file").and_then(|u| u.to_file_path().ok())
-    else {
-        return Vec::new();
-    };
-    let roots: Vec<std::path::PathBuf> = if folder_split {
-        SPLIT_FOLDERS.iter().map(|s| root.join(s)).filter(|p| p.is_dir()).collect()
-    } else {
-        vec![root.clone()]
-    };
-    let mut empty = Vec::new();
-    for dir in roots {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if path.is_dir()
-                && !hidden
-                && std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false)
-            {
-                empty.push(path.strip_prefix(&root).unwrap_or(&path).display().to_string());
-            }
-        }
-    }
-    empty.sort();
-    empty
-}
-
-async fn load_image_folder(opts: &DataOptions) -> Result<Dataset, DataError> {
-    if opts.channels != 1 && opts.channels != 3 {
-        return Err(DataError::Layout(format!("channels must be 1 or 3, not {}", opts.channels)));
-    }
-    let root = Location::parse(&opts.source)?;
-    let (files, folder_split) = classify(root.list().await?)?;
-    if let Some(path) = empty_local_class_folders(&opts.source, folder_split).into_iter().next() {
-        return Err(DataError::EmptyClass { path });
-    }
-    if files.is_empty() {
-        return Err(DataError::Layout(format!(
-            "{}: no images found (expected <class>/<image> folders)",
-            opts.source
-        )));
-    }
-    let classes: Vec<String> =
-        files.iter().map(|f| f.class.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let (w, h, c) = (opts.width, opts.height, opts.channels as usize);
-    let sample_bytes = w as usize * h as usize * c;
-
-    let mut fetched = futures::stream::iter(files.iter().map(|f| {
-        let loc = root.join(&f.info.relative_path);
-        async move { loc.read().await }
-    }))
-    .buffered(FETCH_CONCURRENCY);
-
-    let mut images = Vec::with_capacity(files.len() * sample_bytes);
-    let mut labels = Vec::with_capacity(files.len());
-    let mut manifest = Vec::with_capacity(files.len());
-    let mut hashes = Vec::with_capacity(files.len());
-    let mut size_bytes = 0u64;
-    for file in &files {
-        let Some(bytes) = fetched.next().await else { break };
-        let bytes = bytes?;
-        let path = &file.info.relative_path;
-        let decoded = image::load_from_memory(&bytes)
-            .map_err(|e| DataError::Undecodable { path: path.clone(), reason: e.to_string() })?;
-        let resized = decoded.resize_exact(w, h, image::imageops::FilterType::Triangle);
-        // Planar C x H x W, the layout the network takes.
-        if c == 1 {
-            images.extend_from_slice(resized.to_luma8().as_raw());
-        } else {
-            let rgb = resized.to_rgb8();
-            for ch in 0..3 {
-                images.extend(rgb.as_raw().iter().skip(ch).step_by(3));
-            }
-        }
-        labels.push(classes.binary_search(&file.class).unwrap_or_default() as i64);
-        size_bytes += bytes.len() as u64;
-        hashes.push(sha256_hex(&bytes));
-        manifest.push(ManifestEntry {
-            path: path.clone(),
-            size: bytes.len() as u64,
-            sha256: hashes.last().cloned().unwrap_or_default(),
-        });
-    }
-    let split = if folder_split {
-        let mut split = Split::default();
-        for (i, f) in files.iter().enumerate() {
-            match f.folder_split {
-                Some("val") => split.val.push(i),
-                Some("test") => split.test.push(i),
-                _ => split.train.push(i),
-            }
-        }
-        split
-    } else {
-        seeded_split(labels.len(), opts.validation, opts.test, opts.split_seed)
-    };
-    let summary = summarize(manifest_digest(&mut manifest), &labels, &classes, size_bytes);
-    Ok(Dataset {
-        kind: InputKind::Image,
-        classes,
-        feature_names: Vec::new(),
-        sample_shape: vec![c as i64, h as i64, w as i64],
-        inputs: Inputs::Images(images),
-        labels,
-        targets: Vec::new(),
-        split,
-        sample_paths: files.iter().map(|f| f.info.relative_path.clone()).collect(),
-        sample_sha256: hashes,
-        summary,
-    })
 }
 
 async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
@@ -438,11 +292,12 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
         targets,
         sample_paths: Vec::new(),
         sample_sha256: Vec::new(),
+        channel_moments: Vec::new(),
         summary,
     })
 }
 
-fn summarize(digest: String, labels: &[i64], classes: &[String], size_bytes: u64) -> InspectSummary {
+pub(crate) fn summarize(digest: String, labels: &[i64], classes: &[String], size_bytes: u64) -> InspectSummary {
     let mut class_counts: BTreeMap<String, u64> = classes.iter().map(|c| (c.clone(), 0)).collect();
     for &l in labels {
         if let Some(count) = classes.get(l as usize).and_then(|c| class_counts.get_mut(c)) {

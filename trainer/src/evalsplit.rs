@@ -114,13 +114,13 @@ pub async fn run_capped(
     opts: &EvalSplitOptions,
     max_samples: usize,
 ) -> Result<EvalSplitHeader, EvalSplitError> {
-    let data = dataset::load(&opts.data).await?;
+    let data = dataset::load(&opts.data, None).await?;
     check(&data, opts.expected_digest.as_deref(), &opts.data.source)?;
     let chosen = &data.split.test[..data.split.test.len().min(max_samples)];
     create_dir(&opts.out)?;
     let samples = match &data.inputs {
         Inputs::Features(values) => tabular_samples(&data, values, chosen),
-        Inputs::Images(_) => copy_images(&data, &opts.data.source, chosen, &opts.out).await?,
+        Inputs::Images(_) | Inputs::Stored(_) => copy_images(&data, &opts.data.source, chosen, &opts.out).await?,
     };
     write_samples(&opts.out.join(EVAL_SAMPLES_FILE), &samples)?;
     let header = split_header(&data, samples.len());

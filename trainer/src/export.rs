@@ -23,30 +23,18 @@ use crate::train::{Prepared, TrainError, TrainOptions, TrainOutcome};
 /// each image's mean intensity per channel in [0, 1].
 fn drift_features(data: &Dataset) -> (Vec<String>, Vec<f64>, usize) {
     let train = &data.split.train;
-    match &data.inputs {
-        Inputs::Features(values) => {
-            let f = data.feature_names.len();
-            let rows = train
-                .iter()
-                .flat_map(|&i| values[i * f..(i + 1) * f].iter().map(|&v| f64::from(v)))
-                .collect();
-            (data.feature_names.clone(), rows, f)
-        }
-        Inputs::Images(bytes) => {
-            let c = data.sample_shape[0] as usize;
-            let per_sample: usize = data.sample_shape.iter().product::<i64>() as usize;
-            let plane = per_sample / c.max(1);
-            let mut rows = Vec::with_capacity(train.len() * c);
-            for &i in train {
-                for ch in 0..c {
-                    let start = i * per_sample + ch * plane;
-                    let sum: u64 = bytes[start..start + plane].iter().map(|&b| u64::from(b)).sum();
-                    rows.push(sum as f64 / plane as f64 / 255.0);
-                }
-            }
-            ((0..c).map(|ch| format!("channel_{ch}")).collect(), rows, c)
-        }
+    if let Inputs::Features(values) = &data.inputs {
+        let f = data.feature_names.len();
+        let rows =
+            train.iter().flat_map(|&i| values[i * f..(i + 1) * f].iter().map(|&v| f64::from(v))).collect();
+        return (data.feature_names.clone(), rows, f);
     }
+    let c = data.sample_shape[0] as usize;
+    let mut rows = Vec::with_capacity(train.len() * c);
+    for &i in train {
+        rows.extend((0..c).map(|ch| data.channel_moments.get(i * c + ch).map_or(0.0, |m| m[0])));
+    }
+    ((0..c).map(|ch| format!("channel_{ch}")).collect(), rows, c)
 }
 
 /// Rank 0's last phase: final evaluation, TorchScript, model.json, report.
@@ -60,8 +48,8 @@ pub(crate) async fn export(
     if hp.early_stopping_patience > 0 && checkpoints.load_best(&mut vs, &state).await? {
         event("info", "restored_best", json!({"epoch": state.best_epoch}));
     }
-    let val = evaluate(&net, head, &tensors, &data.split.val);
-    let test = evaluate(&net, head, &tensors, &data.split.test);
+    let val = evaluate(&net, head, &tensors, &data.split.val)?;
+    let test = evaluate(&net, head, &tensors, &data.split.test)?;
     let mut final_metrics = BTreeMap::new();
     let last = state.history.last().cloned();
     for (key, value) in [
@@ -80,7 +68,7 @@ pub(crate) async fn export(
     if head == ModelHead::Regression {
         // In the target's own units; the losses above are on it standardised.
         for (split, indices) in [("val", &data.split.val), ("test", &data.split.test)] {
-            let Some(e) = regression_errors(&net, &tensors, indices) else { continue };
+            let Some(e) = regression_errors(&net, &tensors, indices)? else { continue };
             for (name, value) in [("rmse", e.rmse), ("mae", e.mae), ("r2", e.r2)] {
                 if value.is_finite() {
                     final_metrics.insert(format!("{split}_{name}"), (value * 1e6).round() / 1e6);

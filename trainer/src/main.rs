@@ -79,7 +79,7 @@ fn fail(log_path: &str, reason: &str, message: String) -> ExitCode {
 }
 
 async fn inspect(args: InspectArgs) -> ExitCode {
-    match dataset::load(&args.data.options()).await {
+    match dataset::load(&args.data.options(), None).await {
         Ok(data) => {
             let summary = TerminationSummary::Inspect(data.summary);
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
@@ -134,6 +134,8 @@ async fn train_command(args: TrainArgs) -> ExitCode {
         hyperparameters: args.hyperparameters(),
         output: args.output.clone(),
         device,
+        data_path: args.data_path(),
+        compute_only: args.bench_compute_only,
         expected_dataset_digest: args.dataset_digest.clone(),
         metrics: hone_trainer::metrics::TrainerMetrics::new(),
         stop: Default::default(),

@@ -1,19 +1,32 @@
 //! The dataset as tensors on the training device, and evaluation passes
 //! over index lists (whole splits, or one rank's share of one).
 
-use hone_crds::trainingjob::ModelHead;
+use std::sync::Arc;
+
+use hone_crds::trainingjob::{Augmentation, ModelHead};
 use tch::{Device, Kind, Tensor};
 
 use crate::augment::augment;
-use crate::dataset::{Dataset, Inputs};
+use crate::dataset::{DataError, Dataset, Inputs};
 use crate::model::Network;
+use crate::stream::{DataPath, ImageStream, Prefetch};
 
-/// Batch size for evaluation passes.
-const EVAL_BATCH: i64 = 512;
+/// Samples per evaluation batch at most.
+const EVAL_BATCH: usize = 512;
+/// Decoded bytes per evaluation batch at most (fewer samples for large images).
+const EVAL_BATCH_BYTES: usize = 4 << 20;
+
+/// Where the samples are.
+enum Samples {
+    /// Images (`uint8`) or features (`f32`), all of them, on the device.
+    Memory(Tensor),
+    /// Images streamed batch by batch from storage or the on-disk cache.
+    Stream(Arc<ImageStream>),
+}
 
 /// The data as tensors on the training device, normalisation included.
 pub struct Tensors {
-    inputs: Tensor,
+    samples: Samples,
     /// What a batch is scored against: class indices, or for a regression
     /// head the standardised targets.
     labels: Tensor,
@@ -29,28 +42,51 @@ pub struct Tensors {
     pub mean_values: Vec<f64>,
     /// Std of every channel or feature.
     pub std_values: Vec<f64>,
+    sample_shape: Vec<i64>,
+    device: Device,
     image: bool,
 }
 
 impl Tensors {
     /// The samples of `data` on `device`, with the training split's
     /// statistics; a `regression` head scores against `data.targets`.
-    pub fn new(data: &Dataset, device: Device, head: ModelHead) -> Self {
+    /// Images held in memory move into the tensor (`data` keeps none).
+    pub fn new(data: &mut Dataset, device: Device, head: ModelHead, path: &DataPath) -> Self {
         let n = data.len() as i64;
         let mut shape = vec![n];
         shape.extend_from_slice(&data.sample_shape);
-        let (inputs, image) = match &data.inputs {
-            Inputs::Images(bytes) => (Tensor::from_slice(bytes).view(shape.as_slice()), true),
-            Inputs::Features(values) => (Tensor::from_slice(values).view(shape.as_slice()), false),
-        };
         let train_idx = Tensor::from_slice(&data.split.train.iter().map(|&i| i as i64).collect::<Vec<_>>());
-        let train = scale(&inputs.index_select(0, &train_idx), image);
-        // Mean and std over every dimension except channels (images) or features.
-        let dims: Vec<i64> = if image { vec![0, 2, 3] } else { vec![0] };
-        let mean = train.mean_dim(dims.as_slice(), true, Kind::Float);
-        let std = train.std_dim(dims.as_slice(), false, true).clamp_min(1e-6);
-        let to_vec =
-            |t: &Tensor| Vec::<f64>::try_from(t.flatten(0, -1).to_kind(Kind::Double)).unwrap_or_default();
+        let (samples, image, mean_values, std_values) = match &mut data.inputs {
+            Inputs::Features(values) => {
+                let inputs = Tensor::from_slice(values).view(shape.as_slice());
+                let train = inputs.index_select(0, &train_idx);
+                let mean = train.mean_dim([0i64].as_slice(), false, Kind::Double);
+                let std = train.std_dim([0i64].as_slice(), false, false).to_kind(Kind::Double);
+                let to_vec = |t: Tensor| Vec::<f64>::try_from(t).unwrap_or_default();
+                (Samples::Memory(inputs.to_device(device)), false, to_vec(mean), to_vec(std))
+            }
+            Inputs::Images(bytes) => {
+                let bytes = std::mem::take(bytes);
+                let inputs = Tensor::from_slice(&bytes).view(shape.as_slice()).to_device(device);
+                drop(bytes);
+                let (mean, std) = channel_stats(data);
+                (Samples::Memory(inputs), true, mean, std)
+            }
+            Inputs::Stored(_) => {
+                let stream = ImageStream::new(data, path).map(Arc::new);
+                let (mean, std) = channel_stats(data);
+                match stream {
+                    Some(stream) => (Samples::Stream(stream), true, mean, std),
+                    None => (Samples::Memory(Tensor::zeros([0], (Kind::Uint8, device))), true, mean, std),
+                }
+            }
+        };
+        let std_values: Vec<f64> = std_values.into_iter().map(|s| s.max(1e-6)).collect();
+        let mut stat_shape = vec![1i64, mean_values.len() as i64];
+        if image {
+            stat_shape.extend([1, 1]);
+        }
+        let stat = |v: &[f64]| Tensor::from_slice(v).to_kind(Kind::Float).view(stat_shape.as_slice());
         let (labels, target_mean, target_std) = if head == ModelHead::Regression {
             let targets = Tensor::from_slice(&data.targets);
             let train_targets = targets.index_select(0, &train_idx).to_kind(Kind::Double);
@@ -62,32 +98,101 @@ impl Tensors {
             (Tensor::from_slice(&data.labels), 0.0, 1.0)
         };
         Self {
+            samples,
             target_mean,
             target_std,
-            mean_values: to_vec(&mean),
-            std_values: to_vec(&std),
-            inputs: inputs.to_device(device),
+            mean: stat(&mean_values).to_device(device),
+            std: stat(&std_values).to_device(device),
+            mean_values,
+            std_values,
             labels: labels
                 .to_kind(if head == ModelHead::Regression { Kind::Float } else { Kind::Int64 })
                 .to_device(device),
-            mean: mean.to_device(device),
-            std: std.to_device(device),
+            sample_shape: data.sample_shape.clone(),
+            device,
             image,
         }
     }
 
-    /// The batch at `idx`: scaled, optionally augmented, normalised.
-    pub fn batch(
-        &self,
-        idx: &Tensor,
-        aug: Option<&hone_crds::trainingjob::Augmentation>,
-    ) -> (Tensor, Tensor) {
-        let idx = idx.to_device(self.inputs.device());
-        let mut x = scale(&self.inputs.index_select(0, &idx), self.image);
+    /// Whether batches are streamed (the data did not stay in memory).
+    pub fn streamed(&self) -> bool {
+        matches!(self.samples, Samples::Stream(_))
+    }
+
+    /// Samples per evaluation batch: up to 512, fewer for large images.
+    pub fn eval_batch(&self) -> usize {
+        let sample_bytes = self.sample_shape.iter().product::<i64>().max(1) as usize;
+        if self.image { (EVAL_BATCH_BYTES / sample_bytes).clamp(1, EVAL_BATCH) } else { EVAL_BATCH }
+    }
+
+    /// The batches `chunks`, in order: scaled, augmented when `aug` is
+    /// given, normalised. Streamed images are decoded ahead by the pool.
+    pub fn batches<'a>(&'a self, chunks: Vec<Vec<usize>>, aug: Option<&'a Augmentation>) -> Batches<'a> {
+        let chunks = Arc::new(chunks);
+        let prefetch = match &self.samples {
+            Samples::Stream(stream) => Some(stream.prefetch(chunks.clone())),
+            Samples::Memory(_) => None,
+        };
+        Batches { tensors: self, chunks, at: 0, prefetch, aug }
+    }
+
+    /// A raw batch (`uint8` images or features) made ready for the network.
+    fn finish(&self, raw: Tensor, idx: &Tensor, aug: Option<&Augmentation>) -> (Tensor, Tensor) {
+        let mut x = scale(&raw, self.image);
         if let (Some(aug), true) = (aug, self.image) {
             x = augment(&x, aug);
         }
-        ((x - &self.mean) / &self.std, self.labels.index_select(0, &idx))
+        ((x - &self.mean) / &self.std, self.labels.index_select(0, &idx.to_device(self.device)))
+    }
+}
+
+/// Per-channel mean and std of the training split from the samples' moments.
+fn channel_stats(data: &Dataset) -> (Vec<f64>, Vec<f64>) {
+    let c = data.sample_shape[0] as usize;
+    let (mut m1, mut m2) = (vec![0.0f64; c], vec![0.0f64; c]);
+    for &i in &data.split.train {
+        for ch in 0..c {
+            if let Some([a, b]) = data.channel_moments.get(i * c + ch) {
+                m1[ch] += a;
+                m2[ch] += b;
+            }
+        }
+    }
+    let n = data.split.train.len().max(1) as f64;
+    let mean: Vec<f64> = m1.iter().map(|s| s / n).collect();
+    let std = m2.iter().zip(&mean).map(|(s, m)| (s / n - m * m).max(0.0).sqrt()).collect();
+    (mean, std)
+}
+
+/// Batches in order; see [`Tensors::batches`].
+pub struct Batches<'a> {
+    tensors: &'a Tensors,
+    chunks: Arc<Vec<Vec<usize>>>,
+    at: usize,
+    prefetch: Option<Prefetch>,
+    aug: Option<&'a Augmentation>,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<(Tensor, Tensor), DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let chunk = self.chunks.get(self.at)?;
+        self.at += 1;
+        let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let raw = match (&self.tensors.samples, &mut self.prefetch) {
+            (Samples::Memory(all), _) => all.index_select(0, &idx.to_device(all.device())),
+            (Samples::Stream(_), Some(prefetch)) => match prefetch.next()? {
+                Ok(bytes) => {
+                    let mut shape = vec![chunk.len() as i64];
+                    shape.extend_from_slice(&self.tensors.sample_shape);
+                    Tensor::from_slice(&bytes).view(shape.as_slice()).to_device(self.tensors.device)
+                }
+                Err(e) => return Some(Err(e)),
+            },
+            (Samples::Stream(_), None) => return None,
+        };
+        Some(Ok(self.tensors.finish(raw, &idx, self.aug)))
     }
 }
 
@@ -110,23 +215,28 @@ pub struct Evaluation {
 
 /// Evaluates `net` on `indices` in eval mode (a regression head has no
 /// classes: its accuracy is NaN and it answers no predictions).
-pub fn evaluate(net: &Network, head: ModelHead, data: &Tensors, indices: &[usize]) -> Evaluation {
+pub fn evaluate(
+    net: &Network,
+    head: ModelHead,
+    data: &Tensors,
+    indices: &[usize],
+) -> Result<Evaluation, DataError> {
     if indices.is_empty() {
-        return Evaluation {
+        return Ok(Evaluation {
             loss: f64::NAN,
             accuracy: f64::NAN,
             predictions: Vec::new(),
             labels: Vec::new(),
-        };
+        });
     }
     let regression = head == ModelHead::Regression;
     let (mut loss_sum, mut predictions, mut labels) = (0.0, Vec::new(), Vec::new());
     tch::no_grad(|| {
-        for chunk in indices.chunks(EVAL_BATCH as usize) {
-            let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
-            let (x, y) = data.batch(&idx, None);
+        for batch in data.batches(eval_chunks(data, indices), None) {
+            let (x, y) = batch?;
             let logits = net.forward_t(&x, false);
-            loss_sum += crate::model::loss(head, &logits, &y).double_value(&[]) * chunk.len() as f64;
+            let n = y.size()[0] as f64;
+            loss_sum += crate::model::loss(head, &logits, &y).double_value(&[]) * n;
             if regression {
                 continue;
             }
@@ -136,14 +246,20 @@ pub fn evaluate(net: &Network, head: ModelHead, data: &Tensors, indices: &[usize
             );
             labels.extend(Vec::<i64>::try_from(y.to_device(Device::Cpu)).unwrap_or_default());
         }
-    });
+        Ok::<_, DataError>(())
+    })?;
     let correct = predictions.iter().zip(&labels).filter(|(p, l)| p == l).count();
-    Evaluation {
+    Ok(Evaluation {
         loss: loss_sum / indices.len() as f64,
         accuracy: if regression { f64::NAN } else { correct as f64 / indices.len() as f64 },
         predictions,
         labels,
-    }
+    })
+}
+
+/// `indices` in evaluation batches.
+fn eval_chunks(data: &Tensors, indices: &[usize]) -> Vec<Vec<usize>> {
+    indices.chunks(data.eval_batch()).map(<[usize]>::to_vec).collect()
 }
 
 /// A regression head's errors over a split, in the target's own units.
@@ -159,23 +275,27 @@ pub struct RegressionErrors {
 }
 
 /// Errors of a regression `net` on `indices` (None for no samples).
-pub fn regression_errors(net: &Network, data: &Tensors, indices: &[usize]) -> Option<RegressionErrors> {
+pub fn regression_errors(
+    net: &Network,
+    data: &Tensors,
+    indices: &[usize],
+) -> Result<Option<RegressionErrors>, DataError> {
     if indices.is_empty() {
-        return None;
+        return Ok(None);
     }
     let (mut predicted, mut actual) = (Vec::<f64>::new(), Vec::<f64>::new());
     tch::no_grad(|| {
-        for chunk in indices.chunks(EVAL_BATCH as usize) {
-            let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
-            let (x, y) = data.batch(&idx, None);
+        for batch in data.batches(eval_chunks(data, indices), None) {
+            let (x, y) = batch?;
             let out = net.forward_t(&x, false).squeeze_dim(-1).to_kind(Kind::Double).to_device(Device::Cpu);
             let y = y.to_kind(Kind::Double).to_device(Device::Cpu);
             let unscale = |v: f64| v * data.target_std + data.target_mean;
             predicted.extend(Vec::<f64>::try_from(out).unwrap_or_default().into_iter().map(unscale));
             actual.extend(Vec::<f64>::try_from(y).unwrap_or_default().into_iter().map(unscale));
         }
-    });
-    Some(errors(&predicted, &actual))
+        Ok::<_, DataError>(())
+    })?;
+    Ok(Some(errors(&predicted, &actual)))
 }
 
 /// RMSE, MAE and R² of `predicted` against `actual` (same length, not empty).
@@ -194,14 +314,19 @@ pub fn errors(predicted: &[f64], actual: &[f64]) -> RegressionErrors {
 
 /// Sums over one rank's share of a split: loss (sum over samples), correct
 /// answers and samples, to be added up across ranks.
-pub fn evaluate_sums(net: &Network, head: ModelHead, data: &Tensors, indices: &[usize]) -> [f64; 3] {
+pub fn evaluate_sums(
+    net: &Network,
+    head: ModelHead,
+    data: &Tensors,
+    indices: &[usize],
+) -> Result<[f64; 3], DataError> {
     if indices.is_empty() {
-        return [0.0; 3];
+        return Ok([0.0; 3]);
     }
-    let e = evaluate(net, head, data, indices);
+    let e = evaluate(net, head, data, indices)?;
     let n = indices.len() as f64;
     let correct = if e.accuracy.is_finite() { (e.accuracy * n).round() } else { 0.0 };
-    [e.loss * n, correct, n]
+    Ok([e.loss * n, correct, n])
 }
 
 #[cfg(test)]

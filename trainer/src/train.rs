@@ -15,7 +15,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint::{CheckpointError, Checkpoints, TrainState};
-use crate::dataset::{self, DataError, DataOptions, Dataset};
+use crate::dataset::{self, DataError, DataOptions, DataPath, Dataset};
 use crate::distributed::{GradientBuckets, Parallel, shard};
 use crate::log::{EpochProgress, event};
 use crate::metrics::TrainerMetrics;
@@ -47,6 +47,12 @@ pub struct TrainOptions {
     pub output: String,
     /// Where to train.
     pub device: Device,
+    /// How images are kept and read: in memory, or streamed through the
+    /// decode pool and the on-disk cache.
+    pub data_path: DataPath,
+    /// Benchmarks only: train on the first batch over and over, so the rate
+    /// is the model's alone, without the data path.
+    pub compute_only: bool,
     /// Dataset digest the run must train on (the Dataset's pinned digest).
     pub expected_dataset_digest: Option<String>,
     /// Live figures for `/metrics`.
@@ -212,7 +218,7 @@ async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepare
         return Err(TrainError::Invalid("epochs and batchSize must be at least 1".into()));
     }
     let started = Instant::now();
-    let data = dataset::load(&opts.data).await?;
+    let mut data = dataset::load(&opts.data, Some(&opts.data_path)).await?;
     if let Some(expected) = &opts.expected_dataset_digest
         && expected != &data.summary.digest
     {
@@ -253,7 +259,13 @@ async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepare
     // Name order, the same on every rank, so bucket i is the same tensors everywhere.
     let buckets = GradientBuckets::new(&params.iter().map(|(_, t)| t.shallow_clone()).collect::<Vec<_>>());
     let mut optimizer = Optimizer::new(hp.optimizer, hp.weight_decay, params);
-    let tensors = Tensors::new(&data, opts.device, opts.head);
+    let tensors = Tensors::new(&mut data, opts.device, opts.head, &opts.data_path);
+    event(
+        "info",
+        "data_path",
+        json!({"streamed": tensors.streamed(), "cache": opts.data_path.cache_dir,
+               "workers": opts.data_path.worker_count(), "reads": opts.data_path.reads}),
+    );
 
     let out = Location::parse(&opts.output)?;
     // Every rank reads rank 0's checkpoints from the shared output location.
@@ -374,7 +386,7 @@ async fn train_epochs(
         let [loss_total, correct_total, seen] =
             sums3(parallel, [steps.loss, steps.correct as f64, steps.seen as f64])?;
         let [val_loss_sum, val_correct, val_n] =
-            sums3(parallel, evaluate_sums(&run.net, run.head, &run.tensors, &val_share))?;
+            sums3(parallel, evaluate_sums(&run.net, run.head, &run.tensors, &val_share)?)?;
         let seconds = epoch_start.elapsed().as_secs_f64();
         // A regression head has no accuracy (its errors are in the final metrics).
         let accuracy =
@@ -438,6 +450,13 @@ fn epoch_steps(
         stopped: false,
     };
     let skip = state.epoch_steps as usize;
+    let chunks: Vec<Vec<usize>> = mine
+        .chunks(schedule.batch as usize)
+        .skip(skip)
+        .map(|c| c.iter().map(|&i| i as usize).collect())
+        .collect();
+    let mut batches = tensors.batches(chunks, Some(&hp.augmentation));
+    let mut first: Option<(Tensor, Tensor)> = None;
     let (started, mut waited, mut done) = (Instant::now(), 0.0f64, 0usize);
     for (index, chunk) in mine.chunks(schedule.batch as usize).enumerate().skip(skip) {
         if stop_requested(parallel, stop)? {
@@ -455,7 +474,17 @@ fn epoch_steps(
             schedule.warmup_steps,
         );
         let fetched = Instant::now();
-        let (x, y) = tensors.batch(&Tensor::from_slice(chunk), Some(&hp.augmentation));
+        let (x, y) = match &first {
+            Some((x, y)) if opts.compute_only => (x.shallow_clone(), y.shallow_clone()),
+            _ => {
+                let Some(batch) = batches.next() else { break };
+                let (x, y) = batch?;
+                if opts.compute_only {
+                    first = Some((x.shallow_clone(), y.shallow_clone()));
+                }
+                (x, y)
+            }
+        };
         waited += fetched.elapsed().as_secs_f64();
         let logits = net.forward_t(&x, true);
         let loss = model::loss(*head, &logits, &y);

@@ -67,6 +67,15 @@ pub const DATASET_DIGEST: &str = "HONE_DATASET_DIGEST";
 pub const DEVICE: &str = "HONE_DEVICE";
 /// libtorch intra-op threads.
 pub const THREADS: &str = "HONE_THREADS";
+/// Where training keeps decoded images: `auto`, `memory` or `stream`.
+pub const DATA_MODE: &str = "HONE_DATA_MODE";
+/// Folder of the on-disk cache of decoded images (the operator mounts the
+/// TrainingJob's `dataCache` volume there).
+pub const DATA_CACHE: &str = "HONE_DATA_CACHE";
+/// Decode workers of the streaming data path (default: one per CPU).
+pub const DATA_WORKERS: &str = "HONE_DATA_WORKERS";
+/// Storage reads in flight at most while reading the data.
+pub const DATA_READS: &str = "HONE_DATA_READS";
 /// MLflow tracking URI.
 pub const MLFLOW_URI: &str = "HONE_MLFLOW_URI";
 /// MLflow experiment.
