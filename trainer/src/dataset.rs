@@ -297,7 +297,12 @@ async fn load_csv(opts: &DataOptions) -> Result<Dataset, DataError> {
     })
 }
 
-pub(crate) fn summarize(digest: String, labels: &[i64], classes: &[String], size_bytes: u64) -> InspectSummary {
+pub(crate) fn summarize(
+    digest: String,
+    labels: &[i64],
+    classes: &[String],
+    size_bytes: u64,
+) -> InspectSummary {
     let mut class_counts: BTreeMap<String, u64> = classes.iter().map(|c| (c.clone(), 0)).collect();
     for &l in labels {
         if let Some(count) = classes.get(l as usize).and_then(|c| class_counts.get_mut(c)) {

@@ -120,7 +120,9 @@ pub async fn run_capped(
     create_dir(&opts.out)?;
     let samples = match &data.inputs {
         Inputs::Features(values) => tabular_samples(&data, values, chosen),
-        Inputs::Images(_) | Inputs::Stored(_) => copy_images(&data, &opts.data.source, chosen, &opts.out).await?,
+        Inputs::Images(_) | Inputs::Stored(_) => {
+            copy_images(&data, &opts.data.source, chosen, &opts.out).await?
+        }
     };
     write_samples(&opts.out.join(EVAL_SAMPLES_FILE), &samples)?;
     let header = split_header(&data, samples.len());

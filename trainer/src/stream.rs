@@ -270,7 +270,8 @@ impl ImageStream {
         let (tx, rx) = sync_channel(depth);
         let handles = (0..self.workers.min(batches.len()).max(1))
             .map(|_| {
-                let (stream, batches, shared, tx) = (self.clone(), batches.clone(), shared.clone(), tx.clone());
+                let (stream, batches, shared, tx) =
+                    (self.clone(), batches.clone(), shared.clone(), tx.clone());
                 std::thread::spawn(move || worker(&stream, &batches, &shared, depth, &tx))
             })
             .collect();
@@ -290,7 +291,13 @@ struct Shared {
 
 type Built = (usize, Result<Vec<u8>, DataError>);
 
-fn worker(stream: &ImageStream, batches: &[Vec<usize>], shared: &Shared, depth: usize, tx: &SyncSender<Built>) {
+fn worker(
+    stream: &ImageStream,
+    batches: &[Vec<usize>],
+    shared: &Shared,
+    depth: usize,
+    tx: &SyncSender<Built>,
+) {
     loop {
         let j = {
             let Ok(mut next) = shared.next.lock() else { return };
@@ -377,6 +384,111 @@ impl Drop for Prefetch {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::dataset::{DataOptions, Format};
+
+    #[test]
+    fn auto_keeps_in_memory_only_what_fits_the_budget() {
+        let path = DataPath { memory_budget: 1000, ..Default::default() };
+        assert_eq!(path.residency(10, 100), Residency::Memory);
+        assert_eq!(path.residency(11, 100), Residency::Nothing);
+        let cached = DataPath { cache_dir: Some("/c".into()), ..path.clone() };
+        assert_eq!(cached.residency(11, 100), Residency::Cache("/c".into()));
+        let memory = DataPath { mode: DataMode::Memory, ..cached.clone() };
+        assert_eq!(memory.residency(1 << 20, 1 << 20), Residency::Memory);
+        let stream = DataPath { mode: DataMode::Stream, ..cached };
+        assert_eq!(stream.residency(1, 1), Residency::Cache("/c".into()));
+        assert!(DataPath { workers: 3, ..Default::default() }.worker_count() == 3);
+        assert!(DataPath::default().worker_count() >= 1);
+    }
+
+    /// Six 4x4 gray images, image `i` filled with `10 * i`, in two classes.
+    fn dataset(dir: &Path) {
+        for i in 0..6u8 {
+            let class = dir.join(format!("c{}", i % 2));
+            std::fs::create_dir_all(&class).unwrap();
+            image::GrayImage::from_pixel(4, 4, image::Luma([10 * i]))
+                .save(class.join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+
+    fn options(dir: &Path) -> DataOptions {
+        DataOptions {
+            source: format!("file://{}", dir.display()),
+            format: Format::ImageFolder,
+            label_column: String::new(),
+            feature_columns: Vec::new(),
+            width: 4,
+            height: 4,
+            channels: 1,
+            validation: 0.0,
+            test: 0.0,
+            split_seed: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prefetched_batches_come_in_order_and_a_changed_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        dataset(dir.path());
+        for cache in [None, Some(dir.path().join("cache"))] {
+            let path = DataPath {
+                mode: DataMode::Stream,
+                cache_dir: cache.clone(),
+                workers: 3,
+                ..Default::default()
+            };
+            let data = crate::dataset::load(&options(dir.path()), Some(&path)).await.unwrap();
+            let stream = Arc::new(ImageStream::new(&data, &path).unwrap());
+            let fill = |i: usize| {
+                10 * data.sample_paths[i]
+                    .trim_end_matches(".png")
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .parse::<u8>()
+                    .unwrap()
+            };
+            let batches = vec![vec![5, 0], vec![3], vec![1, 2, 4], vec![0]];
+            let got: Vec<Vec<u8>> = tokio::task::spawn_blocking({
+                let (stream, batches) = (stream.clone(), Arc::new(batches.clone()));
+                move || stream.prefetch(batches).map(Result::unwrap).collect()
+            })
+            .await
+            .unwrap();
+            assert_eq!(got.len(), batches.len());
+            for (bytes, batch) in got.iter().zip(&batches) {
+                let want: Vec<u8> = batch.iter().flat_map(|&i| [fill(i); 16]).collect();
+                assert_eq!(bytes, &want, "batch {batch:?}");
+            }
+            // A dropped prefetch stops its workers.
+            let early = tokio::task::spawn_blocking({
+                let stream = stream.clone();
+                move || stream.prefetch(Arc::new(vec![vec![0]; 100])).take(2).count()
+            });
+            assert_eq!(early.await.unwrap(), 2);
+            if cache.is_none() {
+                // Without a cache every epoch reads the source again, checked against its hash.
+                let victim = dir.path().join(&data.sample_paths[2]);
+                image::GrayImage::from_pixel(4, 4, image::Luma([255])).save(&victim).unwrap();
+                let err =
+                    tokio::task::spawn_blocking(move || stream.read_batch(&[2]).unwrap_err()).await.unwrap();
+                assert!(
+                    matches!(err, DataError::Changed { ref path } if *path == data.sample_paths[2]),
+                    "{err}"
+                );
+                assert_eq!(err.category(), "DatasetChanged");
+                // Put it back for the cached round.
+                image::GrayImage::from_pixel(4, 4, image::Luma([fill(2)])).save(&victim).unwrap();
+            }
         }
     }
 }
