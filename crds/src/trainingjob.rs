@@ -1,5 +1,8 @@
 //! `TrainingJob`: trains one model on one verified Dataset and registers the result.
 
+mod data;
+pub use data::{DataCache, DataLoading, DataLoadingMode};
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
@@ -140,6 +143,10 @@ pub struct TrainingJobSpec {
     /// Experiment tracking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<Tracking>,
+    /// How the built-in trainer holds decoded images: in memory, or
+    /// streamed through a decode pool and an optional on-disk cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_loading: Option<DataLoading>,
 }
 
 fn default_workers() -> u32 {

@@ -328,6 +328,8 @@ struct StepSums {
     seen: usize,
     learning_rate: f64,
     allreduce_ms_per_step: Option<f64>,
+    /// Seconds of the steps themselves (not the validation pass).
+    seconds: f64,
     /// Stopped before the epoch's end (SIGTERM); the state says where.
     stopped: bool,
 }
@@ -356,7 +358,6 @@ async fn train_epochs(
     let mut stopped_early = false;
     while run.state.epoch < hp.epochs && !stopped_early {
         let epoch = run.state.epoch + 1;
-        let epoch_start = Instant::now();
         let progress = EpochProgress::new(epoch, hp.epochs, schedule.steps_per_epoch as u64);
         let steps = epoch_steps(opts, parallel, run, &schedule, epoch, &progress)?;
         if steps.stopped {
@@ -387,7 +388,6 @@ async fn train_epochs(
             sums3(parallel, [steps.loss, steps.correct as f64, steps.seen as f64])?;
         let [val_loss_sum, val_correct, val_n] =
             sums3(parallel, evaluate_sums(&run.net, run.head, &run.tensors, &val_share)?)?;
-        let seconds = epoch_start.elapsed().as_secs_f64();
         // A regression head has no accuracy (its errors are in the final metrics).
         let accuracy =
             |correct: f64, n: f64| if run.head == ModelHead::Regression { f64::NAN } else { correct / n };
@@ -399,7 +399,8 @@ async fn train_epochs(
             val_loss: if val_n > 0.0 { val_loss_sum / val_n } else { train_loss },
             val_accuracy: if val_n > 0.0 { accuracy(val_correct, val_n) } else { train_accuracy },
             learning_rate: steps.learning_rate,
-            samples_per_second: seen / seconds.max(1e-9),
+            // Training throughput: the steps' own time, as a PyTorch loop measures it.
+            samples_per_second: seen / steps.seconds.max(1e-9),
             allreduce_ms_per_step: steps.allreduce_ms_per_step,
         };
         let live = &opts.metrics;
@@ -447,6 +448,7 @@ fn epoch_steps(
         seen: mine.len(),
         learning_rate: hp.learning_rate,
         allreduce_ms_per_step: None,
+        seconds: 0.0,
         stopped: false,
     };
     let skip = state.epoch_steps as usize;
@@ -508,6 +510,7 @@ fn epoch_steps(
         live.data_wait_ratio.set((waited / elapsed).min(1.0));
     }
     sums.allreduce_ms_per_step = buckets.take_time();
+    sums.seconds = started.elapsed().as_secs_f64();
     Ok(sums)
 }
 

@@ -50,7 +50,7 @@ fn generate(root: &Path, count: usize) {
                         seed ^= seed << 13;
                         seed ^= seed >> 7;
                         seed ^= seed << 17;
-                        let speck = if seed % 97 == 0 { 60 } else { 0 };
+                        let speck = if seed.is_multiple_of(97) { 60 } else { 0 };
                         let g = ((x + y + shift) / 4) as u8;
                         let channel = |c: usize| {
                             let base: u8 = if c == *class % 3 { 160 } else { 40 };

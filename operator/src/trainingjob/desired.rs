@@ -10,8 +10,9 @@ use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
-    PodTemplateSpec, ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ResourceRequirements, Service, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -35,6 +36,10 @@ const DEFAULT_BACKOFF_LIMIT: i32 = 6;
 pub const COMPLETION_INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 /// Name of the training container's live-figures port (PodMonitor selects it).
 pub const TRAINER_METRICS_PORT_NAME: &str = "metrics";
+/// Where the decoded-image cache volume is mounted (`spec.dataLoading.cache`).
+pub const DATA_CACHE_PATH: &str = "/var/cache/hone/data";
+/// Name of that volume.
+const DATA_CACHE_VOLUME: &str = "data-cache";
 /// Suffix of training Job names.
 const JOB_SUFFIX: &str = "train";
 
@@ -218,6 +223,15 @@ pub fn train_env(valid: &ValidTrainingJob, job_name: &str) -> Vec<EnvVar> {
         vars.push((env::MLFLOW_URI, mlflow.uri.clone()));
         vars.push((env::MLFLOW_EXPERIMENT, mlflow.experiment.clone()));
     }
+    if let Some(loading) = &spec.data_loading {
+        vars.push((env::DATA_MODE, loading.mode.as_str().to_owned()));
+        if let Some(reads) = loading.reads {
+            vars.push((env::DATA_READS, reads.clamp(1, 256).to_string()));
+        }
+        if loading.cache.is_some() {
+            vars.push((env::DATA_CACHE, DATA_CACHE_PATH.to_owned()));
+        }
+    }
     if !pvc_claims(valid).is_empty() {
         vars.push((ENV_PVC_ROOT, PVC_ROOT.to_owned()));
     }
@@ -301,7 +315,27 @@ fn pvc_claims(valid: &ValidTrainingJob) -> BTreeMap<String, bool> {
 
 fn volumes(valid: &ValidTrainingJob) -> (Vec<Volume>, Vec<VolumeMount>) {
     let claims: Vec<(String, bool)> = pvc_claims(valid).into_iter().collect();
-    pod_volumes(&claims)
+    let (mut volumes, mut mounts) = pod_volumes(&claims);
+    let cache = valid.spec.data_loading.as_ref().and_then(|d| d.cache.as_ref());
+    if let Some(cache) = cache {
+        volumes.push(Volume {
+            name: DATA_CACHE_VOLUME.to_owned(),
+            persistent_volume_claim: cache.claim_name.as_ref().map(|claim| {
+                PersistentVolumeClaimVolumeSource { claim_name: claim.clone(), read_only: Some(false) }
+            }),
+            empty_dir: cache
+                .claim_name
+                .is_none()
+                .then(|| EmptyDirVolumeSource { size_limit: cache.size_limit.clone(), medium: None }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: DATA_CACHE_VOLUME.to_owned(),
+            mount_path: DATA_CACHE_PATH.to_owned(),
+            ..Default::default()
+        });
+    }
+    (volumes, mounts)
 }
 
 /// Threads a trainer may use: its CPU limit, rounded up, at least 1; `None`

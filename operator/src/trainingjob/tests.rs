@@ -292,6 +292,32 @@ fn pvc_output_is_mounted_writable_and_pvc_source_read_only() {
 }
 
 #[test]
+fn data_loading_sets_the_mode_reads_and_a_cache_volume() {
+    let plain = desired::build(&valid(""));
+    assert!(!env(&plain).contains_key("HONE_DATA_MODE"), "unset: the trainer's own default (auto)");
+    let volumes = |d: &desired::Desired| d.job.spec.clone().unwrap().template.spec.unwrap().volumes.unwrap();
+    assert!(!volumes(&plain).iter().any(|v| v.name == "data-cache"));
+
+    let desired = desired::build(&valid("dataLoading: {mode: stream, reads: 8, cache: {sizeLimit: 20Gi}}"));
+    let env = env(&desired);
+    assert_eq!(env["HONE_DATA_MODE"], "stream");
+    assert_eq!(env["HONE_DATA_READS"], "8");
+    assert_eq!(env["HONE_DATA_CACHE"], desired::DATA_CACHE_PATH);
+    let cache = volumes(&desired).into_iter().find(|v| v.name == "data-cache").unwrap();
+    assert_eq!(cache.empty_dir.unwrap().size_limit.unwrap().0, "20Gi");
+    let mount =
+        container(&desired).volume_mounts.unwrap().into_iter().find(|m| m.name == "data-cache").unwrap();
+    assert_eq!(mount.mount_path, desired::DATA_CACHE_PATH);
+    assert_ne!(mount.read_only, Some(true));
+
+    let claimed = desired::build(&valid("dataLoading: {cache: {claimName: decoded, sizeLimit: 1Gi}}"));
+    let cache = volumes(&claimed).into_iter().find(|v| v.name == "data-cache").unwrap();
+    assert!(cache.empty_dir.is_none(), "a claim replaces the emptyDir");
+    assert_eq!(cache.persistent_volume_claim.unwrap().claim_name, "decoded");
+    assert_eq!(self::env(&claimed)["HONE_DATA_MODE"], "auto");
+}
+
+#[test]
 fn job_name_is_stable_per_trainingjob() {
     let a = desired::job_name(&valid(""));
     assert_eq!(a, desired::job_name(&valid("")));
