@@ -15,7 +15,7 @@ use crate::log::event;
 use crate::model::Network;
 use crate::report;
 use crate::stats::input_stats;
-use crate::tensors::{evaluate, regression_errors};
+use crate::tensors::{Evaluation, evaluate, regression_errors};
 use crate::tracking::Tracker;
 use crate::train::{Prepared, TrainError, TrainOptions, TrainOutcome};
 
@@ -37,20 +37,31 @@ fn drift_features(data: &Dataset) -> (Vec<String>, Vec<f64>, usize) {
     ((0..c).map(|ch| format!("channel_{ch}")).collect(), rows, c)
 }
 
-/// Rank 0's last phase: final evaluation, TorchScript, model.json, report.
-pub(crate) async fn export(
+/// The final evaluation: the best weights (with early stopping) on the
+/// validation and test splits, and the run's final metrics.
+pub(crate) struct FinalEvaluation {
+    /// The validation split.
+    pub(crate) val: Evaluation,
+    /// The test split.
+    pub(crate) test: Evaluation,
+    /// `val_*`, `test_*`, `train_*` and `epochs`, rounded to 6 places.
+    pub(crate) metrics: BTreeMap<String, f64>,
+}
+
+/// Rank 0's third phase: restores the best weights when early stopping
+/// kept them, and evaluates on the held-out splits.
+pub(crate) async fn evaluate_final(
     opts: &TrainOptions,
-    run: Prepared,
-    tracker: &mut dyn Tracker,
-) -> Result<TrainOutcome, TrainError> {
-    let hp = &opts.hyperparameters;
-    let Prepared { data, tensors, mut vs, net, head, state, out, checkpoints, started, .. } = run;
-    if hp.early_stopping_patience > 0 && checkpoints.load_best(&mut vs, &state).await? {
+    run: &mut Prepared,
+) -> Result<FinalEvaluation, TrainError> {
+    let Prepared { data, tensors, vs, net, head, state, checkpoints, .. } = run;
+    let head = *head;
+    if opts.hyperparameters.early_stopping_patience > 0 && checkpoints.load_best(vs, state).await? {
         event("info", "restored_best", json!({"epoch": state.best_epoch}));
     }
-    let val = evaluate(&net, head, &tensors, &data.split.val)?;
-    let test = evaluate(&net, head, &tensors, &data.split.test)?;
-    let mut final_metrics = BTreeMap::new();
+    let val = evaluate(net, head, tensors, &data.split.val)?;
+    let test = evaluate(net, head, tensors, &data.split.test)?;
+    let mut metrics = BTreeMap::new();
     let last = state.history.last().cloned();
     for (key, value) in [
         ("val_loss", val.loss),
@@ -62,20 +73,33 @@ pub(crate) async fn export(
         ("epochs", f64::from(state.epoch)),
     ] {
         if value.is_finite() {
-            final_metrics.insert(key.to_owned(), (value * 1e6).round() / 1e6);
+            metrics.insert(key.to_owned(), (value * 1e6).round() / 1e6);
         }
     }
     if head == ModelHead::Regression {
         // In the target's own units; the losses above are on it standardised.
         for (split, indices) in [("val", &data.split.val), ("test", &data.split.test)] {
-            let Some(e) = regression_errors(&net, &tensors, indices)? else { continue };
+            let Some(e) = regression_errors(net, tensors, indices)? else { continue };
             for (name, value) in [("rmse", e.rmse), ("mae", e.mae), ("r2", e.r2)] {
                 if value.is_finite() {
-                    final_metrics.insert(format!("{split}_{name}"), (value * 1e6).round() / 1e6);
+                    metrics.insert(format!("{split}_{name}"), (value * 1e6).round() / 1e6);
                 }
             }
         }
     }
+    Ok(FinalEvaluation { val, test, metrics })
+}
+
+/// Rank 0's last phase: TorchScript, model.json, the report and the summary.
+pub(crate) async fn export(
+    opts: &TrainOptions,
+    run: Prepared,
+    evaluation: FinalEvaluation,
+    tracker: &mut dyn Tracker,
+) -> Result<TrainOutcome, TrainError> {
+    let hp = &opts.hyperparameters;
+    let Prepared { data, tensors, mut vs, net, head, state, out, started, .. } = run;
+    let FinalEvaluation { val, test, metrics: final_metrics } = evaluation;
 
     // Trace on the CPU with frozen weights, so the file loads anywhere.
     vs.set_device(Device::Cpu);

@@ -15,6 +15,7 @@ pub mod log;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+mod prepare;
 pub mod purge;
 pub mod report;
 pub mod rng;

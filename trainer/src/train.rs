@@ -4,26 +4,26 @@
 //! data-parallel run (`distributed`): rank 0 alone writes checkpoints and
 //! the contract.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use hone_crds::contract::{self, EpochMetrics, ModelCard, TrainSummary, WorkerSummary};
 use hone_crds::trainingjob::{Architecture, Hyperparameters, ModelHead};
 use serde_json::json;
-use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{CheckpointError, Checkpoints, TrainState};
-use crate::dataset::{self, DataError, DataOptions, DataPath, Dataset};
-use crate::distributed::{GradientBuckets, Parallel, shard};
+use crate::checkpoint::CheckpointError;
+use crate::dataset::{DataError, DataOptions, DataPath};
+use crate::distributed::{Parallel, shard};
 use crate::log::{EpochProgress, event};
 use crate::metrics::TrainerMetrics;
-use crate::model::{self, ModelError, Network};
-use crate::optim::{Optimizer, learning_rate};
+use crate::model::{self, ModelError};
+use crate::optim::learning_rate;
+pub(crate) use crate::prepare::Prepared;
+use crate::prepare::{prepare, run_start};
 use crate::rng::SplitMix64;
-use crate::tensors::{Tensors, evaluate_sums};
-use crate::tracking::{RunStart, Tracker};
+use crate::tensors::evaluate_sums;
+use crate::tracking::Tracker;
 use hone_dist::{DistError, ProcessGroup};
 use hone_storage::{Location, StorageError};
 
@@ -140,21 +140,6 @@ pub enum TrainOutcome {
     Worker(WorkerSummary),
 }
 
-/// A run ready to train: data, network, optimizer and the state to resume from.
-pub(crate) struct Prepared {
-    pub(crate) data: Dataset,
-    pub(crate) tensors: Tensors,
-    pub(crate) vs: VarStore,
-    pub(crate) net: Network,
-    pub(crate) head: ModelHead,
-    optimizer: Optimizer,
-    buckets: GradientBuckets,
-    pub(crate) state: TrainState,
-    pub(crate) out: Location,
-    pub(crate) checkpoints: Checkpoints,
-    pub(crate) started: Instant,
-}
-
 /// Runs (or resumes) training and writes the output contract; with a
 /// process group, as one rank of a data-parallel run.
 pub async fn run(
@@ -183,134 +168,8 @@ pub async fn run(
         event("info", "worker_finished", json!({"rank": summary.rank, "epoch": summary.epoch}));
         return Ok(TrainOutcome::Worker(summary));
     }
-    crate::export::export(opts, run, tracker).await
-}
-
-/// The parameters a tracker records for this run.
-fn run_start(opts: &TrainOptions, data: &Dataset) -> RunStart {
-    let hp = &opts.hyperparameters;
-    let params = [
-        ("architecture", opts.architecture.as_str().to_owned()),
-        ("head", opts.head.as_str().to_owned()),
-        ("epochs", hp.epochs.to_string()),
-        ("batch_size", hp.batch_size.to_string()),
-        ("learning_rate", hp.learning_rate.to_string()),
-        ("optimizer", format!("{:?}", hp.optimizer).to_lowercase()),
-        ("weight_decay", hp.weight_decay.to_string()),
-        ("scheduler", format!("{:?}", hp.scheduler).to_lowercase()),
-        ("warmup_epochs", hp.warmup_epochs.to_string()),
-        ("early_stopping_patience", hp.early_stopping_patience.to_string()),
-        ("seed", hp.seed.to_string()),
-        ("dataset_digest", data.summary.digest.clone()),
-        ("dataset_samples", data.len().to_string()),
-    ];
-    RunStart {
-        params: params.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
-        output: opts.output.clone(),
-    }
-}
-
-/// Loads and checks the data, builds the network and optimizer, and
-/// restores the newest checkpoint; every rank ends with rank 0's weights.
-async fn prepare(opts: &TrainOptions, parallel: &Parallel<'_>) -> Result<Prepared, TrainError> {
-    let hp = &opts.hyperparameters;
-    if hp.batch_size == 0 || hp.epochs == 0 {
-        return Err(TrainError::Invalid("epochs and batchSize must be at least 1".into()));
-    }
-    let started = Instant::now();
-    let mut data = dataset::load(&opts.data, Some(&opts.data_path)).await?;
-    if let Some(expected) = &opts.expected_dataset_digest
-        && expected != &data.summary.digest
-    {
-        return Err(TrainError::DigestMismatch {
-            expected: expected.clone(),
-            actual: data.summary.digest.clone(),
-        });
-    }
-    if data.split.train.is_empty() {
-        return Err(TrainError::Invalid("the split leaves no training samples".into()));
-    }
-    event(
-        "info",
-        "dataset_loaded",
-        json!({"digest": data.summary.digest, "samples": data.len(), "train": data.split.train.len(),
-               "val": data.split.val.len(), "test": data.split.test.len(), "classes": data.classes.len(),
-               "seconds": started.elapsed().as_secs_f64()}),
-    );
-
-    if opts.head == ModelHead::Regression && data.targets.is_empty() {
-        return Err(TrainError::Invalid(format!(
-            "model.head regression needs a CSV Dataset whose label column {:?} holds only numbers; \
-             this Dataset's labels are classes: use head softmax",
-            opts.data.label_column
-        )));
-    }
-    tch::manual_seed(hp.seed as i64);
-    let mut vs = VarStore::new(opts.device);
-    let outputs = model::outputs(opts.head, data.classes.len()).map_err(TrainError::Invalid)?;
-    let net = model::build(opts.architecture, &vs.root(), &data.sample_shape, outputs)?;
-    let params: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .collect();
-    // Name order, the same on every rank, so bucket i is the same tensors everywhere.
-    let buckets = GradientBuckets::new(&params.iter().map(|(_, t)| t.shallow_clone()).collect::<Vec<_>>());
-    let mut optimizer = Optimizer::new(hp.optimizer, hp.weight_decay, params);
-    let tensors = Tensors::new(&mut data, opts.device, opts.head, &opts.data_path);
-    event(
-        "info",
-        "data_path",
-        json!({"streamed": tensors.streamed(), "cache": opts.data_path.cache_dir,
-               "workers": opts.data_path.worker_count(), "reads": opts.data_path.reads}),
-    );
-
-    let out = Location::parse(&opts.output)?;
-    // Every rank reads rank 0's checkpoints from the shared output location.
-    let checkpoints = Checkpoints::new(out.join(contract::CHECKPOINTS_DIR));
-    let state = match checkpoints.restore_latest(&mut vs).await? {
-        Some(restored) => {
-            optimizer.load_state(&restored.optimizer).map_err(TrainError::Invalid)?;
-            event(
-                "info",
-                "resumed",
-                json!({"epoch": restored.state.epoch, "step": restored.state.global_step,
-                       "rank": parallel.rank()}),
-            );
-            restored.state
-        }
-        None => {
-            if let Some(uri) = &opts.pretrained {
-                let bytes = hone_storage::read(uri).await?;
-                crate::checkpoint::load_var_store(&mut vs, &bytes)?;
-                event("info", "pretrained_loaded", json!({"uri": uri}));
-            }
-            TrainState { seed: hp.seed, ..Default::default() }
-        }
-    };
-    opts.metrics.epochs.set(i64::from(hp.epochs));
-    opts.metrics.epoch.set(i64::from(state.epoch));
-    opts.metrics.step.set(state.global_step);
-    let leader_epoch = parallel.broadcast_i64(i64::from(state.epoch))?;
-    if leader_epoch != i64::from(state.epoch) {
-        return Err(TrainError::Invalid(format!(
-            "rank {} resumed after epoch {}, rank 0 after epoch {leader_epoch}: the ranks see different checkpoints",
-            parallel.rank(),
-            state.epoch
-        )));
-    }
-    parallel.broadcast_variables(&vs)?;
-    if parallel.is_distributed() {
-        event(
-            "info",
-            "data_parallel",
-            json!({"rank": parallel.rank(), "world": parallel.world(), "buckets": buckets.len()}),
-        );
-    }
-    let head = opts.head;
-    Ok(Prepared { data, tensors, vs, net, head, optimizer, buckets, state, out, checkpoints, started })
+    let evaluation = crate::export::evaluate_final(opts, &mut run).await?;
+    crate::export::export(opts, run, evaluation, tracker).await
 }
 
 /// Step counts of a run, the same on every rank.
