@@ -75,7 +75,7 @@ async fn a_failed_pod_is_retrying_and_progress_follows_the_trainer() {
     let output = format!("file://{}", data.path().join("out").display());
     let log = data.path().join("summary.json");
     let mut child = Command::new(trainer)
-        .args(["train", "--source", &source, "--image-width", "16", "--image-height", "16"])
+        .args(["train", "--source", &source, "--image-width", "32", "--image-height", "32"])
         .args([
             "--image-channels",
             "1",
