@@ -19,7 +19,7 @@ setup: ## Install what the build needs (Python venv with torch $(TORCH_VERSION))
 	hack/setup-python.sh
 
 .PHONY: setup-system
-setup-system: ## Install the Debian packages the build and tests need (lua5.1, prometheus, chromium, libgloo-dev); a no-op when present
+setup-system: ## Install the Debian packages the build and tests need (prometheus, chromium, libgloo-dev); a no-op when present
 	hack/setup-system.sh
 
 .PHONY: build
@@ -103,7 +103,7 @@ chart-lint: ## helm lint --strict the chart (helm built once from its Go module)
 	    echo "chart-lint: mlflow.uri accepted a non-http URL; values.schema.json must reject it" >&2; exit 1; fi
 
 .PHONY: argocd-test
-argocd-test: ## Argo CD health checks (config/argocd/health/*.lua) against their fixtures in Lua 5.1
+argocd-test: ## Argo CD health checks (config/argocd/health/*.lua) against their fixtures in gopher-lua, with the libraries Argo CD opens
 	config/argocd/test/run.sh
 
 .PHONY: rules-test

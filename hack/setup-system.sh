@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need (once; a no-op when present):
-#   lua5.1      Argo CD health checks (config/argocd/test/run.sh)
 #   prometheus  a real Prometheus scraping a predictor and a router
 #               (predictor/tests/prometheus.rs)
 #   chromium, chromium-driver  the predictor's web page in headless Chromium
@@ -11,7 +10,6 @@
 # iptables) are installed by hack/cluster/build.sh when NODE=real.
 set -euo pipefail
 need=()
-command -v lua5.1 >/dev/null || need+=(lua5.1)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trainer benchmark, side by side in one run on the same data, threads and
 # cores. simple-cnn on digits at 32x32 (EPOCHS epochs), then ResNet-18 on
-# generated 224x224 RGB images (1 epoch), each as:
+# generated 224x224 RGB images (2 epochs), each as:
 #   (a) hone-trainer streaming (decoded images in the on-disk cache, batches
 #       from the prefetching decode pool);
 #   (b) a PyTorch loop over a preloaded uint8 tensor (the same kernels: the
@@ -10,19 +10,21 @@
 #       num_workers 0, 1 and 2;
 #   (d) hone-trainer compute-only (the first batch over and over: the model's
 #       rate without any data path).
-# Prints samples/second of each, the ratios against the aims (a >= 1.0x b,
+# Samples/second are over the training steps of the epochs after the first,
+# median of REPS interleaved repetitions. Prints samples/second of each, the ratios against the aims (a >= 1.0x b,
 # a >= 1.3x c, a >= 90% of d at 32x32), and the test accuracies. Then
 # hone-trainer data-parallel on 2 workers (Gloo on loopback) with the same
 # total threads (THREADS/2 each, at least 1) and the same global batch (32
 # per worker), next to the 1-worker run: on one small machine this measures
 # the overhead of data parallelism, not a speed-up.
 #
-#   bench/trainer/run.sh [EPOCHS] [THREADS] [IMAGES_224]
+#   [REPS=3] bench/trainer/run.sh [EPOCHS] [THREADS] [IMAGES_224]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 epochs=${1:-5}
 threads=${2:-2}
 images224=${3:-320}
+reps=${REPS:-3}
 eval "$(hack/env.sh)"
 cargo build -q --release -p hone-trainer
 work=$(mktemp -d)
@@ -60,42 +62,58 @@ hone_run() {
 import json, sys
 w, name = sys.argv[1], sys.argv[2]
 lines = [json.loads(l) for l in open(f"{w}/{name}/metrics.jsonl")]
-secs = sum(1.0 / l["samplesPerSecond"] for l in lines)
+# Steady state: the epochs after the first, as torch_loop.py measures.
+steady = lines[1:] or lines
+secs = sum(1.0 / l["samplesPerSecond"] for l in steady)
 summary = json.load(open(f"{w}/{name}.json"))
-print(json.dumps({"samples_per_second": len(lines) / secs, "test_accuracy": summary["metrics"]["test_accuracy"]}))
+print(json.dumps({"samples_per_second": len(steady) / secs, "test_accuracy": summary["metrics"]["test_accuracy"]}))
 PY
 }
 torch_run() {
   "$HONE_VENV/bin/python" bench/trainer/torch_loop.py --threads "$threads" "$@"
 }
-# The best of num_workers 0, 1, 2 (by samples/s), with the count.
-torch_best_loader() {
-  local best="" w
-  for w in 0 1 2; do
-    r=$(torch_run --mode dataloader --workers "$w" "$@" | python3 -c "import json,sys; d=json.load(sys.stdin); d['workers']=$w; print(json.dumps(d))")
-    best=$(python3 - "$best" "$r" <<'PY'
-import json, sys
-b, r = sys.argv[1], json.loads(sys.argv[2])
-print(json.dumps(r if not b or r["samples_per_second"] > json.loads(b)["samples_per_second"] else json.loads(b)))
-PY
-)
-  done
-  echo "$best"
+# Every variant once per repetition, interleaved (a, d, b, c0, c1, c2, then
+# again), so that drift in the machine's speed hits all of them alike; the
+# table reports each one's median. Args: the case's name, then the common
+# hone-trainer arguments (data size channels arch epochs batch lr), then the
+# PyTorch ones after `--`.
+measure() {
+  local case=$1; shift
+  local hone_args=() torch_args=()
+  while [ "$1" != "--" ]; do hone_args+=("$1"); shift; done
+  shift; torch_args=("$@")
+  for rep in $(seq "$reps"); do
+    echo "{\"v\": \"a\", \"r\": $(hone_run "$case-a" "${hone_args[@]}" "${stream[@]}")}"
+    echo "{\"v\": \"d\", \"r\": $(hone_run "$case-d" "${hone_args[@]}" --bench-compute-only)}"
+    echo "{\"v\": \"b\", \"r\": $(torch_run --mode preload "${torch_args[@]}")}"
+    for w in 0 1 2; do
+      echo "{\"v\": \"c$w\", \"r\": $(torch_run --mode dataloader --workers "$w" "${torch_args[@]}")}"
+    done
+  done >"$work/$case.jsonl"
 }
 table() {
-  python3 - "$@" <<'PY'
-import json, sys
-title, aims = sys.argv[1], sys.argv[2] == "aims"
-a, b, c, d = (json.loads(x) for x in sys.argv[3:7])
-print(title)
-print(f"{'':44}{'samples/s':>12}{'test acc':>10}")
-rows = [("(a) hone-trainer streaming", a), ("(b) pytorch, preloaded uint8 tensor", b),
-        (f"(c) pytorch DataLoader, num_workers={c['workers']} (best)", c), ("(d) hone-trainer compute-only", d)]
-for name, r in rows:
+  python3 - "$work/$1.jsonl" "$2" "$reps" <<'PY'
+import json, statistics, sys
+runs, aims, reps = [json.loads(l) for l in open(sys.argv[1])], sys.argv[2] == "aims", sys.argv[3]
+med = {}
+for v in sorted({r["v"] for r in runs}):
+    rs = [r["r"] for r in runs if r["v"] == v]
+    med[v] = {"sps": statistics.median(r["samples_per_second"] for r in rs),
+              "acc": statistics.median(r["test_accuracy"] for r in rs),
+              "all": [round(r["samples_per_second"], 1) for r in rs]}
+best_c = max(("c0", "c1", "c2"), key=lambda v: med[v]["sps"])
+print(f"{'':46}{'samples/s':>11}{'test acc':>10}   runs (median of {reps}, interleaved)")
+rows = [("(a) hone-trainer streaming", "a"), ("(b) pytorch, preloaded uint8 tensor", "b"),
+        (f"(c) pytorch DataLoader, num_workers={best_c[1]} (best)", best_c), ("(d) hone-trainer compute-only", "d")]
+for name, v in rows:
     # Compute-only trains on one batch: its accuracy means nothing.
-    acc = "-" if name.startswith("(d)") else f"{r['test_accuracy']:.3f}"
-    print(f"{name:44}{r['samples_per_second']:>12.1f}{acc:>10}")
-ab, ac, ad = (a["samples_per_second"] / x["samples_per_second"] for x in (b, c, d))
+    acc = "-" if v == "d" else f"{med[v]['acc']:.3f}"
+    print(f"{name:46}{med[v]['sps']:>11.1f}{acc:>10}   {med[v]['all']}")
+for v in ("c0", "c1", "c2"):
+    if v != best_c:
+        print(f"    DataLoader num_workers={v[1]}: {med[v]['sps']:.1f}")
+a = med["a"]["sps"]
+ab, ac, ad = a / med["b"]["sps"], a / med[best_c]["sps"], a / med["d"]["sps"]
 verdict = lambda ok: "met" if ok else "NOT met"
 if aims:
     print(f"(a)/(b) {ab:.2f}x (aim >= 1.0: {verdict(ab >= 1.0)}); (a)/(c) {ac:.2f}x (aim >= 1.3: {verdict(ac >= 1.3)}); "
@@ -107,21 +125,26 @@ PY
 
 digits=$work/data/digits
 stream=(--data-mode stream --data-cache "$work/cache")
-echo "simple-cnn on digits (32x32 gray, 1437 training images), $epochs epochs, batch 64, $threads threads, Adam lr 0.002"
-hone=$(hone_run hone-a "$digits" 32 1 simple-cnn "$epochs" 64 0.002 "${stream[@]}")
-compute=$(hone_run hone-d "$digits" 32 1 simple-cnn "$epochs" 64 0.002 --bench-compute-only)
-preload=$(torch_run --data "$digits" --mode preload --epochs "$epochs" --batch-size 64)
-loader=$(torch_best_loader --data "$digits" --epochs "$epochs" --batch-size 64)
-table "" aims "$hone" "$preload" "$loader" "$compute"
+echo "simple-cnn on digits (32x32 gray, 1437 training images), $epochs epochs, batch 64, $threads threads, Adam lr 0.002;"
+echo "samples/s over the training steps of epochs 2-$epochs (the first pays one-time set-up)"
+measure s32 "$digits" 32 1 simple-cnn "$epochs" 64 0.002 -- --data "$digits" --epochs "$epochs" --batch-size 64
+table s32 aims
+# The 1-worker figure the data-parallel comparison below uses.
+hone=$(python3 - "$work/s32.jsonl" <<'PY'
+import json, statistics, sys
+rs = [json.loads(l)["r"] for l in open(sys.argv[1]) if json.loads(l)["v"] == "a"]
+print(json.dumps({"samples_per_second": statistics.median(r["samples_per_second"] for r in rs),
+                  "test_accuracy": statistics.median(r["test_accuracy"] for r in rs)}))
+PY
+)
 
 rgb=$work/data/rgb224
 echo
-echo "resnet18 on $images224 generated 224x224 RGB images, 1 epoch, batch 32, $threads threads, Adam lr 0.001"
-hone224=$(hone_run r-a "$rgb" 224 3 resnet18 1 32 0.001 "${stream[@]}")
-compute224=$(hone_run r-d "$rgb" 224 3 resnet18 1 32 0.001 --bench-compute-only)
-preload224=$(torch_run --data "$rgb" --mode preload --arch resnet18 --size 224 --channels 3 --epochs 1 --batch-size 32 --lr 0.001)
-loader224=$(torch_best_loader --data "$rgb" --arch resnet18 --size 224 --channels 3 --epochs 1 --batch-size 32 --lr 0.001)
-table "" none "$hone224" "$preload224" "$loader224" "$compute224"
+echo "resnet18 on $images224 generated 224x224 RGB images (80% train), 2 epochs, batch 32, $threads threads, Adam lr 0.001;"
+echo "samples/s over the second epoch's steps"
+measure r224 "$rgb" 224 3 resnet18 2 32 0.001 -- --data "$rgb" --arch resnet18 --size 224 --channels 3 --epochs 2 \
+  --batch-size 32 --lr 0.001
+table r224 none
 echo
 
 # The same run on 2 workers: ranks 0 and 1 as two processes on loopback.
@@ -139,6 +162,7 @@ ddp=$(python3 - "$work" <<'PY'
 import json, sys
 w = sys.argv[1]
 lines = [json.loads(l) for l in open(f"{w}/ddp-run-0/metrics.jsonl")]
+lines = lines[1:] or lines  # steady state, as above
 secs = sum(1.0 / l["samplesPerSecond"] for l in lines)
 ms = [l["allreduceMsPerStep"] for l in lines if "allreduceMsPerStep" in l]
 summary = json.load(open(f"{w}/ddp-0.json"))

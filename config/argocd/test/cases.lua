@@ -1,4 +1,4 @@
--- Fixtures for run.lua: objects as Argo CD hands them to a health script
+-- Fixtures for runner/main.go (test/run.sh): objects as Argo CD hands them to a health script
 -- (decoded JSON), with the health each must get. Reasons and messages are the
 -- ones the operator writes (operator/src/<kind>/status.rs).
 local function cond(type_, status, reason, message, generation)
