@@ -30,7 +30,8 @@ pub const IMMUTABLE_SPEC_RULE: &str = "self.datasetRef == oldSelf.datasetRef \
 && has(self.env) == has(oldSelf.env) && (!has(self.env) || self.env == oldSelf.env) \
 && has(self.output) == has(oldSelf.output) && (!has(self.output) || self.output == oldSelf.output) \
 && has(self.queueName) == has(oldSelf.queueName) && (!has(self.queueName) || self.queueName == oldSelf.queueName) \
-&& has(self.tracking) == has(oldSelf.tracking) && (!has(self.tracking) || self.tracking == oldSelf.tracking)";
+&& has(self.tracking) == has(oldSelf.tracking) && (!has(self.tracking) || self.tracking == oldSelf.tracking) \
+&& has(self.dataLoading) == has(oldSelf.dataLoading) && (!has(self.dataLoading) || self.dataLoading == oldSelf.dataLoading)";
 
 /// Message of [`IMMUTABLE_SPEC_RULE`].
 pub const IMMUTABLE_SPEC_MESSAGE: &str = "the fields that shape training are immutable once a TrainingJob exists \

@@ -1,6 +1,5 @@
 //! `spec.dataLoading`: how the built-in trainer holds decoded images.
 
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -52,11 +51,15 @@ impl DataLoadingMode {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DataCache {
-    /// Size limit of the emptyDir (its decoded images take samples x
-    /// channels x height x width bytes); the kubelet evicts a pod that
-    /// writes more. Ignored with `claimName`.
+    /// Size limit of the emptyDir, a quantity such as `20Gi` (its decoded
+    /// images take samples x channels x height x width bytes); the kubelet
+    /// evicts a pod that writes more. Ignored with `claimName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size_limit: Option<Quantity>,
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+    )]
+    pub size_limit: Option<String>,
     /// An existing PersistentVolumeClaim in the TrainingJob's namespace to
     /// hold the cache instead of an emptyDir (for caches larger than the
     /// node's ephemeral storage).

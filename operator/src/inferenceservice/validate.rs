@@ -172,6 +172,18 @@ pub fn validate(
     if traffic.provider == TrafficProvider::GatewayApi && traffic.gateway.is_none() {
         return Err(invalid("traffic.provider GatewayAPI needs traffic.gateway.parentRefs"));
     }
+    let sticky = spec.routing.as_ref().and_then(|r| r.sticky_header.as_deref());
+    if let (TrafficProvider::GatewayApi, Some(header)) = (traffic.provider, sticky) {
+        // Gateway API v1.6 has session persistence only in its experimental
+        // channel, and of another kind: a session the gateway issues (a
+        // cookie or a header it sets), not a split by a header the client
+        // chooses. Silently ignoring the field would leave users unpinned.
+        return Err(invalid(format!(
+            "routing.stickyHeader {header:?} is not supported with traffic.provider GatewayAPI: the Gateway API \
+             (v1.6 standard channel) cannot keep requests with the same header value on one variant; use \
+             traffic.provider Router, or remove routing.stickyHeader"
+        )));
+    }
     let shadow = rollout.shadow.as_ref().map(|s| s.percent);
     if let Some(percent) = shadow {
         if !(1..=100).contains(&percent) {

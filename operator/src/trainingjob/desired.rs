@@ -323,10 +323,10 @@ fn volumes(valid: &ValidTrainingJob) -> (Vec<Volume>, Vec<VolumeMount>) {
             persistent_volume_claim: cache.claim_name.as_ref().map(|claim| {
                 PersistentVolumeClaimVolumeSource { claim_name: claim.clone(), read_only: Some(false) }
             }),
-            empty_dir: cache
-                .claim_name
-                .is_none()
-                .then(|| EmptyDirVolumeSource { size_limit: cache.size_limit.clone(), medium: None }),
+            empty_dir: cache.claim_name.is_none().then(|| EmptyDirVolumeSource {
+                size_limit: cache.size_limit.clone().map(Quantity),
+                medium: None,
+            }),
             ..Default::default()
         });
         mounts.push(VolumeMount {

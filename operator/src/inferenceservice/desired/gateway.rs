@@ -30,8 +30,8 @@ pub fn http_route_resource() -> ApiResource {
 /// The HTTPRoute sending `backends` their weights, and a request whose
 /// variant header names a pinnable backend to that backend (a header naming
 /// any other falls through to the weighted rule). The sticky header has no
-/// Gateway API equivalent (no consistent hashing in the core API); the
-/// `Router` provider honours it.
+/// Gateway API equivalent (no consistent hashing in the core API), so
+/// validation refuses it with this provider; the `Router` provider honours it.
 pub fn http_route(valid: &ValidService, gateway: &GatewayTraffic, backends: &[Backend]) -> DynamicObject {
     let name = route_name(&valid.name);
     let mut route = DynamicObject::new(&name, &http_route_resource()).within(&valid.namespace);

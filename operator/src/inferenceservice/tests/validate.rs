@@ -69,6 +69,11 @@ fn what_cel_cannot_check_is_an_invalid_spec() {
     assert!(message(&interval).contains("stepInterval"));
     let gateway = format!("{ONE}\ntraffic: {{provider: GatewayAPI}}");
     assert!(message(&gateway).contains("parentRefs"));
+    let sticky = format!(
+        "{ONE}\ntraffic: {{provider: GatewayAPI, gateway: {{parentRefs: [{{name: gw}}]}}}}\nrouting: {{stickyHeader: x-user}}"
+    );
+    let refused = message(&sticky);
+    assert!(refused.contains("stickyHeader") && refused.contains("Router"), "{refused}");
     let both = "variants: [{name: a, modelVersion: digits-v1, track: {model: digits}, weight: 100}]";
     assert!(message(both).contains("exactly one"));
 }

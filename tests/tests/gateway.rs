@@ -1,0 +1,139 @@
+//! The `GatewayAPI` traffic provider against the real Gateway API schema:
+//! the standard-channel CRDs of Gateway API v1.6.3 (from its Go module,
+//! hack/gateway-api-crds.sh) are installed, and the HTTPRoute the operator
+//! emits for an A/B split is admitted by the apiserver with its rules intact
+//! (a field the schema did not know would have been dropped). A sticky
+//! header, which the Gateway API cannot honour, is refused at validation.
+
+// Test code: a failed step fails the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hone_cluster_tests::{
+    TestNamespace, client, install_crds, isvc_status_where, ready_model_version, wait_for,
+};
+use hone_crds::InferenceService;
+use hone_operator::config::OperatorConfig;
+use hone_operator::context::Context;
+use hone_operator::metrics::Metrics;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Installs the Gateway API's standard-channel HTTPRoute CRD (and the
+/// Gateway and GatewayClass ones it refers to).
+async fn install_gateway_api(client: &Client) -> anyhow::Result<()> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/gateway-api-crds.sh");
+    let out = std::process::Command::new(script).output()?;
+    anyhow::ensure!(out.status.success(), "gateway-api-crds.sh: {}", String::from_utf8_lossy(&out.stderr));
+    let dir = String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().to_owned();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for kind in ["gatewayclasses", "gateways", "httproutes"] {
+        let text = std::fs::read_to_string(format!("{dir}/gateway.networking.k8s.io_{kind}.yaml"))?;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)?;
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &PatchParams::apply("hone-tests").force(), &Patch::Apply(&crd)).await?;
+        wait_for(&format!("CRD {name} Established"), Duration::from_secs(60), || {
+            let (api, name) = (api.clone(), name.clone());
+            async move {
+                let crd = api.get(&name).await?;
+                let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+                Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn http_routes_are_admitted_by_gateway_api_v1_6_3_and_sticky_headers_refused() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    install_gateway_api(&client).await?;
+    let restricted = [("pod-security.kubernetes.io/enforce", "restricted")];
+    let ns = TestNamespace::create(&client, "gateway", &restricted).await?;
+    let result = scenario(&client, &ns.name).await;
+    let cleanup = ns.cleanup().await;
+    result?;
+    cleanup
+}
+
+async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
+    for version in 1..=2 {
+        ready_model_version(client, ns, version).await?;
+    }
+    let traffic = json!({"provider": "GatewayAPI",
+        "gateway": {"parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "http"}],
+                    "hostnames": ["digits.example.com"]}});
+    let isvc = |name: &str, routing: Value| -> InferenceService {
+        serde_json::from_value(json!({
+            "apiVersion": "hone.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": name},
+            "spec": {
+                "variants": [{"name": "a", "modelVersion": "digits-v1", "weight": 90},
+                             {"name": "b", "modelVersion": "digits-v2", "weight": 10}],
+                "traffic": traffic, "routing": routing,
+            },
+        }))
+        .unwrap()
+    };
+    let api: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &isvc("digits", json!({}))).await?;
+    api.create(&PostParams::default(), &isvc("sticky", json!({"stickyHeader": "x-user"}))).await?;
+
+    let ctx =
+        Arc::new(Context::new(client.clone(), OperatorConfig::default(), Arc::new(Metrics::new()), None));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(hone_cluster_tests::operator::run_controllers(
+        ctx,
+        ns.to_owned(),
+        &["InferenceService"],
+        stopped,
+    ));
+
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk_with_plural(&gvk, "httproutes"));
+    let route = wait_for("the HTTPRoute digits", TIMEOUT, || {
+        let routes = routes.clone();
+        async move { Ok(routes.get_opt("digits").await?) }
+    })
+    .await?;
+    // What the apiserver stored under the v1.6.3 schema: nothing was pruned.
+    let spec = &route.data["spec"];
+    assert_eq!(spec["hostnames"], json!(["digits.example.com"]), "{spec:#}");
+    assert_eq!(spec["parentRefs"][0]["sectionName"], "http", "{spec:#}");
+    let rules = spec["rules"].as_array().cloned().unwrap_or_default();
+    let weighted = rules.iter().find(|r| r.get("matches").is_none_or(|m| m[0].get("headers").is_none()));
+    let weighted = weighted.unwrap_or_else(|| panic!("no weighted rule in {spec:#}"));
+    let weights: Vec<(String, i64)> = weighted["backendRefs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap().to_owned(), b["weight"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(weights, vec![("digits-a-v1".to_owned(), 90), ("digits-b-v2".to_owned(), 10)], "{spec:#}");
+    let pinned: Vec<&Value> =
+        rules.iter().filter_map(|r| r["matches"][0]["headers"].as_array().and_then(|h| h.first())).collect();
+    assert!(
+        pinned.iter().any(|h| h["name"] == "x-hone-variant" && h["value"] == "b" && h["type"] == "Exact"),
+        "the variant-header rule for b is missing from {spec:#}"
+    );
+
+    // The sticky header would be ignored by a Gateway: refused, with what to do.
+    let refused = isvc_status_where(&api, "sticky", "InvalidSpec on stickyHeader", TIMEOUT, |s| {
+        s.conditions.iter().any(|c| c.reason == "InvalidSpec" && c.message.contains("stickyHeader"))
+    })
+    .await?;
+    assert!(refused.conditions.iter().any(|c| c.message.contains("Router")), "{:?}", refused.conditions);
+    assert!(routes.get_opt("sticky").await?.is_none(), "nothing is built for a refused spec");
+
+    let _ = stop.send(());
+    tokio::time::timeout(TIMEOUT, controller).await??;
+    Ok(())
+}
