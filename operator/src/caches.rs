@@ -38,7 +38,7 @@ use crate::cache::{
 };
 use crate::children::is_controlled_by;
 use crate::controllers::scoped_api;
-use crate::inferenceservice::names::{COMPONENT_ROUTER, LABEL_COMPONENT};
+use crate::inferenceservice::names::{COMPONENT_PREDICTOR, COMPONENT_ROUTER, LABEL_COMPONENT};
 use crate::metrics::Metrics;
 
 /// A cached child kind of which reconciles read metadata only.
@@ -74,7 +74,8 @@ pub struct Serving {
     pub role_bindings: MetaStore<RoleBinding>,
     /// HTTPRoutes, when the Gateway API is installed (found once, at start).
     pub routes: Option<Store<DynamicObject>>,
-    /// Router pods (a canary's analysis reads their metrics).
+    /// Router and predictor pods (a canary's analysis reads their metrics:
+    /// the router's, or under the GatewayAPI provider the predictors').
     pub router_pods: Store<Pod>,
 }
 
@@ -489,12 +490,14 @@ pub fn build(client: &Client, namespace: Option<&str>, gateway_api: bool, metric
     let service_accounts = meta_feed!(ServiceAccount, "ServiceAccount");
     let roles = meta_feed!(Role, "Role");
     let role_bindings = meta_feed!(RoleBinding, "RoleBinding");
-    // Router pods: read when a canary's metrics are scraped; their Deployment wakes the owner.
+    // Router and predictor pods: read when a canary's metrics are scraped
+    // (the predictors' under the GatewayAPI provider); their Deployment wakes the owner.
     let router_pods = started.start(Feed::watch_trimmed(
-        "Pod(router)",
+        "Pod(router, predictor)",
         scoped_api::<Pod>(client, namespace),
-        watcher::Config::default()
-            .labels(&format!("{LABEL_COMPONENT}={COMPONENT_ROUTER},{LABEL_INFERENCE_SERVICE}")),
+        watcher::Config::default().labels(&format!(
+            "{LABEL_COMPONENT} in ({COMPONENT_ROUTER},{COMPONENT_PREDICTOR}),{LABEL_INFERENCE_SERVICE}"
+        )),
         trim_pod,
     ));
     let routes = gateway_api.then(|| {

@@ -88,6 +88,12 @@ pub struct RunArgs {
     /// operator cannot reach (KWOK in the tests). Unset in the chart.
     #[arg(long, env = "HONE_TRAINER_METRICS_ADDRESS")]
     pub trainer_metrics_address: Option<std::net::SocketAddr>,
+    /// Read every predictor pod's `/metrics` (canary analysis under the
+    /// GatewayAPI provider) at this address instead of the pod's own IP and
+    /// port 8080: for clusters whose pods the operator cannot reach (KWOK in
+    /// the tests). Unset in the chart.
+    #[arg(long, env = "HONE_PREDICTOR_METRICS_ADDRESS")]
+    pub predictor_metrics_address: Option<std::net::SocketAddr>,
     /// Seconds between two reads of a running TrainingJob's live figures
     /// into its status (1 to 3600).
     #[arg(long, env = "HONE_TRAINER_PROGRESS_SECONDS", default_value_t = 15,
@@ -128,6 +134,8 @@ pub struct OperatorConfig {
     pub trainer_metrics_address: Option<std::net::SocketAddr>,
     /// How often a running TrainingJob's live figures are read.
     pub trainer_progress_interval: std::time::Duration,
+    /// Where predictor pods' metrics are read instead of the pods (see `RunArgs`).
+    pub predictor_metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// Shortest `--feedback-secret` accepted.
@@ -220,6 +228,7 @@ impl OperatorConfig {
             feedback_secret,
             trainer_metrics_address: args.trainer_metrics_address,
             trainer_progress_interval: std::time::Duration::from_secs(args.trainer_progress_seconds),
+            predictor_metrics_address: args.predictor_metrics_address,
         })
     }
 }
@@ -238,6 +247,7 @@ impl Default for OperatorConfig {
             mlflow: None,
             trainer_metrics_address: None,
             trainer_progress_interval: crate::trainingjob::live::INTERVAL,
+            predictor_metrics_address: None,
         }
     }
 }

@@ -140,3 +140,119 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     tokio::time::timeout(TIMEOUT, controller).await??;
     Ok(())
 }
+
+/// A predictor's page (as hone-predictor writes it) for model `version`.
+fn predictor_page(version: u32, ok: u32, errors: u32) -> String {
+    let all = ok + errors;
+    format!(
+        "hone_predictor_requests_total{{model=\"digits\",version=\"{version}\",route=\"/predict\",status_class=\"2xx\"}} {ok}\n\
+         hone_predictor_requests_total{{model=\"digits\",version=\"{version}\",route=\"/predict\",status_class=\"5xx\"}} {errors}\n\
+         hone_predictor_requests_total{{model=\"digits\",version=\"{version}\",route=\"/metrics\",status_class=\"2xx\"}} 999\n\
+         hone_predictor_request_duration_seconds_bucket{{model=\"digits\",version=\"{version}\",route=\"/predict\",le=\"0.004\"}} {all}\n\
+         hone_predictor_request_duration_seconds_bucket{{model=\"digits\",version=\"{version}\",route=\"/predict\",le=\"+Inf\"}} {all}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_canary_under_gateway_api_is_judged_on_the_predictors_own_metrics() -> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    install_gateway_api(&client).await?;
+    let restricted = [("pod-security.kubernetes.io/enforce", "restricted")];
+    let ns = TestNamespace::create(&client, "gateway-canary", &restricted).await?;
+    let result = canary(&client, &ns.name).await;
+    let cleanup = ns.cleanup().await;
+    result?;
+    cleanup
+}
+
+async fn canary(client: &Client, ns: &str) -> anyhow::Result<()> {
+    for version in 1..=3 {
+        ready_model_version(client, ns, version).await?;
+    }
+    let isvc: InferenceService = serde_json::from_value(json!({
+        "apiVersion": "hone.dev/v1alpha1", "kind": "InferenceService", "metadata": {"name": "digits"},
+        "spec": {
+            "variants": [{"name": "a", "modelVersion": "digits-v1", "weight": 100}],
+            "traffic": {"provider": "GatewayAPI", "gateway": {"parentRefs": [{"name": "public"}]}},
+            "rollout": {"strategy": "Canary", "steps": [50], "stepInterval": "2s",
+                "analysis": {"minRequests": 10, "maxErrorRate": 0.1, "maxP99LatencyMs": 100}},
+        },
+    }))?;
+    let api: Api<InferenceService> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &isvc).await?;
+    // Every predictor pod's page is read here (KWOK pods have no network);
+    // each pod takes only the series of the version it serves.
+    let body = Arc::new(std::sync::Mutex::new(String::new()));
+    let url = hone_cluster_tests::serve_text(body.clone());
+    let address = url.trim_start_matches("http://").split('/').next().unwrap_or_default().parse()?;
+    let config = OperatorConfig { predictor_metrics_address: Some(address), ..OperatorConfig::default() };
+    let ctx = Arc::new(Context::new(client.clone(), config, Arc::new(Metrics::new()), None));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(hone_cluster_tests::operator::run_controllers(
+        ctx,
+        ns.to_owned(),
+        &["InferenceService"],
+        stopped,
+    ));
+
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &ApiResource::from_gvk_with_plural(&gvk, "httproutes"));
+    wait_for("the HTTPRoute", TIMEOUT, || {
+        let routes = routes.clone();
+        async move { Ok(routes.get_opt("digits").await?) }
+    })
+    .await?;
+    // The test plays the Gateway controller: it accepts the route.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let accepted = json!({"status": {"parents": [{"parentRef": {"name": "public"}, "controllerName": "example.com/gateway",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "accepted",
+                        "lastTransitionTime": now, "observedGeneration": 1}]}]}});
+    routes.patch_status("digits", &PatchParams::default(), &Patch::Merge(&accepted)).await?;
+    let ready = |s: &hone_crds::inferenceservice::InferenceServiceStatus| {
+        s.phase == Some(hone_crds::inferenceservice::InferenceServicePhase::Ready)
+    };
+    isvc_status_where(&api, "digits", "Ready", TIMEOUT, ready).await?;
+
+    // A good canary, judged on the canary predictor's own counters: promoted.
+    let set = |mv: &str| json!({"spec": {"variants": [{"name": "a", "modelVersion": mv, "weight": 100}]}});
+    api.patch("digits", &PatchParams::default(), &Patch::Merge(&set("digits-v2"))).await?;
+    isvc_status_where(&api, "digits", "the canary at 50%", TIMEOUT, |s| {
+        s.rollout.as_ref().is_some_and(|r| r.canary_weight == 50)
+    })
+    .await?;
+    *body.lock().unwrap() = predictor_page(1, 40, 0) + &predictor_page(2, 20, 0);
+    isvc_status_where(&api, "digits", "digits-v2 promoted", TIMEOUT, |s| {
+        s.rollout.is_none() && s.variants[0].model_version.as_deref() == Some("digits-v2")
+    })
+    .await?;
+    let route = routes.get("digits").await?;
+    let backends: Vec<String> = route.data["spec"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["backendRefs"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["weight"].as_i64().unwrap_or(0) > 0)
+        .map(|b| b["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(backends.iter().all(|b| b == "digits-a-v2"), "after promotion the route sends {backends:?}");
+
+    // A bad canary (half its answers 5xx): aborted, traffic back on digits-v2.
+    api.patch("digits", &PatchParams::default(), &Patch::Merge(&set("digits-v3"))).await?;
+    isvc_status_where(&api, "digits", "the next canary at 50%", TIMEOUT, |s| {
+        s.rollout.as_ref().is_some_and(|r| r.to_version == "digits-v3" && r.canary_weight == 50)
+    })
+    .await?;
+    *body.lock().unwrap() = predictor_page(2, 60, 0) + &predictor_page(3, 10, 10);
+    let aborted = isvc_status_where(&api, "digits", "digits-v3 aborted", TIMEOUT, |s| {
+        s.phase == Some(hone_crds::inferenceservice::InferenceServicePhase::Degraded)
+    })
+    .await?;
+    assert_eq!(aborted.variants[0].model_version.as_deref(), Some("digits-v2"));
+    assert_eq!(aborted.aborted_rollouts[0].to_version, "digits-v3");
+
+    let _ = stop.send(());
+    tokio::time::timeout(TIMEOUT, controller).await??;
+    Ok(())
+}

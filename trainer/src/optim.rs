@@ -75,20 +75,12 @@ impl Optimizer {
                         if wd > 0.0 && kind == OptimizerKind::Adamw {
                             let _ = s.param.g_mul_scalar_(1.0 - lr * wd);
                         }
-                        // In place, as torch.optim.Adam does it: one temporary
-                        // (the denominator) per parameter instead of seven.
-                        // param -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps),
-                        // which is lr * m_hat / (sqrt(v_hat) + eps).
-                        let _ = s.m.lerp_(&g, 1.0 - BETA1);
-                        let _ = s.v.g_mul_scalar_(BETA2).addcmul_(&(&g * (1.0 - BETA2)), &g);
-                        let (bc1, bc2) = (1.0 - BETA1.powf(t), 1.0 - BETA2.powf(t));
-                        let mut denom = s.v.sqrt();
-                        if lr == 0.0 {
-                            continue;
-                        }
-                        // The sign folded into the denominator: no negated copy of m.
-                        let _ = denom.g_div_scalar_(bc2.sqrt()).g_add_scalar_(EPS).g_mul_scalar_(-bc1 / lr);
-                        let _ = s.param.addcdiv_(&s.m, &denom);
+                        let _ = s.m.g_mul_scalar_(BETA1).g_add_(&(&g * (1.0 - BETA1)));
+                        let _ = s.v.g_mul_scalar_(BETA2).g_add_(&(&g * &g * (1.0 - BETA2)));
+                        let m_hat = &s.m / (1.0 - BETA1.powf(t));
+                        let v_hat = &s.v / (1.0 - BETA2.powf(t));
+                        let update = m_hat / (v_hat.sqrt() + EPS) * lr;
+                        let _ = s.param.g_sub_(&update);
                     }
                 }
             }

@@ -16,6 +16,7 @@ pub mod history;
 pub mod manual;
 pub mod names;
 pub mod observe;
+pub mod predictor_metrics;
 pub mod promtext;
 pub mod registry_alias;
 pub mod rollback;

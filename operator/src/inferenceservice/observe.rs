@@ -1,9 +1,10 @@
 //! What the InferenceService controller reads: its children, the
 //! namespace's ModelVersions, whether the Gateway API exists (all from the
 //! watch caches), and (during a canary) the router's metrics from the router
-//! pods in the cache. It makes no apiserver call.
+//! pods in the cache, or under the GatewayAPI provider the predictor pods'
+//! own. It makes no apiserver call.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hone_crds::consts::LABEL_INFERENCE_SERVICE;
 use hone_crds::inferenceservice::{ANNOTATION_ROUTER_METRICS_URL, RolloutStrategy, TrafficProvider};
@@ -18,8 +19,9 @@ use kube::api::DynamicObject;
 use kube::core::PartialObjectMeta;
 
 use super::desired::router::router_selector;
+use super::names::{COMPONENT_PREDICTOR, LABEL_COMPONENT, label_value};
 use super::promtext::RouterMetrics;
-use super::scrape;
+use super::{predictor_metrics, scrape};
 use crate::caches::{in_namespace, owned};
 use crate::context::Context;
 
@@ -85,15 +87,20 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Observed {
         .filter(|_| ctx.config.allow_router_metrics_url);
     let gateway_provider =
         isvc.spec.traffic.as_ref().is_some_and(|t| t.provider == TrafficProvider::GatewayApi);
-    let router_metrics = match (canary && rolling_out, url) {
-        (false, _) => None,
-        // No router runs under the GatewayAPI provider: only an explicit URL has its metrics.
-        (true, None) if gateway_provider => Some(Err(format!(
-            "with traffic.provider GatewayAPI there are no router pods to read; set the annotation \
-             {ANNOTATION_ROUTER_METRICS_URL} to a page with the hone_router_* series of the canary"
-        ))),
-        (true, url) => {
-            let pods = router_pods(&serving.router_pods, &namespace, &name);
+    let rollout = isvc.status.as_ref().and_then(|s| s.rollout.as_ref());
+    let router_metrics = match (canary && rolling_out, url, rollout) {
+        (false, _, _) => None,
+        // No router runs under the GatewayAPI provider: the predictors count
+        // their own requests (an explicit URL still wins, as for the router).
+        (true, None, Some(rollout)) if gateway_provider => {
+            let pods = pods_of(&serving.router_pods, &namespace, &predictor_selector(&name));
+            let versions: BTreeMap<String, i64> =
+                model_versions.iter().map(|mv| (label_value(&mv.name_any()), mv.spec.version)).collect();
+            let address = ctx.config.predictor_metrics_address;
+            Some(predictor_metrics::predictor_metrics(&pods, rollout, &versions, address).await)
+        }
+        (true, url, _) => {
+            let pods = pods_of(&serving.router_pods, &namespace, &router_selector(&name));
             Some(scrape::router_metrics(&pods, url).await)
         }
     };
@@ -113,10 +120,21 @@ pub async fn observe(ctx: &Context, isvc: &InferenceService) -> Observed {
     }
 }
 
-/// The router pods of the InferenceService `name` (owned by its router's
-/// ReplicaSets, so picked by label).
-fn router_pods(store: &kube::runtime::reflector::Store<Pod>, namespace: &str, name: &str) -> Vec<Pod> {
-    let selector = router_selector(name);
+/// The predictor pods of the InferenceService `name`, any variant and version.
+fn predictor_selector(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_INFERENCE_SERVICE.to_owned(), name.to_owned()),
+        (LABEL_COMPONENT.to_owned(), COMPONENT_PREDICTOR.to_owned()),
+    ])
+}
+
+/// The pods in `namespace` with every label of `selector` (the router's,
+/// owned by its ReplicaSets, or the predictors'), from the cache.
+fn pods_of(
+    store: &kube::runtime::reflector::Store<Pod>,
+    namespace: &str,
+    selector: &BTreeMap<String, String>,
+) -> Vec<Pod> {
     store
         .state()
         .into_iter()
