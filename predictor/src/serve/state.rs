@@ -266,12 +266,17 @@ impl AppState {
             // thread died (which it may not have recorded yet: unwinding drops
             // the jobs before the exit hook runs).
             Ok(Err(_)) if Instant::now() >= deadline => Err(ApiError::Timeout(timeout.as_millis() as u64)),
-            Ok(Err(_)) if self.stopping.load(Ordering::Acquire) => Err(ApiError::NotReady),
+            // Shutting down (SIGTERM) with the thread alive: not ready.
+            // Shutdown that the thread's death began (its exit hook failed
+            // health first, then the server stopped being ready) is the next arm.
+            Ok(Err(_)) if self.stopping.load(Ordering::Acquire) && self.is_live() => Err(ApiError::NotReady),
             Ok(Err(_)) => {
                 // Only a dying thread drops a job before its deadline. Liveness
                 // fails now, before this 503 reaches the client, not when the
                 // exit hook runs (which logs the panic's own reason too).
-                self.health.fail("it dropped a request before its deadline (unwinding)".to_owned());
+                if self.is_live() {
+                    self.health.fail("it dropped a request before its deadline (unwinding)".to_owned());
+                }
                 Err(ApiError::InferenceUnavailable)
             }
             Ok(Ok(Err(message))) => Err(ApiError::Inference(message)),
