@@ -53,7 +53,9 @@ target=${CARGO_TARGET_DIR:-target}
 # training-loop seconds, the same measure as the Python loops.
 hone_run() {
   local name=$1 data=$2 size=$3 channels=$4 arch=$5 n_epochs=$6 batch=$7 lr=$8; shift 8
-  rm -rf "$work/cache"
+  # A fresh output each time: one left from an earlier repetition would be
+  # resumed from its last checkpoint (nothing to train) and its metrics reread.
+  rm -rf "$work/cache" "$work/$name" "$work/$name.json"
   "$target/release/hone-trainer" train --source "file://$data" --image-width "$size" --image-height "$size" \
     --image-channels "$channels" --architecture "$arch" --epochs "$n_epochs" --batch-size "$batch" \
     --learning-rate "$lr" --optimizer adam --threads "$threads" --device cpu --output "file://$work/$name" \
