@@ -51,17 +51,54 @@ async fn install_gateway_api(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn http_routes_are_admitted_by_gateway_api_v1_6_3_and_sticky_headers_refused() -> anyhow::Result<()> {
+/// Runs `scenario` in a fresh namespace that enforces Pod Security
+/// "restricted", with Hone's and the Gateway API's CRDs installed, and
+/// removes the namespace afterwards.
+async fn in_namespace<F, Fut>(prefix: &str, scenario: F) -> anyhow::Result<()>
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let client = client().await?;
     install_crds(&client).await?;
     install_gateway_api(&client).await?;
     let restricted = [("pod-security.kubernetes.io/enforce", "restricted")];
-    let ns = TestNamespace::create(&client, "gateway", &restricted).await?;
-    let result = scenario(&client, &ns.name).await;
+    let ns = TestNamespace::create(&client, prefix, &restricted).await?;
+    let result = scenario(client, ns.name.clone()).await;
     let cleanup = ns.cleanup().await;
     result?;
     cleanup
+}
+
+/// The InferenceService controller, in process, on one namespace.
+struct Controller {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Controller {
+    fn start(client: &Client, ns: &str, config: OperatorConfig) -> Self {
+        let ctx = Arc::new(Context::new(client.clone(), config, Arc::new(Metrics::new()), None));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(hone_cluster_tests::operator::run_controllers(
+            ctx,
+            ns.to_owned(),
+            &["InferenceService"],
+            stopped,
+        ));
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(TIMEOUT, self.task).await??;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn http_routes_are_admitted_by_gateway_api_v1_6_3_and_sticky_headers_refused() -> anyhow::Result<()> {
+    in_namespace("gateway", |client, ns| async move { scenario(&client, &ns).await }).await
 }
 
 async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
@@ -86,15 +123,7 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     api.create(&PostParams::default(), &isvc("digits", json!({}))).await?;
     api.create(&PostParams::default(), &isvc("sticky", json!({"stickyHeader": "x-user"}))).await?;
 
-    let ctx =
-        Arc::new(Context::new(client.clone(), OperatorConfig::default(), Arc::new(Metrics::new()), None));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(hone_cluster_tests::operator::run_controllers(
-        ctx,
-        ns.to_owned(),
-        &["InferenceService"],
-        stopped,
-    ));
+    let controller = Controller::start(client, ns, OperatorConfig::default());
 
     let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
     let routes: Api<DynamicObject> =
@@ -136,9 +165,7 @@ async fn scenario(client: &Client, ns: &str) -> anyhow::Result<()> {
     assert!(refused.conditions.iter().any(|c| c.message.contains("Router")), "{:?}", refused.conditions);
     assert!(routes.get_opt("sticky").await?.is_none(), "nothing is built for a refused spec");
 
-    let _ = stop.send(());
-    tokio::time::timeout(TIMEOUT, controller).await??;
-    Ok(())
+    controller.stop().await
 }
 
 /// A predictor's page (as hone-predictor writes it) for model `version`.
@@ -155,15 +182,7 @@ fn predictor_page(version: u32, ok: u32, errors: u32) -> String {
 
 #[tokio::test]
 async fn a_canary_under_gateway_api_is_judged_on_the_predictors_own_metrics() -> anyhow::Result<()> {
-    let client = client().await?;
-    install_crds(&client).await?;
-    install_gateway_api(&client).await?;
-    let restricted = [("pod-security.kubernetes.io/enforce", "restricted")];
-    let ns = TestNamespace::create(&client, "gateway-canary", &restricted).await?;
-    let result = canary(&client, &ns.name).await;
-    let cleanup = ns.cleanup().await;
-    result?;
-    cleanup
+    in_namespace("gateway-canary", |client, ns| async move { canary(&client, &ns).await }).await
 }
 
 async fn canary(client: &Client, ns: &str) -> anyhow::Result<()> {
@@ -187,14 +206,7 @@ async fn canary(client: &Client, ns: &str) -> anyhow::Result<()> {
     let url = hone_cluster_tests::serve_text(body.clone());
     let address = url.trim_start_matches("http://").split('/').next().unwrap_or_default().parse()?;
     let config = OperatorConfig { predictor_metrics_address: Some(address), ..OperatorConfig::default() };
-    let ctx = Arc::new(Context::new(client.clone(), config, Arc::new(Metrics::new()), None));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(hone_cluster_tests::operator::run_controllers(
-        ctx,
-        ns.to_owned(),
-        &["InferenceService"],
-        stopped,
-    ));
+    let controller = Controller::start(client, ns, config);
 
     let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
     let routes: Api<DynamicObject> =
@@ -252,7 +264,5 @@ async fn canary(client: &Client, ns: &str) -> anyhow::Result<()> {
     assert_eq!(aborted.variants[0].model_version.as_deref(), Some("digits-v2"));
     assert_eq!(aborted.aborted_rollouts[0].to_version, "digits-v3");
 
-    let _ = stop.send(());
-    tokio::time::timeout(TIMEOUT, controller).await??;
-    Ok(())
+    controller.stop().await
 }
